@@ -1,0 +1,25 @@
+"""torch.hub entry points, one per registered model, generated from the registry.
+
+    model = torch.hub.load("<owner>/vfe_hub", "mamba_r101_dc5_vid")               # from GitHub
+    model = torch.hub.load(".", "mamba_r101_dc5_vid", source="local", trust_repo=True)
+"""
+dependencies = ["torch", "torchvision", "safetensors", "huggingface_hub", "av"]
+
+from vfe_hub.registry import MODELS as _MODELS  # noqa: E402
+
+
+def _entry_point(name: str):
+    spec = _MODELS[name]
+
+    def entry(**kwargs):
+        from vfe_hub import load
+
+        return load(name, **kwargs)
+
+    entry.__name__ = name
+    entry.__doc__ = (f"{spec.summary}\n\nTask: {spec.task}. Paper: {spec.paper.title} ({spec.paper.url}).\n"
+                     f"Keyword arguments go to vfe_hub.load (device, dtype, weights, revision, progress).")
+    return entry
+
+
+globals().update({name: _entry_point(name) for name in _MODELS})

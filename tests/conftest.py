@@ -1,0 +1,61 @@
+# ---------------------------------------------------------------------------------------------
+# Fake Hugging Face Hub (tests/hubserver.py): `fake_hub` fixture.
+# ---------------------------------------------------------------------------------------------
+from collections.abc import Iterator
+from pathlib import Path
+
+import huggingface_hub.hf_api
+import huggingface_hub.utils._cache_manager
+import pytest
+from huggingface_hub import constants
+from hubserver import FakeHub
+
+
+@pytest.fixture
+def fake_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
+    """A started `FakeHub`, with huggingface_hub pointed at it and at a fresh cache in `tmp_path`.
+
+    huggingface_hub 2.4 reads its settings from the environment once, at import, into module
+    constants (`constants.ENDPOINT`, `constants.HF_HUB_OFFLINE`, `constants.HF_HUB_CACHE`, ...), and
+    a few modules copy them further at import (`hf_api.api`, the module-level `HfApi` behind
+    `huggingface_hub.upload_folder` & co, keeps the endpoint; `scan_cache_dir` keeps the cache dir;
+    `hf_hub_url` formats `constants.HUGGINGFACE_CO_URL_TEMPLATE`). Setting the environment variables
+    therefore does not reach an already imported huggingface_hub, so both are done: the variables
+    (for subprocesses and code reading them at call time, like the token lookup) and the constants
+    (for this process). Telemetry is disabled through the constant too: otherwise the first request
+    also fetches `/api/agent-harnesses` from the endpoint. Xet is disabled so that uploads use the
+    git-LFS protocol the fake Hub speaks. A test that wants offline mode sets both
+    `HF_HUB_OFFLINE=1` and `constants.HF_HUB_OFFLINE = True`.
+    """
+    hub = FakeHub()
+    hub.start()
+    hf_home = tmp_path / "hf_home"
+    cache = hf_home / "hub"
+    env = {
+        "HF_ENDPOINT": hub.endpoint,
+        "HF_HOME": str(hf_home),
+        "HF_HUB_CACHE": str(cache),
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "HF_HUB_DISABLE_XET": "1",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    patched = {
+        "ENDPOINT": hub.endpoint,
+        "HUGGINGFACE_CO_URL_TEMPLATE": hub.endpoint + "/{repo_id}/resolve/{revision}/{filename}",
+        "HF_HOME": str(hf_home),
+        "HF_HUB_CACHE": str(cache),
+        "HF_TOKEN_PATH": str(hf_home / "token"),
+        "HF_STORED_TOKENS_PATH": str(hf_home / "stored_tokens"),
+        "HF_HUB_OFFLINE": False,
+        "HF_HUB_DISABLE_TELEMETRY": True,
+        "HF_HUB_DISABLE_XET": True,
+    }
+    for name, value in patched.items():
+        monkeypatch.setattr(constants, name, value)
+    monkeypatch.setattr(huggingface_hub.hf_api.api, "endpoint", hub.endpoint)
+    monkeypatch.setattr(huggingface_hub.utils._cache_manager, "HF_HUB_CACHE", str(cache))
+    yield hub
+    hub.stop()

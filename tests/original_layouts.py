@@ -1,0 +1,87 @@
+"""Synthetic checkpoints in the original code bases' key layouts (random tensors, the released shapes).
+
+The layouts are written out from the published module definitions (see ``../shared/reference/``), independently
+of vfe_hub's own modules, so that a conversion test checks vfe_hub against the original and not against itself.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+
+RESNET_BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
+
+
+def _bn(keys: dict, name: str, channels: int) -> None:
+    for p in ("weight", "bias", "running_mean", "running_var"):
+        keys[f"{name}.{p}"] = (channels,)
+    keys[f"{name}.num_batches_tracked"] = ()
+
+
+def mmdet_resnet(prefix: str, depth: int) -> dict[str, tuple[int, ...]]:
+    """mmdetection ``ResNet`` (bottleneck, torchvision-compatible names) keys and shapes."""
+    keys: dict[str, tuple[int, ...]] = {f"{prefix}conv1.weight": (64, 3, 7, 7)}
+    _bn(keys, f"{prefix}bn1", 64)
+    in_c = 64
+    for i, n in enumerate(RESNET_BLOCKS[depth]):
+        width, out = 64 * 2**i, 256 * 2**i
+        for b in range(n):
+            p = f"{prefix}layer{i + 1}.{b}."
+            keys[p + "conv1.weight"] = (width, in_c, 1, 1)
+            _bn(keys, p + "bn1", width)
+            keys[p + "conv2.weight"] = (width, width, 3, 3)
+            _bn(keys, p + "bn2", width)
+            keys[p + "conv3.weight"] = (out, width, 1, 1)
+            _bn(keys, p + "bn3", out)
+            if b == 0:
+                keys[p + "downsample.0.weight"] = (out, in_c, 1, 1)
+                _bn(keys, p + "downsample.1", out)
+            in_c = out
+    return keys
+
+
+def mamba_layout() -> dict[str, tuple[int, ...]]:
+    """The 656 tensors of ``work_dirs/mamba_r101_dc5_6x/epoch_6_model.pth`` (mmdet 2.19 + vfe.pytorch)."""
+    d = "detector."
+    keys = mmdet_resnet(d + "backbone.", 101)
+    keys.update({
+        d + "neck.convs.0.conv.weight": (512, 2048, 3, 3), d + "neck.convs.0.conv.bias": (512,),
+        d + "rpn_head.rpn_conv.weight": (512, 512, 3, 3), d + "rpn_head.rpn_conv.bias": (512,),
+        d + "rpn_head.rpn_cls.weight": (12, 512, 1, 1), d + "rpn_head.rpn_cls.bias": (12,),
+        d + "rpn_head.rpn_reg.weight": (48, 512, 1, 1), d + "rpn_head.rpn_reg.bias": (48,),
+    })
+    head = d + "roi_head.bbox_head."
+    for name, shape in (("shared_fcs.0", (1024, 25088)), ("shared_fcs.1", (1024, 1024)), ("fc_cls", (31, 1024)),
+                        ("fc_reg", (120, 1024))):
+        keys[f"{head}{name}.weight"], keys[f"{head}{name}.bias"] = shape, shape[:1]
+    for i in range(2):
+        for name in ("fc_embed", "ref_fc_embed", "fc", "ref_fc"):
+            keys[f"{head}aggregator.{i}.{name}.weight"] = (1024, 1024)
+            keys[f"{head}aggregator.{i}.{name}.bias"] = (1024,)
+    return keys
+
+
+def random_state(layout: dict[str, tuple[int, ...]], seed: int = 0) -> OrderedDict[str, torch.Tensor]:
+    """Random tensors for ``layout``: small weights, BN statistics that keep activations finite."""
+    g = torch.Generator().manual_seed(seed)
+    state: OrderedDict[str, torch.Tensor] = OrderedDict()
+    for key, shape in layout.items():
+        if key.endswith("num_batches_tracked"):
+            state[key] = torch.tensor(1000, dtype=torch.int64)
+        elif key.endswith("running_var"):
+            state[key] = 1.0 + torch.rand(shape, generator=g)
+        elif key.endswith("running_mean"):
+            state[key] = 0.1 * torch.randn(shape, generator=g)
+        elif ".bn" in key or "downsample.1" in key:  # BN affine
+            state[key] = (1.0 if key.endswith("weight") else 0.0) + 0.1 * torch.randn(shape, generator=g)
+        else:
+            fan_in = max(1, int(torch.tensor(shape[1:]).prod())) if len(shape) > 1 else 1
+            state[key] = torch.randn(shape, generator=g) * (1.0 / fan_in) ** 0.5
+    return state
+
+
+def write_mmcv_checkpoint(path: Path, state: OrderedDict[str, torch.Tensor]) -> Path:
+    """Save like mmcv's ``save_checkpoint`` without optimizer: ``{"meta": ..., "state_dict": ...}``."""
+    torch.save({"meta": {"epoch": 6, "mmdet_version": "2.19.1"}, "state_dict": state}, path)
+    return path

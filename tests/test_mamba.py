@@ -1,0 +1,149 @@
+"""MAMBA: strict conversion of the released key layout, forward on real photographs and video, batching."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from media import panning_clip, photo, write_video
+from original_layouts import mamba_layout, random_state
+from vfe_hub.convert import convert_state_dict, table_for
+from vfe_hub.errors import ConversionError
+from vfe_hub.registry import Preprocess, get_spec
+
+# The full network at a small input size keeps CPU tests fast; the layers do not depend on the size.
+SMALL = Preprocess(max_size=320, min_size=192, mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375),
+                   size_divisor=16)
+
+
+@pytest.fixture(scope="module")
+def original_state():
+    return random_state(mamba_layout(), seed=0)
+
+
+@pytest.fixture(scope="module")
+def model(original_state):
+    spec = dataclasses.replace(get_spec("mamba_r101_dc5_vid"), preprocess=SMALL)
+    net = spec.build()
+    expected = {k: v.shape for k, v in net.state_dict().items()}
+    state, _ = convert_state_dict(original_state, table_for("mmdet_v2"), expected)
+    net.load_state_dict(state, strict=True)
+    return net.eval()
+
+
+def test_released_layout_converts_strictly(original_state):
+    net = get_spec("mamba_r101_dc5_vid").build()
+    expected = {k: v.shape for k, v in net.state_dict().items()}
+    state, dropped = convert_state_dict(original_state, table_for("mmdet_v2"), expected)
+    assert len(original_state) == 656
+    assert len(dropped) == 104 and all(k.endswith("num_batches_tracked") for k in dropped)
+    assert set(state) == set(expected) and len(state) == 552
+    net.load_state_dict(state, strict=True)
+    head = "detector.roi_head.bbox_head."
+    pairs = {
+        head + "fc_cls.weight": net.box_head.cls_score.weight,
+        head + "fc_reg.bias": net.box_head.bbox_pred.bias,
+        head + "aggregator.1.ref_fc_embed.weight": net.aggregators[1].key_proj.weight,
+        head + "aggregator.0.ref_fc.bias": net.aggregators[0].value_proj.bias,
+        head + "aggregator.0.fc.weight": net.aggregators[0].out_proj.weight,
+        "detector.rpn_head.rpn_reg.weight": net.rpn.bbox_pred.weight,
+        "detector.neck.convs.0.conv.bias": net.neck.convs[0].bias,
+        "detector.backbone.layer4.2.bn3.running_var": net.backbone.layer4[2].bn3.running_var,
+    }
+    for key, tensor in pairs.items():
+        assert torch.equal(original_state[key], tensor), key
+    # DC5: every layer4 block is dilated (mmdetection), unlike torchvision's replace_stride_with_dilation.
+    assert [b.conv2.dilation for b in net.backbone.layer4] == [(2, 2)] * 3
+    assert net.backbone.layer4[0].conv2.stride == (1, 1)
+
+
+@pytest.mark.parametrize("fault", ["missing", "extra", "shape"])
+def test_conversion_names_the_offending_key(original_state, fault):
+    state = dict(original_state)
+    key = "detector.roi_head.bbox_head.fc_cls.weight"
+    if fault == "missing":
+        del state[key]
+        needle = "box_head.cls_score.weight"
+    elif fault == "extra":
+        key = "detector.roi_head.bbox_head.fc_extra.weight"
+        state[key] = torch.zeros(3)
+        needle = key
+    else:
+        state[key] = torch.zeros(32, 1024)
+        needle = "box_head.cls_score.weight: file (32, 1024) vs model (31, 1024)"
+    net = get_spec("mamba_r101_dc5_vid").build()
+    expected = {k: v.shape for k, v in net.state_dict().items()}
+    with pytest.raises(ConversionError, match=r"(?s).*" + __import__("re").escape(needle)):
+        convert_state_dict(state, table_for("mmdet_v2"), expected)
+
+
+def _check(det, size, num_classes=30):
+    h, w = size
+    assert det.boxes.dtype == torch.float32 and det.boxes.shape == (len(det), 4)
+    assert det.scores.dtype == torch.float32 and det.labels.dtype == torch.int64
+    assert 0 < len(det) <= 100
+    assert (det.boxes[:, 0] >= 0).all() and (det.boxes[:, 2] <= w).all()
+    assert (det.boxes[:, 1] >= 0).all() and (det.boxes[:, 3] <= h).all()
+    assert (det.boxes[:, 2] >= det.boxes[:, 0]).all() and (det.boxes[:, 3] >= det.boxes[:, 1]).all()
+    assert ((det.scores > 1e-4) & (det.scores <= 1)).all()
+    assert torch.all(det.scores[:-1] >= det.scores[1:])
+    assert ((det.labels >= 0) & (det.labels < num_classes)).all()
+
+
+def test_predict_on_a_photograph(model):
+    image = photo("chelsea")  # 300 x 451, resized up to 192 x 289 -> padded 192 x 304
+    [det] = model.predict(image)
+    _check(det, image.shape[:2])
+    assert det.class_names == get_spec("mamba_r101_dc5_vid").classes
+    assert det.provenance["model"] == "mamba_r101_dc5_vid" and det.provenance["dtype"] == "float32"
+    records = det.to_json(image_id=7)
+    assert len(records) == len(det) and records[0]["image_id"] == 7 and 1 <= records[0]["category_id"] <= 30
+    x, y, w, h = records[0]["bbox"]
+    assert torch.allclose(torch.tensor([x, y, x + w, y + h]), det.boxes[0].double().float(), atol=1e-3)
+    drawn = det.plot(image, score_thr=0.0)
+    assert drawn.size == (image.shape[1], image.shape[0])
+
+
+def test_video_batch_of_four_equals_one_at_a_time(model, tmp_path):
+    """Backbone, neck and RPN run batched; the memory is updated frame by frame in order either way.
+
+    Same-size frames are padded alike, so batching changes only float summation order in the convolutions:
+    boxes agree within 1e-3 px and scores within 1e-5 (float32 on CPU).
+    """
+    video = write_video(tmp_path / "clip.mp4", panning_clip(n=5, size=(120, 160)))
+    one = model.predict(video, batch_size=1)
+    four = model.predict(video, batch_size=4)
+    assert len(one) == len(four) == 5
+    assert [d.frame.index for d in four] == list(range(5))
+    for a, b in zip(one, four):
+        _check(a, (120, 160))
+        assert torch.equal(a.labels, b.labels)
+        assert torch.allclose(a.boxes, b.boxes, atol=1e-3) and torch.allclose(a.scores, b.scores, atol=1e-5)
+
+
+def test_memory_makes_later_frames_depend_on_earlier_ones(model):
+    frames = panning_clip(n=3, size=(120, 160))
+    alone = model.predict(frames[2])[0]
+    in_sequence = model.predict(frames)[2]
+    assert not torch.allclose(alone.scores[:5], in_sequence.scores[:5])
+    again = model.predict(frames)[2]
+    assert torch.equal(in_sequence.scores, again.scores), "a run must be repeatable (seeded memory)"
+
+
+def test_paper_protocol_is_deterministic_and_returns_frame_order(model):
+    frames = panning_clip(n=6, size=(120, 160))
+    first = model.predict(frames, protocol="paper", batch_size=2)
+    second = model.predict(frames, protocol="paper", batch_size=3)
+    assert [d.frame.index for d in first] == list(range(6))
+    for a, b in zip(first, second):
+        assert torch.equal(a.labels, b.labels) and torch.allclose(a.scores, b.scores, atol=1e-5)
+    streaming = model.predict(frames)
+    assert not torch.allclose(streaming[0].scores[:5], first[0].scores[:5]), "paper frame 0 sees 14 references"
+
+
+def test_unknown_predict_option_suggests_the_closest(model):
+    with pytest.raises(TypeError, match="did you mean 'protocol'"):
+        model.predict(photo(), protcol="paper")
+    with pytest.raises(ValueError, match="streaming"):
+        model.predict(photo(), protocol="offline")

@@ -1,0 +1,59 @@
+"""The exceptions of vfe_hub: each names the input at fault and says how to fix it."""
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class VfeHubError(Exception):
+    """Base class of every error vfe_hub raises on purpose."""
+
+
+class UnknownModelError(VfeHubError, KeyError):
+    """A model name that is not in the registry."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class WeightsNotFoundError(VfeHubError, FileNotFoundError):
+    """Weights that cannot be found locally or on the Hub."""
+
+
+class DownloadError(VfeHubError, ConnectionError):
+    """A file that could not be downloaded (network, server or offline mode)."""
+
+
+class ChecksumError(VfeHubError):
+    """A downloaded or cached file whose sha256 is not the pinned one."""
+
+
+class CorruptWeightsError(VfeHubError):
+    """A weights file that cannot be read (truncated, wrong format, not weights)."""
+
+
+class ConversionError(VfeHubError):
+    """An original checkpoint whose keys or shapes do not match the model."""
+
+
+class InputError(VfeHubError, ValueError):
+    """An input to ``predict`` that cannot be read (missing file, not an image or video, empty video)."""
+
+
+class DatasetError(VfeHubError, ValueError):
+    """An annotation file or dataset folder that cannot be read."""
+
+
+def close_matches(word: str, candidates: Iterable[str], n: int = 3) -> list[str]:
+    """The candidates closest to ``word`` (difflib ratio >= 0.4), best first."""
+    return difflib.get_close_matches(word, list(candidates), n=n, cutoff=0.4)
+
+
+def unknown_keyword_error(where: str, given: Iterable[str], valid: Iterable[str]) -> TypeError:
+    """A ``TypeError`` for unknown keyword arguments, suggesting the closest valid names."""
+    valid = sorted(valid)
+    parts = []
+    for name in given:
+        hint = close_matches(name, valid, n=1)
+        parts.append(f"{name!r}" + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+    return TypeError(f"{where} got unknown keyword argument(s) {', '.join(parts)}; valid: {', '.join(valid)}")

@@ -1,0 +1,80 @@
+"""ResNet backbones (bottleneck, "pytorch" style: stride on the 3x3 conv) with frozen batch norm.
+
+Parameter names equal torchvision's (``conv1``, ``bn1``, ``layerN.i.conv{1,2,3}``, ``downsample.{0,1}``). Unlike
+torchvision's ``replace_stride_with_dilation``, a dilated stage dilates **every** block, as mmdetection does
+(the DC5 backbones of the video models depend on it).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
+
+
+class Bottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, in_channels: int, width: int, stride: int = 1, dilation: int = 1) -> None:
+        super().__init__()
+        out = width * self.expansion
+        self.conv1 = nn.Conv2d(in_channels, width, 1, bias=False)
+        self.bn1 = FrozenBatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, stride, padding=dilation, dilation=dilation, bias=False)
+        self.bn2 = FrozenBatchNorm2d(width)
+        self.conv3 = nn.Conv2d(width, out, 1, bias=False)
+        self.bn3 = FrozenBatchNorm2d(out)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = None
+        if stride != 1 or in_channels != out:
+            self.downsample = nn.Sequential(nn.Conv2d(in_channels, out, 1, stride, bias=False), FrozenBatchNorm2d(out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        y = self.relu(self.bn1(self.conv1(x)))
+        y = self.relu(self.bn2(self.conv2(y)))
+        return self.relu(self.bn3(self.conv3(y)) + identity)
+
+
+class ResNet(nn.Module):
+    """ResNet-50/101/152 returning the outputs of the stages in ``out_indices`` (0 = layer1 ... 3 = layer4).
+
+    Input ``(B, 3, H, W)`` normalised RGB; output stage ``i`` has ``256 * 2**i`` channels at stride
+    ``4 * prod(strides[1:i+1])``.
+    """
+
+    def __init__(
+        self,
+        depth: int = 50,
+        strides: Sequence[int] = (1, 2, 2, 2),
+        dilations: Sequence[int] = (1, 1, 1, 1),
+        out_indices: Sequence[int] = (0, 1, 2, 3),
+    ) -> None:
+        super().__init__()
+        self.out_indices = tuple(out_indices)
+        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+        self.bn1 = FrozenBatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        in_channels = 64
+        for i, (blocks, stride, dilation) in enumerate(zip(DEPTHS[depth], strides, dilations)):
+            width = 64 * 2**i
+            layer = [Bottleneck(in_channels, width, stride, dilation)]
+            in_channels = width * Bottleneck.expansion
+            layer += [Bottleneck(in_channels, width, 1, dilation) for _ in range(blocks - 1)]
+            self.add_module(f"layer{i + 1}", nn.Sequential(*layer))
+        self.out_channels = [256 * 2**i for i in self.out_indices]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        outs = []
+        for i in range(4):
+            x = getattr(self, f"layer{i + 1}")(x)
+            if i in self.out_indices:
+                outs.append(x)
+            if i >= max(self.out_indices):
+                break
+        return outs

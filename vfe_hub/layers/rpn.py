@@ -1,0 +1,74 @@
+"""Region proposal network: the head and mmdetection's (v2) test-time proposal selection."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchvision.ops import batched_nms
+
+from .anchors import AnchorGenerator
+from .box_coder import DeltaXYWHCoder
+
+
+class RPNHead(nn.Module):
+    """A shared 3x3 conv + ReLU, then per-anchor objectness logits (``A``) and box deltas (``4A``) per level."""
+
+    def __init__(self, in_channels: int, feat_channels: int, num_anchors: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, feat_channels, 3, padding=1)
+        self.cls_logits = nn.Conv2d(feat_channels, num_anchors, 1)
+        self.bbox_pred = nn.Conv2d(feat_channels, num_anchors * 4, 1)
+
+    def forward(self, feats: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per level ``(logits (B, A, H, W), deltas (B, 4A, H, W))``."""
+        outs = []
+        for f in feats:
+            t = torch.relu(self.conv(f))
+            outs.append((self.cls_logits(t), self.bbox_pred(t)))
+        return outs
+
+
+class ProposalSelector:
+    """Turns RPN outputs into proposals the way mmdetection v2's ``RPNHead`` does at test time.
+
+    Per level the ``nms_pre`` highest sigmoid scores are kept and decoded (clipped to the resized, unpadded image);
+    boxes with zero width or height are dropped; NMS at ``iou`` runs per level (``batched_nms`` with level ids);
+    the best ``max_per_img`` remain, sorted by score.
+    """
+
+    def __init__(self, anchors: AnchorGenerator, nms_pre: int, iou: float, max_per_img: int) -> None:
+        self.anchors = anchors
+        self.coder = DeltaXYWHCoder()
+        self.nms_pre = nms_pre
+        self.iou = iou
+        self.max_per_img = max_per_img
+
+    def __call__(self, outputs: list[tuple[torch.Tensor, torch.Tensor]],
+                 image_sizes: list[tuple[int, int]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Proposals per image: ``(boxes (K, 4) xyxy in resized-image pixels, scores (K,))``, K <= max_per_img."""
+        batch = outputs[0][0].shape[0]
+        per_level = []
+        for level, (logits, deltas) in enumerate(outputs):
+            b, a, h, w = logits.shape
+            scores = logits.permute(0, 2, 3, 1).reshape(b, -1).sigmoid()
+            deltas = deltas.permute(0, 2, 3, 1).reshape(b, -1, 4)
+            anchors = self.anchors.grid(level, (h, w), logits.device)
+            if self.nms_pre < scores.shape[1]:
+                scores, idx = scores.topk(self.nms_pre, dim=1)
+                deltas = deltas.gather(1, idx[..., None].expand(-1, -1, 4))
+                anchors = anchors[idx]
+            else:
+                anchors = anchors.expand(b, -1, -1)
+            per_level.append((scores, deltas, anchors, level))
+        results = []
+        for i in range(batch):
+            boxes, scores, levels = [], [], []
+            for s, d, anc, level in per_level:
+                boxes.append(self.coder.decode(anc[i], d[i].float(), image_sizes[i]))
+                scores.append(s[i].float())
+                levels.append(torch.full_like(s[i], level, dtype=torch.long))
+            boxes, scores, levels = torch.cat(boxes), torch.cat(scores), torch.cat(levels)
+            valid = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+            boxes, scores, levels = boxes[valid], scores[valid], levels[valid]
+            keep = batched_nms(boxes, scores, levels, self.iou)[: self.max_per_img]
+            results.append((boxes[keep], scores[keep]))
+        return results

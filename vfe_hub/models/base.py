@@ -1,0 +1,192 @@
+"""The uniform model API: :class:`Detector` for images, :class:`VideoDetector` for models with per-video state."""
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from .. import engine
+from ..errors import unknown_keyword_error
+from ..progress import progress_bar
+from ..registry import ModelSpec
+from ..structures import Detections, FrameInfo, ImageBatch
+
+
+class Detector(nn.Module):
+    """Base class of every vfe_hub model.
+
+    Subclasses implement ``forward(batch: ImageBatch) -> list[Detections]`` on a preprocessed batch already on the
+    model's device; :meth:`predict` adds input reading, preprocessing, batching and progress.
+    """
+
+    #: keyword options of :meth:`predict` beyond the common ones, with their defaults
+    predict_options: dict[str, Any] = {}
+
+    def __init__(self, spec: ModelSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        self.dtype = torch.float32
+        self.weights_provenance: dict[str, Any] = {"weights": None, "revision": None, "sha256": None}
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.spec.classes
+
+    def provenance(self) -> dict[str, Any]:
+        """Model name, weights (source, revision, sha256), dtype and device: attached to every result."""
+        return {"model": self.spec.name, **self.weights_provenance, "dtype": str(self.dtype).removeprefix("torch."),
+                "device": str(self.device)}
+
+    def make_detections(self, frame: FrameInfo, boxes: torch.Tensor, scores: torch.Tensor,
+                        labels: torch.Tensor) -> Detections:
+        """A :class:`Detections` with this model's classes and provenance; boxes are clipped to the input image."""
+        h, w = frame.size
+        boxes = boxes.float().clone()
+        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
+        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
+        return Detections(boxes, scores.float(), labels.long(), self.class_names, frame, self.provenance())
+
+    def _check_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        unknown = set(options) - set(self.predict_options)
+        if unknown:
+            common = {"batch_size", "progress", "stream"}
+            raise unknown_keyword_error(f"{type(self).__name__}.predict", sorted(unknown), common | set(self.predict_options))
+        return {**self.predict_options, **options}
+
+    def _frames(self, inputs: Any, options: dict[str, Any]) -> Iterable:
+        """The frames to run, in the order the model must see them (hook for video protocols)."""
+        from ..io import open_frames
+
+        return open_frames(inputs)
+
+    def _results(self, results: Iterator[Detections], options: dict[str, Any]) -> Iterator[Detections]:
+        """The results in the order the user gave the frames (hook for video protocols)."""
+        return results
+
+    def predict(self, inputs: Any, *, batch_size: int = 1, progress: bool | None = None, stream: bool = False,
+                **options: Any) -> list[Detections] | Iterator[Detections]:
+        """Detect objects in ``inputs``: image or video paths, folders, globs, PIL images, arrays or tensors.
+
+        Returns one :class:`Detections` per image or frame, in input order, with boxes in input pixels.
+        ``batch_size`` frames run through the network together; ``stream=True`` returns an iterator that yields
+        results as they are computed (constant memory on long videos); ``progress`` shows a tqdm bar
+        (default: only on a terminal).
+        """
+        options = self._check_options(options)
+        frames = self._frames(inputs, options)
+        try:
+            total = len(frames)  # type: ignore[arg-type]
+        except TypeError:
+            total = None
+        self.eval()
+
+        def generate() -> Iterator[Detections]:
+            with progress_bar(total=total, unit="frame", desc=self.spec.name, progress=progress) as bar:
+                results = engine.run(self, frames, self.spec.preprocess, self.device, self.dtype, batch_size, bar)
+                yield from self._results(results, options)
+
+        return generate() if stream else list(generate())
+
+    def evaluate(self, dataset: str, **kwargs: Any) -> dict[str, float]:
+        """Run the model on a benchmark and score it with the benchmark's official metric.
+
+        See :func:`vfe_hub.evaluation.evaluate_model` for the datasets and their arguments.
+        """
+        from ..evaluation.runner import evaluate_model
+
+        return evaluate_model(self, dataset, **kwargs)
+
+
+class VideoDetector(Detector):
+    """A detector that keeps state across the frames of a video (memory banks, prompts, track queries).
+
+    Frames reach ``forward`` in processing order with their ``sequence`` key; a new key resets the state.
+    Protocols: ``"streaming"`` (default) sees frames in order and uses only the past; ``"paper"`` reproduces
+    the published evaluation, which may look at the whole video first (see the model card).
+    """
+
+    predict_options = {"protocol": "streaming"}
+    #: how many references the paper protocol spreads over the whole video at its first frame
+    paper_references = 14
+    #: whether the paper protocol runs frames after the first in the released shuffled order
+    paper_shuffle = False
+
+    def __init__(self, spec: ModelSpec) -> None:
+        super().__init__(spec)
+        self._sequence: str | None = None
+        self._reference_frames: dict[str, list] = {}
+
+    def reset(self) -> None:
+        """Forget the current video; the next frame starts a new one."""
+        self._sequence = None
+        self._reference_frames.clear()
+
+    def references_for(self, frame: FrameInfo) -> ImageBatch | None:
+        """The preprocessed reference frames for the first frame of ``frame.sequence`` (paper protocol), or None."""
+        refs = self._reference_frames.pop(frame.sequence, None)
+        if refs is None:
+            return None
+        infos = [FrameInfo(f.name, f.index, f.sequence, f.source, f.image.shape[:2]) for f in refs]
+        return engine.preprocess([f.image for f in refs], infos, self.spec.preprocess, self.device)
+
+    @staticmethod
+    def reference_indices(length: int, count: int) -> list[int]:
+        """``count`` frame indices spread over a video of ``length`` frames: ``round(i * (length - 1) / (count - 1))``."""
+        return sorted(round(i * (length - 1) / (count - 1)) for i in range(count))
+
+    def _check_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        options = super()._check_options(options)
+        if options["protocol"] not in ("streaming", "paper"):
+            raise ValueError(f"protocol must be 'streaming' or 'paper', got {options['protocol']!r}")
+        return options
+
+    def _frames(self, inputs: Any, options: dict[str, Any]) -> Iterable:
+        self.reset()
+        frames = super()._frames(inputs, options)
+        return frames if options["protocol"] == "streaming" else _PaperOrder(self, frames)
+
+    def _results(self, results: Iterator[Detections], options: dict[str, Any]) -> Iterator[Detections]:
+        if options["protocol"] == "streaming":
+            yield from results
+            return
+        pending: list[Detections] = []
+        for det in results:  # one sequence arrives whole and shuffled; give it back in frame order
+            if pending and det.frame.sequence != pending[0].frame.sequence:
+                yield from sorted(pending, key=lambda d: d.frame.index)
+                pending = []
+            pending.append(det)
+        yield from sorted(pending, key=lambda d: d.frame.index)
+
+
+class _PaperOrder:
+    """Frames of each sequence in the paper protocol's order, with that sequence's references registered.
+
+    A sequence is held in memory while it runs. With ``paper_shuffle`` the frames after the first are shuffled
+    by one ``random.Random(10)`` driven over the sequences in order, as the released evaluation does.
+    """
+
+    def __init__(self, model: VideoDetector, frames: Iterable) -> None:
+        self.model = model
+        self.frames = frames
+
+    def __len__(self) -> int:
+        return len(self.frames)  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator:
+        rng = random.Random(10)
+        for _, group in itertools.groupby(self.frames, key=lambda f: f.sequence):
+            sequence = list(group)
+            refs = VideoDetector.reference_indices(len(sequence), self.model.paper_references)
+            self.model._reference_frames[sequence[0].sequence] = [sequence[i] for i in refs]
+            rest = sequence[1:]
+            if self.model.paper_shuffle:
+                rng.shuffle(rest)
+            yield from [sequence[0], *rest]

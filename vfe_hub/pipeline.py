@@ -1,0 +1,52 @@
+"""Task pipelines: ``pipeline("video-object-detection", model=...)`` returns a callable over inputs."""
+from __future__ import annotations
+
+from typing import Any
+
+from .api import load
+from .errors import UnknownModelError, close_matches
+from .models.base import Detector
+from .registry import MODELS, get_spec
+
+__all__ = ["Pipeline", "pipeline", "tasks"]
+
+
+def tasks() -> dict[str, list[str]]:
+    """Every task with the models that solve it (the first is the task's default)."""
+    out: dict[str, list[str]] = {}
+    for spec in MODELS.values():
+        out.setdefault(spec.task, []).append(spec.name)
+    return out
+
+
+class Pipeline:
+    """A loaded model bound to a task; calling it runs ``model.predict`` with the pipeline's defaults."""
+
+    def __init__(self, task: str, model: Detector, **predict_defaults: Any) -> None:
+        self.task = task
+        self.model = model
+        self.predict_defaults = predict_defaults
+
+    def __call__(self, inputs: Any, **kwargs: Any):
+        return self.model.predict(inputs, **{**self.predict_defaults, **kwargs})
+
+    def __repr__(self) -> str:
+        return f"Pipeline(task={self.task!r}, model={self.model.spec.name!r})"
+
+
+def pipeline(task: str, model: str | Detector | None = None, *, batch_size: int = 1, progress: bool | None = None,
+             **load_kwargs: Any) -> Pipeline:
+    """A :class:`Pipeline` for ``task`` with ``model`` (a name, a loaded model, or the task's default)."""
+    known = tasks()
+    if task not in known:
+        hint = close_matches(task, known)
+        raise UnknownModelError(f"Unknown task {task!r}." + (f" Did you mean {hint[0]!r}?" if hint else "")
+                                + f" Tasks: {', '.join(sorted(known))}.")
+    if model is None:
+        model = known[task][0]
+    if isinstance(model, str):
+        if get_spec(model).task != task:
+            raise UnknownModelError(f"{model!r} solves {get_spec(model).task!r}, not {task!r}; models for {task!r}: "
+                                    f"{', '.join(known[task])}.")
+        model = load(model, progress=progress, **load_kwargs)
+    return Pipeline(task, model, batch_size=batch_size, progress=progress)

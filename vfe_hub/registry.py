@@ -1,0 +1,184 @@
+"""The model registry: one :class:`ModelSpec` per model name, the single source of every fact about a model.
+
+``model_info``, the ``hubconf.py`` entry points and their docstrings, the model cards' front matter, the README's
+model table and the benchmark tables are all generated from the entries below.
+"""
+from __future__ import annotations
+
+import fnmatch
+import importlib
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .errors import UnknownModelError, close_matches
+
+IMAGENET_VID_CLASSES: tuple[str, ...] = (
+    "airplane", "antelope", "bear", "bicycle", "bird", "bus", "car", "cattle", "dog", "domestic_cat",
+    "elephant", "fox", "giant_panda", "hamster", "horse", "lion", "lizard", "monkey", "motorcycle", "rabbit",
+    "red_panda", "sheep", "snake", "squirrel", "tiger", "train", "turtle", "watercraft", "whale", "zebra",
+)
+
+
+@dataclass(frozen=True)
+class WeightsSpec:
+    """Where a model's weights live on the Hugging Face Hub.
+
+    ``revision`` is a commit id (never a branch), so a load is reproducible. ``sha256`` is the file's checksum;
+    ``None`` means it was not published with the release, and the download is then checked against the Hub's own
+    LFS sha256 (the ``X-Linked-Etag`` header) instead. ``format`` names the layout of the file: ``"vfe_hub"``
+    (safetensors in this package's key layout) or the original code base (``"mmdet_v2"``), which is converted
+    strictly on first load and cached as safetensors.
+    """
+
+    repo_id: str
+    filename: str
+    revision: str
+    format: str
+    sha256: str | None = None
+    size: int | None = None
+    licence_note: str = ""
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """The test-time input pipeline of a model, run batched on the model's device.
+
+    The image is resized with its aspect ratio kept by ``s = min(max_size / long_edge, min_size / short_edge)``
+    to ``int(w * s + 0.5) x int(h * s + 0.5)`` (bilinear, small images are upscaled), normalised as
+    ``(rgb - mean) / std`` on the 0-255 scale, then zero-padded at the bottom and right to a multiple of
+    ``size_divisor``.
+    """
+
+    max_size: int
+    min_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    size_divisor: int
+
+
+@dataclass(frozen=True)
+class Paper:
+    title: str
+    url: str
+    venue: str
+    citation: str
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything vfe_hub knows about one published model.
+
+    ``family`` names the module ``vfe_hub.models.<family>``, which builds the network from ``config``.
+    ``metrics`` holds the paper's numbers per benchmark, ``{dataset: {metric: value}}``, in percent as the paper
+    prints them, with the metric names the evaluator returns (the evaluator returns fractions).
+    """
+
+    name: str
+    family: str
+    task: str
+    summary: str
+    classes: tuple[str, ...]
+    weights: WeightsSpec
+    preprocess: Preprocess
+    paper: Paper
+    licence: str
+    datasets: tuple[str, ...]
+    metrics: dict[str, dict[str, float]]
+    temporal: str
+    protocols: dict[str, str] = field(default_factory=dict)
+    dtypes: tuple[str, ...] = ("float32", "float16", "bfloat16")
+    config: dict[str, Any] = field(default_factory=dict)
+    original_code: str = ""
+    tags: tuple[str, ...] = ()
+
+    def info(self) -> dict[str, Any]:
+        """The spec as plain data (JSON-serialisable)."""
+        return asdict(self)
+
+    def build(self, **overrides: Any):
+        """A randomly initialised network of this model, in eval mode."""
+        family = importlib.import_module(f"vfe_hub.models.{self.family}")
+        return family.build(self, **overrides)
+
+
+_MAMBA_CITATION = """@inproceedings{sun2021mamba,
+  title     = {MAMBA: Multi-level Aggregation via Memory Bank for Video Object Detection},
+  author    = {Sun, Guanxiong and Hua, Yang and Hu, Guosheng and Robertson, Neil},
+  booktitle = {AAAI Conference on Artificial Intelligence},
+  year      = {2021}
+}"""
+
+_VID_PREPROCESS = Preprocess(
+    max_size=1000, min_size=600, mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375), size_divisor=16
+)
+
+MODELS: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec(
+            name="mamba_r101_dc5_vid",
+            family="mamba",
+            task="video-object-detection",
+            summary=(
+                "MAMBA (instance-level memory bank) on a ResNet-101 DC5 Faster R-CNN, trained on ImageNet VID + DET; "
+                "30 ImageNet VID classes."
+            ),
+            classes=IMAGENET_VID_CLASSES,
+            weights=WeightsSpec(
+                repo_id="guanxiongsun/vfe.pytorch",
+                filename="work_dirs/mamba_r101_dc5_6x/epoch_6_model.pth",
+                # The newest commit of the authors' repository when it was pinned; the Hub resolves this short id.
+                revision="442410a",
+                format="mmdet_v2",
+                sha256=None,
+                size=None,
+                licence_note="Released by the authors with the Apache-2.0 code base vfe.pytorch; no licence tag on the Hub repo.",
+            ),
+            preprocess=_VID_PREPROCESS,
+            paper=Paper(
+                title="MAMBA: Multi-level Aggregation via Memory Bank for Video Object Detection",
+                url="https://arxiv.org/abs/2401.09923",
+                venue="AAAI 2021",
+                citation=_MAMBA_CITATION,
+            ),
+            licence="apache-2.0",
+            datasets=("imagenet_vid",),
+            metrics={"imagenet_vid": {"AP50": 83.8, "AP50_fast": 65.3, "AP50_medium": 83.8, "AP50_slow": 89.5}},
+            temporal=(
+                "Two memory banks of RoI features (one per shared fc), up to 20000 rows each; every frame attends to "
+                "at most 2000 sampled rows and writes its 75 best-ranked proposals. Reset at the first frame of a video."
+            ),
+            protocols={
+                "streaming": (
+                    "Frames in their natural order; the memory holds only frames already seen (at the first frame, the "
+                    "frame itself). Works on live video. The default."
+                ),
+                "paper": (
+                    "The released evaluation: 14 references spread over the whole video initialise the memory at the "
+                    "first frame, and the other frames run in the released shuffled order (random.Random(10), frame 0 "
+                    "first). Needs the whole video up front; reproduces the paper's table."
+                ),
+            },
+            config={"depth": 101, "num_classes": 30, "seed": 0},
+            original_code="https://github.com/guanxiongsun/vfe.pytorch (mmdet 2.19 fork)",
+            tags=("video-object-detection", "imagenet-vid", "faster-rcnn", "memory-bank"),
+        ),
+    )
+}
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The spec of ``name``; an unknown name raises :class:`UnknownModelError` with the closest names."""
+    try:
+        return MODELS[name]
+    except KeyError:
+        hint = close_matches(name, MODELS)
+        suggestion = f" Did you mean {', '.join(map(repr, hint))}?" if hint else ""
+        raise UnknownModelError(
+            f"Unknown model name {name!r}.{suggestion} vfe_hub.list_models() lists all {len(MODELS)} names."
+        ) from None
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered model names matching the shell-style wildcard ``pattern``, sorted."""
+    return sorted(n for n in MODELS if fnmatch.fnmatchcase(n, pattern))

@@ -1,0 +1,115 @@
+"""The data that flows through vfe_hub: a preprocessed batch in, :class:`Detections` out."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import torch
+
+
+@dataclass
+class FrameInfo:
+    """Where a frame came from: ``name`` for people, ``source`` for re-reading it, ``sequence``/``index`` for video state."""
+
+    name: str
+    index: int
+    sequence: str
+    source: str | None
+    size: tuple[int, int]  # (H, W) of the input as given
+
+
+@dataclass
+class ImageBatch:
+    """A padded, normalised batch on the model's device.
+
+    ``images (B, 3, Hp, Wp)``; ``image_sizes[i] = (h, w)`` is the resized, unpadded size of image ``i``;
+    ``scales[i] = (sx, sy) = (w / W, h / H)`` maps input pixels to resized pixels.
+    """
+
+    images: torch.Tensor
+    image_sizes: list[tuple[int, int]]
+    scales: list[tuple[float, float]]
+    frames: list[FrameInfo]
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def select(self, index: list[int]) -> ImageBatch:
+        """The sub-batch of the given positions (same padding)."""
+        return ImageBatch(self.images[index], [self.image_sizes[i] for i in index], [self.scales[i] for i in index],
+                          [self.frames[i] for i in index])
+
+
+@dataclass
+class Detections:
+    """Detections of one image or frame.
+
+    ``boxes (N, 4)`` float32 ``xyxy`` in pixels of the input as given; ``scores (N,)`` float32; ``labels (N,)``
+    int64 indices into ``class_names``; optional ``track_ids (N,)``. ``provenance`` names the model, its
+    weights (source, revision, sha256), dtype and device.
+    """
+
+    boxes: torch.Tensor
+    scores: torch.Tensor
+    labels: torch.Tensor
+    class_names: tuple[str, ...]
+    frame: FrameInfo
+    provenance: dict[str, Any] = field(default_factory=dict)
+    track_ids: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return self.boxes.shape[0]
+
+    def cpu(self) -> Detections:
+        moved = {k: getattr(self, k).cpu() for k in ("boxes", "scores", "labels")}
+        if self.track_ids is not None:
+            moved["track_ids"] = self.track_ids.cpu()
+        return replace(self, **moved)
+
+    def to_json(self, image_id: int | str | None = None, category_ids: list[int] | None = None) -> list[dict]:
+        """COCO-style results: ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}`` per detection.
+
+        ``image_id`` defaults to the frame's name; category ids default to ``label + 1`` (1-based, in
+        ``class_names`` order, as the ImageNet VID and COCO-VID annotation files number them).
+        """
+        image_id = self.frame.name if image_id is None else image_id
+        boxes = self.boxes.detach().cpu().double().numpy()
+        out = []
+        for (x1, y1, x2, y2), score, label in zip(boxes, self.scores.tolist(), self.labels.tolist()):
+            category = category_ids[label] if category_ids is not None else label + 1
+            out.append({"image_id": image_id, "category_id": int(category),
+                        "bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)], "score": float(score)})
+        return out
+
+    def plot(self, image: Any = None, score_thr: float = 0.3, line_width: int = 2):
+        """The frame with its detections drawn (a ``PIL.Image``).
+
+        ``image`` defaults to the frame re-read from ``frame.source``; pass it for in-memory inputs.
+        """
+        from PIL import Image
+        from torchvision.utils import draw_bounding_boxes
+
+        from .io import read_frame
+
+        if image is None:
+            if self.frame.source is None:
+                raise ValueError(f"{self.frame.name} was given in memory; pass it again: plot(image).")
+            image = read_frame(self.frame.source)
+        array = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image)
+        keep = self.scores >= score_thr
+        labels = [f"{self.class_names[int(l)]} {s:.2f}" for l, s in zip(self.labels[keep], self.scores[keep])]
+        if self.track_ids is not None:
+            labels = [f"#{int(t)} {text}" for t, text in zip(self.track_ids[keep], labels)]
+        canvas = draw_bounding_boxes(torch.from_numpy(array.copy()).permute(2, 0, 1), self.boxes[keep].cpu().float(),
+                                     labels=labels, colors=[_colour(int(l)) for l in self.labels[keep]],
+                                     width=line_width)
+        return Image.fromarray(canvas.permute(1, 2, 0).numpy())
+
+
+def _colour(label: int) -> tuple[int, int, int]:
+    """A stable, distinct colour per class index (golden-ratio hue steps)."""
+    import colorsys
+
+    r, g, b = colorsys.hsv_to_rgb((label * 0.618034) % 1.0, 0.85, 1.0)
+    return int(r * 255), int(g * 255), int(b * 255)
