@@ -6,9 +6,13 @@ It speaks the part of the Hub protocol that ``huggingface_hub`` 2.4 uses for
 ``HF_HUB_DISABLE_XET=1``, i.e. the git-LFS "basic" transfer), so that tests run the real client
 code against it.
 
-Every served file is presented like an LFS file on the real Hub: ``X-Linked-Etag`` is the sha256
-of its content and ``X-Linked-Size`` its size (the file itself is sent directly, without the
-real Hub's redirect to a CDN). ``huggingface_hub`` names cache blobs after that sha256.
+Every served file is presented like an LFS file on the real Hub, and sent directly (without the
+real Hub's redirect to a CDN). ``HEAD``/``GET`` on ``/{repo}/resolve/{revision}/{path}`` answer
+``X-Repo-Commit`` (full commit id), ``ETag`` (quoted git blob sha1), ``X-Linked-Etag`` (quoted
+sha256 of the content, which huggingface_hub prefers and names the cache blob after),
+``X-Linked-Size``, ``Content-Length``, ``Accept-Ranges: bytes``, ``Content-Type`` and, for a
+``Range`` request, 206 with ``Content-Range``. Errors carry ``X-Error-Code`` (``RepoNotFound``,
+``RevisionNotFound``, ``EntryNotFound``), ``X-Error-Message`` and a JSON ``{"error": ...}`` body.
 
 Not emulated: authentication (any or no token is accepted), private/gated repos, tags, pull
 requests (``create_pr``), ``CommitOperationCopy`` (needs ``paths-info``), ``.gitignore`` handling
@@ -17,6 +21,7 @@ protocol, and HTTP keep-alive (every response closes its connection).
 """
 
 import base64
+import functools
 import hashlib
 import json
 import re
@@ -42,6 +47,16 @@ _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 _SHORT_COMMIT = re.compile(r"[0-9a-f]{7,40}")
 
 
+_INVERTED = bytes(range(255, -1, -1))  # bytes.translate table: every byte b -> 255 - b (= b ^ 0xFF)
+
+
+@functools.lru_cache(maxsize=64)
+def sha256_hex(data: bytes) -> str:
+    """The hex sha256 of ``data`` (memoised: large test files are hashed once, not per request)."""
+    return hashlib.sha256(data).hexdigest()
+
+
+@functools.lru_cache(maxsize=64)
 def git_blob_sha1(data: bytes) -> str:
     """The git object id of a blob with this content."""
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
@@ -135,6 +150,9 @@ class FakeHub:
         The full ``Content-Length`` is still announced. The cut is at the same offset of the file
         for every response, Range requests included, so a client that resumes gets no further.
         With ``times``, only the next ``times`` GET responses are cut (to let a resume succeed).
+
+        Note that huggingface_hub 2.4 keeps only whole ``DOWNLOAD_CHUNK_SIZE`` (10 MiB) chunks read
+        before a cut: a smaller file is downloaded again from its start, 5 more times, 1 s apart.
         """
         with self._lock:
             self._truncated[(repo_type, repo_id, path)] = times
@@ -261,6 +279,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     server: _Server
     protocol_version = "HTTP/1.0"  # one request per connection: `stop()` leaves nothing open
+    hub: FakeHub
+    query: dict[str, str]  # last value of each query parameter
+    body: bytes
 
     def log_message(self, format: str, *args: object) -> None:
         """Silence the default stderr log; requests are recorded in `FakeHub.requests`."""
@@ -278,10 +299,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._dispatch()
 
     def _dispatch(self) -> None:
-        hub = self.server.hub
+        self.hub = hub = self.server.hub
         raw_path, _, query = self.path.partition("?")
         hub.requests.append((self.command, unquote(raw_path)))
-        self.hub = hub
         self.query = {key: values[-1] for key, values in parse_qs(query).items()}
         self.body = self._read_body()
         try:
@@ -337,11 +357,11 @@ class _Handler(BaseHTTPRequestHandler):
             raise HubError(404, "EntryNotFound", f"{path} does not exist at {rev}", commit=commit.oid)
         data = commit.files[path]
         key = (repo_type, repo, path)
-        body = bytes(b ^ 0xFF for b in data) if key in self.hub._corrupted else data
+        body = data.translate(_INVERTED) if key in self.hub._corrupted else data
         headers = {
             "X-Repo-Commit": commit.oid,
             "ETag": f'"{git_blob_sha1(data)}"',
-            "X-Linked-Etag": f'"{hashlib.sha256(data).hexdigest()}"',
+            "X-Linked-Etag": f'"{sha256_hex(data)}"',
             "X-Linked-Size": str(len(data)),
             "Accept-Ranges": "bytes",
             "Content-Type": "application/octet-stream",
@@ -425,7 +445,7 @@ class _Handler(BaseHTTPRequestHandler):
             sample = base64.b64decode(file["sample"])
             lfs = file["path"].endswith(_LFS_SUFFIXES) or b"\0" in sample or file["size"] >= _LFS_MIN_SIZE
             current = head.files.get(file["path"]) if head else None
-            oid = None if current is None else hashlib.sha256(current).hexdigest() if lfs else git_blob_sha1(current)
+            oid = None if current is None else sha256_hex(current) if lfs else git_blob_sha1(current)
             mode = "lfs" if lfs else "regular"
             answer.append({"path": file["path"], "uploadMode": mode, "shouldIgnore": False, "oid": oid})
         return _json({"files": answer})
@@ -483,7 +503,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 def _lfs_info(data: bytes, key: str) -> dict:
     """LFS pointer info; the Hub names the sha256 ``oid`` in tree listings and ``sha256`` in siblings."""
-    return {key: hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": 134}
+    return {key: sha256_hex(data), "size": len(data), "pointerSize": 134}
 
 
 _API = r"/api/(?P<api_type>models|datasets|spaces)/" + _REPO

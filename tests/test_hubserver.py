@@ -16,6 +16,7 @@ from huggingface_hub import (
     get_hf_file_metadata,
     hf_hub_download,
     hf_hub_url,
+    model_info,
     snapshot_download,
 )
 from huggingface_hub.errors import (
@@ -35,7 +36,7 @@ def _read(path: str) -> bytes:
 
 
 def _gets(hub: FakeHub, path: str) -> int:
-    return sum(1 for method, request_path in hub.requests if (method, request_path) == ("GET", path))
+    return hub.requests.count(("GET", path))
 
 
 @pytest.fixture
@@ -52,7 +53,8 @@ def test_download_by_branch(fake_hub: FakeHub) -> None:
     assert _read(path) == WEIGHTS
     assert Path(path).is_relative_to(Path(constants.HF_HUB_CACHE).resolve())
     assert Path(path).parent.name == commit
-    assert fake_hub.requests == [("HEAD", f"/{REPO}/resolve/main/model.bin"), ("GET", f"/{REPO}/resolve/main/model.bin")]
+    url_path = f"/{REPO}/resolve/main/model.bin"
+    assert fake_hub.requests == [("HEAD", url_path), ("GET", url_path)]
 
 
 def test_download_by_full_commit(fake_hub: FakeHub) -> None:
@@ -153,19 +155,26 @@ def test_truncated_download_raises_and_caches_nothing(fake_hub: FakeHub, no_retr
     storage = Path(constants.HF_HUB_CACHE) / "models--acme--tiny-model"
     assert not (storage / "snapshots" / commit / "model.bin").exists()
     assert [p.name for p in (storage / "blobs").iterdir()] == []  # no blob, no leftover .incomplete file
-    assert _gets(fake_hub, f"/{REPO}/resolve/main/model.bin") == 6  # first try + 5 resumes
+    # A file under DOWNLOAD_CHUNK_SIZE (10 MiB) yields nothing before the cut: each retry starts over.
+    assert _gets(fake_hub, f"/{REPO}/resolve/main/model.bin") == 6  # first try + 5 retries
 
 
-def test_interrupted_download_resumes_with_range(fake_hub: FakeHub, no_retry_sleep: None) -> None:
-    fake_hub.add_file(REPO, "model.bin", WEIGHTS)
+def test_interrupted_download_resumes_with_range(
+    fake_hub: FakeHub, no_retry_sleep: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `http_get` only keeps what it read in whole DOWNLOAD_CHUNK_SIZE (10 MiB) chunks before a cut, so
+    # a smaller chunk is needed for a 1 MiB file to be resumed with `Range: bytes=524288-`.
+    monkeypatch.setattr(constants, "DOWNLOAD_CHUNK_SIZE", 64 * 1024)
+    big = bytes(range(256)) * 4096
+    fake_hub.add_file(REPO, "model.bin", big)
     fake_hub.truncate(REPO, "model.bin", times=1)
 
-    assert _read(hf_hub_download(REPO, "model.bin")) == WEIGHTS
+    assert _read(hf_hub_download(REPO, "model.bin")) == big
     assert _gets(fake_hub, f"/{REPO}/resolve/main/model.bin") == 2
-    # The resume got only the tail (206): `http_get` restarts from scratch when a Range is answered with 200.
+    # A Range is answered with 206 and the tail only (`http_get` would restart from scratch on a 200).
     tail = io.BytesIO()
-    file_download.http_get(hf_hub_url(REPO, "model.bin"), tail, resume_size=100, expected_size=len(WEIGHTS))
-    assert tail.getvalue() == WEIGHTS[100:]
+    file_download.http_get(hf_hub_url(REPO, "model.bin"), tail, resume_size=100, expected_size=len(big))
+    assert tail.getvalue() == big[100:]
 
 
 def test_model_info_tree_and_snapshot_download(fake_hub: FakeHub) -> None:
@@ -173,7 +182,7 @@ def test_model_info_tree_and_snapshot_download(fake_hub: FakeHub) -> None:
     head = fake_hub.add_file(REPO, "weights/model.bin", WEIGHTS)
     api = HfApi()
 
-    info = api.model_info(REPO)
+    info = model_info(REPO)  # the module-level function: its `HfApi` instance was built at import
     assert info.sha == head
     assert [s.rfilename for s in info.siblings] == ["config.json", "weights/model.bin"]
     assert [entry.path for entry in api.list_repo_tree(REPO)] == ["config.json", "weights"]
@@ -185,7 +194,8 @@ def test_model_info_tree_and_snapshot_download(fake_hub: FakeHub) -> None:
 
 def test_upload_folder_then_download(fake_hub: FakeHub, tmp_path: Path) -> None:
     tensors = b"\x08\x00\x00\x00\x00\x00\x00\x00{}      " + bytes(range(256))
-    files = {"model.safetensors": tensors, "config.json": b'{"dim": 4}', "README.md": b"---\nlicense: mit\n---\n# Tiny\n"}
+    readme = b"---\nlicense: mit\n---\n# Tiny\n"
+    files = {"model.safetensors": tensors, "config.json": b'{"dim": 4}', "README.md": readme}
     folder = tmp_path / "upload"
     folder.mkdir()
     for name, data in files.items():

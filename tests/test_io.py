@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.media import panning_clip, photo, write_image, write_video
+from media import panning_clip, photo, write_image, write_video
 from vfe_hub.errors import InputError
 from vfe_hub.io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, Frame, natural_key, open_frames, read_frame
 

@@ -147,3 +147,12 @@ def test_unknown_predict_option_suggests_the_closest(model):
         model.predict(photo(), protcol="paper")
     with pytest.raises(ValueError, match="streaming"):
         model.predict(photo(), protocol="offline")
+
+
+def test_pipeline_runs_the_model(model):
+    import vfe_hub
+
+    det = vfe_hub.pipeline("video-object-detection", model=model)
+    [result] = det(photo("coffee"))
+    _check(result, photo("coffee").shape[:2])
+    assert "video-object-detection" in repr(det)

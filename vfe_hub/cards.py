@@ -8,6 +8,17 @@ from .registry import ModelSpec
 _DATASET_NAMES = {"imagenet_vid": "ImageNet VID (val)"}
 
 
+def readme_table(specs: list[ModelSpec]) -> str:
+    """The README's model table (Markdown)."""
+    rows = ["| name | task | paper metric | weights |", "|---|---|---|---|"]
+    for spec in specs:
+        metric = "; ".join(f"{_DATASET_NAMES.get(d, d)} " + ", ".join(f"{k} {v}" for k, v in m.items())
+                           for d, m in spec.metrics.items())
+        w = spec.weights
+        rows.append(f"| `{spec.name}` | {spec.task} | {metric} | `{w.repo_id}` `{w.filename}` @ `{w.revision}` |")
+    return "\n".join(rows)
+
+
 def front_matter(spec: ModelSpec) -> dict:
     """The card's YAML metadata, with a ``model-index`` of the paper's metrics."""
     results = [

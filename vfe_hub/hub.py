@@ -53,6 +53,10 @@ def sha256_of(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
+def sha256_of_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
 @dataclass(frozen=True)
 class Provenance:
     """Where a model's weights came from; every result of the model carries it."""
@@ -65,7 +69,7 @@ class Provenance:
         return {"weights": self.source, "revision": self.revision, "sha256": self.sha256}
 
 
-def _atomic_write(target: Path, write: Callable[[Path], None]) -> None:
+def atomic_write(target: Path, write: Callable[[Path], None]) -> None:
     """Run ``write(tmp)`` on a temporary file beside ``target``, then rename it into place."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
@@ -107,7 +111,7 @@ def fetch_url(url: str, *, sha256: str, filename: str, progress: bool | None = N
             raise ChecksumError(f"{url} has sha256 {digest.hexdigest()}, expected {sha256}: the download is corrupt "
                                 f"or the file changed upstream. Nothing was cached; try again.")
 
-    _atomic_write(target, write)
+    atomic_write(target, write)
     return target
 
 
@@ -202,10 +206,10 @@ def converted_path(weights: WeightsSpec, revision: str) -> Path:
 def save_converted(state: Mapping[str, torch.Tensor], target: Path, provenance: Provenance) -> str:
     """Write ``state`` as safetensors at ``target`` atomically, with a ``.json`` provenance beside it; returns its sha256."""
     tensors = {k: v.contiguous() for k, v in state.items()}
-    _atomic_write(target, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    atomic_write(target, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
     digest = sha256_of(target)
     record = {**provenance.as_dict(), "converted_sha256": digest}
-    _atomic_write(target.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(record, indent=2)))
+    atomic_write(target.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(record, indent=2)))
     return digest
 
 
@@ -213,11 +217,11 @@ def write_model_dir(out_dir: Path, state: Mapping[str, torch.Tensor], config: di
     """Write the vfe_hub layout (``model.safetensors``, ``config.json``, ``README.md``); returns the weights' sha256."""
     out_dir.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.contiguous() for k, v in state.items()}
-    _atomic_write(out_dir / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    atomic_write(out_dir / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
     digest = sha256_of(out_dir / WEIGHTS_NAME)
     config = {**config, "format_version": FORMAT_VERSION, "sha256": digest}
-    _atomic_write(out_dir / CONFIG_NAME, lambda tmp: tmp.write_text(json.dumps(config, indent=2) + "\n"))
-    _atomic_write(out_dir / "README.md", lambda tmp: tmp.write_text(card))
+    atomic_write(out_dir / CONFIG_NAME, lambda tmp: tmp.write_text(json.dumps(config, indent=2) + "\n"))
+    atomic_write(out_dir / "README.md", lambda tmp: tmp.write_text(card))
     return digest
 
 

@@ -33,7 +33,6 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Union
 
 import av
@@ -52,7 +51,7 @@ VIDEO_EXTENSIONS: frozenset[str] = frozenset({".mp4", ".avi", ".mov", ".mkv", ".
 STREAM = "<stream>"
 """Sequence key of the loose images and in-memory arrays of one :func:`open_frames` call."""
 
-FrameInput = Union[str, "os.PathLike[str]", Image.Image, np.ndarray, torch.Tensor]
+FrameInput = Union[str, os.PathLike[str], Image.Image, np.ndarray, torch.Tensor]
 FrameInputs = Union[FrameInput, Sequence[FrameInput]]
 
 _GLOB_CHARS = re.compile(r"[*?\[]")
@@ -241,7 +240,8 @@ def _directory_segments(folder: str, recursive: bool) -> list[_Segment]:
     folder = os.path.normpath(folder)
     segments = _scan_directory(folder, recursive, visited=set())
     if not segments:
-        has_subdirs = any(entry.is_dir() for entry in os.scandir(folder))
+        with os.scandir(folder) as entries:
+            has_subdirs = any(entry.is_dir() for entry in entries)
         hint = ("; its sub-folders are scanned with recursive=True" if has_subdirs and not recursive
                 else f"; put images ({', '.join(sorted(IMAGE_EXTENSIONS))}) or videos in it")
         raise InputError(f"{folder} contains no images or videos{hint}")
@@ -252,7 +252,9 @@ def _scan_directory(folder: str, recursive: bool, visited: set[str]) -> list[_Se
     """Segments of ``folder``: its images as one sequence, then its videos, then (recursive) its sub-folders."""
     visited.add(os.path.realpath(folder))
     images, videos, subdirs, skipped = [], [], [], 0
-    for entry in sorted(os.scandir(folder), key=lambda e: natural_key(e.name)):
+    with os.scandir(folder) as entries:
+        listing = sorted(entries, key=lambda entry: natural_key(entry.name))
+    for entry in listing:
         if entry.name.startswith("."):
             continue
         if entry.is_dir():

@@ -135,9 +135,9 @@ def load_coco_vid(json_path: str | os.PathLike) -> VidGroundTruth:
         for ann in data["annotations"]:
             per_image[ann["image_id"]].append(ann)
         frames = [_coco_frame(im, videos, labels, per_image[im["id"]]) for im in images]
+    except DatasetError:
+        raise
     except (OSError, ValueError, KeyError, TypeError) as e:
-        if isinstance(e, DatasetError):
-            raise
         raise DatasetError(f"{path} is not a readable COCO-VID annotation file ({type(e).__name__}: {e}).") from e
     return VidGroundTruth(frames, _video_runs(frames))
 

@@ -1,0 +1,46 @@
+"""Reproduce the papers' tables: run models on their benchmarks and print the paper's row beside the measured one.
+
+    python benchmarks/reproduce.py mamba_r101_dc5_vid --root data/ILSVRC2015 --device cuda [--limit 20]
+
+Numbers are in percent. With --limit only the first N videos are scored, so they are not comparable to the
+paper's full-set numbers (the table says so).
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+import vfe_hub
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("models", nargs="*", default=vfe_hub.list_models())
+    parser.add_argument("--root", required=True, help="dataset root (ImageNet VID: the ILSVRC2015 folder)")
+    parser.add_argument("--ann-file", help="COCO-VID JSON instead of the XML annotations")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--limit", type=int, help="first N videos only")
+    parser.add_argument("--weights", help="local weights for a single model")
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, device {args.device}, dtype {args.dtype}"
+          + (f", first {args.limit} videos only (not comparable to the paper)" if args.limit else ""))
+    for name in args.models:
+        spec = vfe_hub.registry.get_spec(name)
+        model = vfe_hub.load(name, device=args.device, dtype=args.dtype, weights=args.weights)
+        for dataset, paper in spec.metrics.items():
+            start = time.perf_counter()
+            measured = model.evaluate(dataset, root=args.root, ann_file=args.ann_file, limit=args.limit,
+                                      batch_size=args.batch_size, progress=True)
+            minutes = (time.perf_counter() - start) / 60
+            print(f"\n{name} on {dataset} ({minutes:.1f} min)\n")
+            print("| row | " + " | ".join(paper) + " |\n|---|" + "---|" * len(paper))
+            print("| paper | " + " | ".join(f"{v:.1f}" for v in paper.values()) + " |")
+            print("| vfe_hub | " + " | ".join(f"{100 * measured[k]:.1f}" for k in paper) + " |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,218 @@
+"""Weights end to end through the real huggingface_hub client against the test Hub on 127.0.0.1."""
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from huggingface_hub import constants
+
+import vfe_hub
+from original_layouts import mamba_layout, random_state, write_mmcv_checkpoint
+from vfe_hub import cli, hub, registry
+from vfe_hub.errors import (ChecksumError, ConversionError, CorruptWeightsError, DownloadError, UnknownModelError,
+                            WeightsNotFoundError)
+
+NAME = "mamba_r101_dc5_vid"
+SPEC = registry.get_spec(NAME)
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def original():
+    """The synthetic released checkpoint: its state dict and its bytes as the Hub serves them."""
+    state = random_state(mamba_layout(), seed=1)
+    buffer = io.BytesIO()
+    write_mmcv_checkpoint(buffer, state)
+    return state, buffer.getvalue()
+
+
+@pytest.fixture
+def served(fake_hub, original, tmp_path, monkeypatch):
+    """The checkpoint on the test Hub; the registry entry pinned to that commit (and the cache in tmp)."""
+    _, data = original
+    commit = fake_hub.add_file(SPEC.weights.repo_id, SPEC.weights.filename, data)
+    pinned = dataclasses.replace(SPEC, weights=dataclasses.replace(SPEC.weights, revision=commit[:7]))
+    monkeypatch.setitem(registry.MODELS, NAME, pinned)
+    monkeypatch.setenv("VFE_HUB_CACHE", str(tmp_path / "vfe_cache"))
+    return fake_hub, commit
+
+
+def _offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+
+
+def test_load_by_name_then_from_cache_with_the_server_stopped(served, original, monkeypatch):
+    hub_server, commit = served
+    state, data = original
+    model = vfe_hub.load(NAME)
+    assert torch.equal(model.box_head.cls_score.weight, state["detector.roi_head.bbox_head.fc_cls.weight"])
+    assert not model.training
+    prov = model.provenance()
+    assert prov["revision"] == commit[:7] and prov["sha256"] == hub.sha256_of_bytes(data)
+    cached = hub.converted_path(registry.get_spec(NAME).weights, commit[:7])
+    assert cached.is_file() and json.loads(cached.with_suffix(".json").read_text())["sha256"] == prov["sha256"]
+
+    hub_server.stop()
+    seen = len(hub_server.requests)
+    again = vfe_hub.load(NAME)
+    assert len(hub_server.requests) == seen
+    assert torch.equal(again.box_head.cls_score.weight, model.box_head.cls_score.weight)
+    _offline(monkeypatch)
+    assert vfe_hub.load(NAME).provenance()["sha256"] == prov["sha256"]
+
+
+def test_offline_without_cache_says_how_to_fix(served, monkeypatch):
+    _offline(monkeypatch)
+    with pytest.raises(DownloadError, match="HF_HUB_OFFLINE"):
+        vfe_hub.load(NAME)
+
+
+def test_revision_is_pinned(served, original):
+    hub_server, commit = served
+    newer = random_state(mamba_layout(), seed=2)
+    buffer = io.BytesIO()
+    write_mmcv_checkpoint(buffer, newer)
+    latest = hub_server.add_file(SPEC.weights.repo_id, SPEC.weights.filename, buffer.getvalue())
+    key = "detector.roi_head.bbox_head.fc_cls.weight"
+    assert torch.equal(vfe_hub.load(NAME).box_head.cls_score.weight, original[0][key])
+    assert torch.equal(vfe_hub.load(NAME, revision=latest).box_head.cls_score.weight, newer[key])
+
+
+def test_missing_file_names_repo_file_and_revision(served, monkeypatch):
+    spec = registry.get_spec(NAME)
+    missing = dataclasses.replace(spec, weights=dataclasses.replace(spec.weights, filename="work_dirs/nope.pth"))
+    monkeypatch.setitem(registry.MODELS, NAME, missing)
+    with pytest.raises(WeightsNotFoundError) as info:
+        vfe_hub.load(NAME)
+    message = str(info.value)
+    assert "work_dirs/nope.pth" in message and spec.weights.repo_id in message and spec.weights.revision in message
+    with pytest.raises(WeightsNotFoundError, match="revision does not exist"):
+        vfe_hub.load(NAME, revision="0" * 40)
+
+
+def test_corrupt_download_is_rejected_and_not_kept(served):
+    hub_server, commit = served
+    hub_server.corrupt(SPEC.weights.repo_id, SPEC.weights.filename)
+    with pytest.raises(ChecksumError, match="removed from the cache"):
+        vfe_hub.load(NAME)
+    assert not hub.converted_path(SPEC.weights, commit[:7]).exists()
+    blobs = list(Path(constants.HF_HUB_CACHE).rglob("blobs/*"))
+    assert not [b for b in blobs if b.stat().st_size > 0 and not b.name.endswith(".incomplete")]
+
+
+def test_pinned_sha256_mismatch(served, monkeypatch):
+    spec = registry.get_spec(NAME)
+    pinned = dataclasses.replace(spec, weights=dataclasses.replace(spec.weights, sha256="0" * 64))
+    monkeypatch.setitem(registry.MODELS, NAME, pinned)
+    with pytest.raises(ChecksumError, match="0" * 64):
+        vfe_hub.load(NAME)
+
+
+def test_truncated_download_fails_cleanly(served):
+    hub_server, commit = served
+    hub_server.truncate(SPEC.weights.repo_id, SPEC.weights.filename)
+    with pytest.raises((DownloadError, ChecksumError)):
+        vfe_hub.load(NAME)
+    assert not hub.converted_path(SPEC.weights, commit[:7]).exists()
+
+
+@pytest.fixture(scope="module")
+def converted_dir(original, tmp_path_factory):
+    """``vfe-hub convert`` of the synthetic original checkpoint."""
+    root = tmp_path_factory.mktemp("convert")
+    checkpoint = root / "epoch_6_model.pth"
+    checkpoint.write_bytes(original[1])
+    assert cli.main(["convert", NAME, str(checkpoint), str(root / "out")]) == 0
+    return root / "out"
+
+
+def test_convert_writes_a_loadable_folder(converted_dir, original):
+    assert sorted(p.name for p in converted_dir.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    config = json.loads((converted_dir / "config.json").read_text())
+    assert config["name"] == NAME and config["sha256"] == hub.sha256_of(converted_dir / "model.safetensors")
+    assert (converted_dir / "README.md").read_text().startswith("---\nlicense: apache-2.0")
+    for model in (vfe_hub.load(weights=converted_dir), vfe_hub.load(NAME, weights=converted_dir / "model.safetensors")):
+        assert torch.equal(model.box_head.bbox_pred.bias, original[0]["detector.roi_head.bbox_head.fc_reg.bias"])
+
+
+def test_truncated_safetensors_is_a_clear_error(converted_dir, tmp_path):
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes((converted_dir / "model.safetensors").read_bytes()[:4096])
+    with pytest.raises(CorruptWeightsError, match="broken.safetensors"):
+        vfe_hub.load(NAME, weights=broken)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "config.json").write_text((converted_dir / "config.json").read_text())
+    (folder / "model.safetensors").write_bytes(broken.read_bytes())
+    with pytest.raises(ChecksumError, match="does not match the sha256"):
+        vfe_hub.load(weights=folder)
+
+
+def test_wrong_shape_in_safetensors(tmp_path):
+    from safetensors.torch import save_file
+
+    state = {k: v.clone() for k, v in SPEC.build().state_dict().items()}
+    state["box_head.cls_score.weight"] = torch.zeros(30, 1024)
+    save_file(state, tmp_path / "wrong.safetensors")
+    with pytest.raises(ConversionError, match=r"box_head.cls_score.weight: file \(30, 1024\) vs model \(31, 1024\)"):
+        vfe_hub.load(NAME, weights=tmp_path / "wrong.safetensors")
+
+
+def test_other_bad_weights(tmp_path):
+    with pytest.raises(WeightsNotFoundError, match="nothing.pth"):
+        vfe_hub.load(NAME, weights=tmp_path / "nothing.pth")
+    text = tmp_path / "notes.pth"
+    text.write_text("not a checkpoint")
+    with pytest.raises(CorruptWeightsError, match="notes.pth"):
+        vfe_hub.load(NAME, weights=text)
+    with pytest.raises(vfe_hub.VfeHubError, match="float16"):
+        vfe_hub.load(NAME, weights=text, dtype=torch.int8)
+
+
+def test_unknown_model_name_suggests_close_names():
+    with pytest.raises(UnknownModelError, match="mamba_r101_dc5_vid"):
+        vfe_hub.load("mamba_r101_vid")
+    with pytest.raises(UnknownModelError, match="list_models"):
+        vfe_hub.model_info("zzz")
+
+
+def test_publish_uploads_the_folder(fake_hub, converted_dir, capsys):
+    assert cli.main(["publish", str(converted_dir), "someone/mamba-vfe"]) == 0
+    files = fake_hub.files("someone/mamba-vfe")
+    assert files["model.safetensors"] == (converted_dir / "model.safetensors").read_bytes()
+    assert json.loads(files["config.json"])["name"] == NAME
+    assert "uploaded" in capsys.readouterr().out
+
+
+def test_torch_hub_entry_point(converted_dir):
+    model = torch.hub.load(str(REPO), NAME, source="local", trust_repo=True, weights=converted_dir)
+    assert isinstance(model, vfe_hub.VideoDetector) and model.spec.name == NAME
+    import hubconf
+
+    assert {n for n in registry.MODELS if callable(getattr(hubconf, n, None))} == set(registry.MODELS)
+    assert SPEC.summary in getattr(hubconf, NAME).__doc__
+
+
+def test_cli_list_and_info():
+    out = subprocess.run([sys.executable, "-m", "vfe_hub.cli", "list", "*vid*"], capture_output=True, text=True,
+                         check=True).stdout
+    assert NAME in out
+    info = json.loads(subprocess.run([sys.executable, "-m", "vfe_hub.cli", "info", NAME], capture_output=True,
+                                     text=True, check=True).stdout)
+    assert info["weights"]["repo_id"] == "guanxiongsun/vfe.pytorch"
+    bad = subprocess.run([sys.executable, "-m", "vfe_hub.cli", "info", "mamba"], capture_output=True, text=True)
+    assert bad.returncode == 1 and "Did you mean" in bad.stderr
+
+
+def test_unavailable_device_is_a_clear_error(converted_dir):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA; the error is for machines without it")  # the GPU path runs instead
+    with pytest.raises(vfe_hub.VfeHubError, match="CUDA is not available"):
+        vfe_hub.load(weights=converted_dir, device="cuda")

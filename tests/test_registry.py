@@ -1,0 +1,71 @@
+"""The registry is the single source: every entry is complete, and the cards, README and hubconf follow it."""
+from __future__ import annotations
+
+import importlib
+import re
+from pathlib import Path
+
+import pytest
+
+import vfe_hub
+from vfe_hub import cards, registry
+from vfe_hub.convert import FORMATS
+
+REPO = Path(__file__).resolve().parents[1]
+KNOWN_TASKS = {"video-object-detection", "object-detection", "instance-segmentation", "open-vocabulary-detection",
+               "multi-object-tracking", "amodal-tracking"}
+
+
+@pytest.mark.parametrize("name", sorted(registry.MODELS))
+def test_entry_schema(name):
+    spec = registry.MODELS[name]
+    assert spec.name == name and re.fullmatch(r"[a-z0-9_]+", name)
+    assert spec.task in KNOWN_TASKS
+    assert len(spec.classes) == len(set(spec.classes)) > 0
+    w = spec.weights
+    assert re.fullmatch(r"[\w.-]+/[\w.-]+", w.repo_id) and w.filename
+    assert re.fullmatch(r"[0-9a-f]{7,40}", w.revision), "a revision is a commit id, never a branch"
+    assert w.sha256 is None or re.fullmatch(r"[0-9a-f]{64}", w.sha256)
+    assert w.format == "vfe_hub" or w.format in FORMATS
+    family = importlib.import_module(f"vfe_hub.models.{spec.family}")
+    assert callable(family.build)
+    p = spec.preprocess
+    assert p.max_size >= p.min_size > 0 and p.size_divisor > 0 and len(p.mean) == len(p.std) == 3
+    assert spec.paper.url.startswith("https://") and "@" in spec.paper.citation
+    assert spec.metrics and all(isinstance(v, float) for m in spec.metrics.values() for v in m.values())
+    assert set(spec.datasets) >= set(spec.metrics)
+    assert set(spec.dtypes) <= {"float32", "float16", "bfloat16"} and "float32" in spec.dtypes
+    assert spec.licence and spec.summary and spec.temporal
+    if spec.task == "video-object-detection":
+        assert set(spec.protocols) == {"streaming", "paper"}
+
+
+def test_list_models_filters_with_wildcards():
+    assert vfe_hub.list_models() == sorted(registry.MODELS)
+    assert vfe_hub.list_models("*vid*") == ["mamba_r101_dc5_vid"]
+    assert vfe_hub.list_models("nothing*") == []
+
+
+def test_model_info_is_the_spec():
+    info = vfe_hub.model_info("mamba_r101_dc5_vid")
+    assert info["task"] == "video-object-detection" and len(info["classes"]) == 30
+    assert info["metrics"]["imagenet_vid"]["AP50"] == 83.8 and info["licence"] == "apache-2.0"
+    assert info["weights"]["filename"] == "work_dirs/mamba_r101_dc5_6x/epoch_6_model.pth"
+
+
+@pytest.mark.parametrize("name", sorted(registry.MODELS))
+def test_model_card_is_generated_from_the_registry(name):
+    card = (REPO / "model_cards" / f"{name}.md").read_text()
+    assert card == cards.render(registry.MODELS[name]), "regenerate with vfe_hub.cards.render"
+    assert "model-index" in card and str(registry.MODELS[name].metrics[registry.MODELS[name].datasets[0]]["AP50"]) in card
+
+
+def test_readme_table_is_generated_from_the_registry():
+    assert cards.readme_table(list(registry.MODELS.values())) in (REPO / "README.md").read_text()
+
+
+def test_pipeline_checks_the_task():
+    with pytest.raises(vfe_hub.VfeHubError, match="video-object-detection"):
+        vfe_hub.pipeline("video-object-detections")
+    with pytest.raises(vfe_hub.VfeHubError, match="Did you mean"):
+        vfe_hub.load("mamba_r101_dc5")
