@@ -283,7 +283,7 @@ def numpy1_argsort(values: np.ndarray, bounds: np.ndarray) -> np.ndarray:
 
 def descending_argsort(values: np.ndarray, bounds: np.ndarray) -> np.ndarray:
     """``np.argsort(values[s:e])[::-1] + s`` per segment, with numpy < 1.25's tie order (:func:`numpy1_argsort`)."""
-    ascending = np.lexsort((values, np.repeat(np.arange(len(bounds) - 1), np.diff(bounds))))
+    ascending = numpy1_argsort(values, bounds)
     positions, segment = _ranges(bounds[:-1], np.diff(bounds))
     return ascending[bounds[:-1][segment] + bounds[1:][segment] - 1 - positions]
 

@@ -1,0 +1,119 @@
+"""model.evaluate: frames read from an ImageNet VID layout, results mapped to image ids, scored officially."""
+from __future__ import annotations
+
+import dataclasses
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from media import panning_clip, write_image
+from vfe_hub import VideoDetector
+from vfe_hub.errors import DatasetError
+from vfe_hub.evaluation import imagenet_vid_data
+from vfe_hub.registry import Preprocess, get_spec
+
+SMALL = Preprocess(max_size=320, min_size=192, mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375),
+                   size_divisor=16)
+# (video, number of frames, objects per frame as (wordnet id, track id, x1, y1, x2, y2) moving 4 px per frame)
+VIDEOS = (("val/ILSVRC2015_val_00000000", 4, [("n02691156", 0, 10, 20, 70, 90)]),
+          ("val/ILSVRC2015_val_00000001", 3, [("n02391049", 0, 30, 10, 100, 60), ("n02084071", 1, 5, 5, 40, 50)]))
+
+
+def write_vid(root: Path) -> None:
+    """A two-video ILSVRC2015 layout: JPEG frames under Data/VID, XML under Annotations/VID, the video list."""
+    lines, first = [], 1
+    for video, count, objects in VIDEOS:
+        for k, frame in enumerate(panning_clip(n=count, size=(120, 160))):
+            write_image(root / "Data" / "VID" / video / f"{k:06d}.JPEG", frame)
+            ann = ET.Element("annotation")
+            size = ET.SubElement(ann, "size")
+            ET.SubElement(size, "width").text, ET.SubElement(size, "height").text = "160", "120"
+            for wnid, track, x1, y1, x2, y2 in objects:
+                obj = ET.SubElement(ann, "object")
+                for tag, value in (("trackid", track), ("name", wnid), ("occluded", 0), ("generated", 0)):
+                    ET.SubElement(obj, tag).text = str(value)
+                box = ET.SubElement(obj, "bndbox")
+                for tag, value in zip(("xmin", "ymin", "xmax", "ymax"), (x1 + 4 * k, y1, x2 + 4 * k, y2)):
+                    ET.SubElement(box, tag).text = str(value)
+            path = root / "Annotations" / "VID" / video / f"{k:06d}.xml"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            ET.ElementTree(ann).write(path)
+        lines.append(f"{video} {first} 0 {count}")
+        first += count
+    (root / "ImageSets" / "VID").mkdir(parents=True)
+    (root / "ImageSets" / "VID" / "VID_val_videos.txt").write_text("\n".join(lines) + "\n")
+
+
+class Oracle(VideoDetector):
+    """Answers each frame with its ground truth (found by the frame's file), so a correct run scores AP50 = 1."""
+
+    def __init__(self, truth: dict[str, imagenet_vid_data.VidFrame]) -> None:
+        super().__init__(dataclasses.replace(get_spec("mamba_r101_dc5_vid"), preprocess=SMALL))
+        self.anchor = nn.Parameter(torch.zeros(1))
+        self.truth = truth
+        self.seen: list[tuple[str, int]] = []
+
+    def forward(self, batch):
+        out = []
+        for frame in batch.frames:
+            self.seen.append((frame.sequence, frame.index))
+            gt = self.truth[Path(frame.source).relative_to(Path(frame.source).parents[2]).as_posix()]
+            boxes = torch.from_numpy(gt.boxes)
+            out.append(self.make_detections(frame, boxes, torch.ones(len(boxes)), torch.from_numpy(gt.labels) - 1))
+        return out
+
+
+@pytest.fixture(scope="module")
+def vid_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ILSVRC2015")
+    write_vid(root)
+    return root
+
+
+def test_a_perfect_detector_scores_one(vid_root):
+    gt = imagenet_vid_data.load_vid_xml(vid_root)
+    oracle = Oracle({f.file_name: f for f in gt.frames})
+    metrics = oracle.evaluate("imagenet_vid", root=vid_root, motion_iou="compute", batch_size=3)
+    assert metrics["AP50"] == 1.0 and metrics["AP50/airplane"] == 1.0 and metrics["AP50/zebra"] == 1.0
+    # the paper protocol ran each video's frames after the first in a shuffled order, and gave them back in order
+    first_video = [i for s, i in oracle.seen if s.endswith("00000000")]
+    assert sorted(first_video) == [0, 1, 2, 3] and first_video[0] == 0
+
+
+def test_limit_scores_the_first_videos_only(vid_root, tmp_path):
+    gt = imagenet_vid_data.load_vid_xml(vid_root)
+    oracle = Oracle({f.file_name: f for f in gt.frames})
+    out = tmp_path / "results.json"
+    metrics = oracle.evaluate("imagenet_vid_val", root=vid_root, motion_iou="compute", limit=1, results_file=out)
+    assert metrics["AP50"] == 1.0 and metrics["AP50/airplane"] == 1.0
+    assert metrics["AP50/zebra"] != metrics["AP50/zebra"]  # NaN: no zebra in the first video
+    assert len(out.read_text()) > 0 and {r["image_id"] for r in __import__("json").loads(out.read_text())} == {1, 2, 3, 4}
+
+
+def test_mamba_runs_on_the_benchmark_layout(vid_root):
+    from original_layouts import mamba_layout, random_state
+    from vfe_hub.convert import convert_state_dict, table_for
+
+    spec = dataclasses.replace(get_spec("mamba_r101_dc5_vid"), preprocess=SMALL)
+    model = spec.build()
+    state, _ = convert_state_dict(random_state(mamba_layout()), table_for("mmdet_v2"),
+                                  {k: v.shape for k, v in model.state_dict().items()})
+    model.load_state_dict(state, strict=True)
+    metrics = model.evaluate("imagenet_vid", root=vid_root, motion_iou="compute", batch_size=2)
+    assert {"AP50", "AP50_fast", "AP50_medium", "AP50_slow", "AP50/zebra"} <= set(metrics)
+    assert 0.0 <= metrics["AP50"] <= 1.0
+
+
+def test_unknown_dataset_and_missing_frames(vid_root, tmp_path):
+    gt = imagenet_vid_data.load_vid_xml(vid_root)
+    oracle = Oracle({})
+    with pytest.raises(DatasetError, match="imagenet_vid"):
+        oracle.evaluate("imagenet_vdi", root=vid_root)
+    (tmp_path / "Annotations").symlink_to(vid_root / "Annotations")
+    (tmp_path / "ImageSets").symlink_to(vid_root / "ImageSets")
+    with pytest.raises(DatasetError, match="Data/VID"):
+        oracle.evaluate("imagenet_vid", root=tmp_path, motion_iou="compute")
+    assert len(gt) == 7
