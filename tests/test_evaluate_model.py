@@ -1,7 +1,6 @@
 """model.evaluate: frames read from an ImageNet VID layout, results mapped to image ids, scored officially."""
 from __future__ import annotations
 
-import dataclasses
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -13,10 +12,8 @@ from media import panning_clip, write_image
 from vfe_hub import VideoDetector
 from vfe_hub.errors import DatasetError
 from vfe_hub.evaluation import imagenet_vid_data
-from vfe_hub.registry import Preprocess, get_spec
+from small_models import mamba, small_spec
 
-SMALL = Preprocess(max_size=320, min_size=192, mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375),
-                   size_divisor=16)
 # (video, number of frames, objects per frame as (wordnet id, track id, x1, y1, x2, y2) moving 4 px per frame)
 VIDEOS = (("val/ILSVRC2015_val_00000000", 4, [("n02691156", 0, 10, 20, 70, 90)]),
           ("val/ILSVRC2015_val_00000001", 3, [("n02391049", 0, 30, 10, 100, 60), ("n02084071", 1, 5, 5, 40, 50)]))
@@ -51,7 +48,7 @@ class Oracle(VideoDetector):
     """Answers each frame with its ground truth (found by the frame's file), so a correct run scores AP50 = 1."""
 
     def __init__(self, truth: dict[str, imagenet_vid_data.VidFrame]) -> None:
-        super().__init__(dataclasses.replace(get_spec("mamba_r101_dc5_vid"), preprocess=SMALL))
+        super().__init__(small_spec("mamba_r101_dc5_vid"))
         self.anchor = nn.Parameter(torch.zeros(1))
         self.truth = truth
         self.seen: list[tuple[str, int]] = []
@@ -94,15 +91,7 @@ def test_limit_scores_the_first_videos_only(vid_root, tmp_path):
 
 
 def test_mamba_runs_on_the_benchmark_layout(vid_root):
-    from original_layouts import mamba_layout, random_state
-    from vfe_hub.convert import convert_state_dict, table_for
-
-    spec = dataclasses.replace(get_spec("mamba_r101_dc5_vid"), preprocess=SMALL)
-    model = spec.build()
-    state, _ = convert_state_dict(random_state(mamba_layout()), table_for("mmdet_v2"),
-                                  {k: v.shape for k, v in model.state_dict().items()})
-    model.load_state_dict(state, strict=True)
-    metrics = model.evaluate("imagenet_vid", root=vid_root, motion_iou="compute", batch_size=2)
+    metrics = mamba().evaluate("imagenet_vid", root=vid_root, motion_iou="compute", batch_size=2)
     assert {"AP50", "AP50_fast", "AP50_medium", "AP50_slow", "AP50/zebra"} <= set(metrics)
     assert 0.0 <= metrics["AP50"] <= 1.0
 

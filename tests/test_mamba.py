@@ -1,8 +1,6 @@
 """MAMBA: strict conversion of the released key layout, forward on real photographs and video, batching."""
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
 
@@ -10,11 +8,8 @@ from media import panning_clip, photo, write_video
 from original_layouts import mamba_layout, random_state
 from vfe_hub.convert import convert_state_dict, table_for
 from vfe_hub.errors import ConversionError
-from vfe_hub.registry import Preprocess, get_spec
-
-# The full network at a small input size keeps CPU tests fast; the layers do not depend on the size.
-SMALL = Preprocess(max_size=320, min_size=192, mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375),
-                   size_divisor=16)
+from small_models import mamba
+from vfe_hub.registry import get_spec
 
 
 @pytest.fixture(scope="module")
@@ -23,13 +18,8 @@ def original_state():
 
 
 @pytest.fixture(scope="module")
-def model(original_state):
-    spec = dataclasses.replace(get_spec("mamba_r101_dc5_vid"), preprocess=SMALL)
-    net = spec.build()
-    expected = {k: v.shape for k, v in net.state_dict().items()}
-    state, _ = convert_state_dict(original_state, table_for("mmdet_v2"), expected)
-    net.load_state_dict(state, strict=True)
-    return net.eval()
+def model():
+    return mamba(seed=0)
 
 
 def test_released_layout_converts_strictly(original_state):

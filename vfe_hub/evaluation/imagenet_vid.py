@@ -66,7 +66,7 @@ IOU_THRESHOLD = 0.5
 _INSERTION_MAX = 16  # numpy's quicksort insertion-sorts partitions of at most 16 elements (SMALL_QUICKSORT = 15)
 _SUM_BUFFER = 8192  # numpy < 2.3 reduces in buffers of this many elements
 _PAIRWISE_BLOCK = 128  # numpy's PW_BLOCKSIZE
-_PAIR_CHUNK = 1 << 22  # (prediction, object) pairs matched at once; bounds memory, never changes results
+_PAIR_CHUNK = 1 << 20  # (prediction, object) pairs matched at once; bounds memory, never changes results
 
 #: ``results`` as COCO result dicts, or ``image_id -> (boxes (N, 4) xyxy, scores (N,), labels (N,))``.
 Results = Union[Sequence[Mapping[str, Any]], Mapping[int, tuple[Any, Any, Any]]]
@@ -199,23 +199,25 @@ def _from_coco(results: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, ...]:
 
 
 def _from_mapping(results: Mapping[int, tuple[Any, Any, Any]]) -> tuple[np.ndarray, ...]:
-    parts: list[tuple[np.ndarray, ...]] = []
+    image_ids, boxes, scores, labels = [], [], [], []
     for image_id, value in results.items():
         try:
-            boxes, scores, labels = value
-            boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
-            scores = np.asarray(scores, dtype=np.float32).reshape(-1)
-            labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+            b, s, c = value
+            b, s, c = (np.asarray(b, np.float32).reshape(-1, 4), np.asarray(s, np.float32).reshape(-1),
+                       np.asarray(c, np.int64).reshape(-1))
         except (TypeError, ValueError) as e:
             raise DatasetError(f"Results of image id {image_id}: expected (boxes (N, 4), scores (N,), labels (N,)) "
                                f"({type(e).__name__}: {e}).") from e
-        if not len(boxes) == len(scores) == len(labels):
-            raise DatasetError(f"Results of image id {image_id}: {len(boxes)} boxes, {len(scores)} scores and "
-                               f"{len(labels)} labels.")
-        parts.append((np.full(len(scores), int(image_id), dtype=np.int64), boxes, scores, labels))
-    if not parts:
-        return np.zeros(0, np.int64), np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
-    return tuple(np.concatenate(column) for column in zip(*parts))
+        if not len(b) == len(s) == len(c):
+            raise DatasetError(f"Results of image id {image_id}: {len(b)} boxes, {len(s)} scores and {len(c)} "
+                               f"labels.")
+        image_ids.append(image_id)
+        boxes.append(b)
+        scores.append(s)
+        labels.append(c)
+    counts = [len(s) for s in scores]
+    return (np.repeat(np.array(image_ids, dtype=np.int64), counts), np.concatenate(boxes or [np.zeros((0, 4), np.float32)]),
+            np.concatenate(scores or [np.zeros(0, np.float32)]), np.concatenate(labels or [np.zeros(0, np.int64)]))
 
 
 def _check_results(image_ids: np.ndarray, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray,
@@ -263,13 +265,16 @@ def numpy1_argsort(values: np.ndarray, bounds: np.ndarray) -> np.ndarray:
     for partitions of at most 16 elements, heapsort for a partition popped from the stack past a depth of
     ``2 * floor(log2(n))``. It is not stable. A segment without equal values, or of at most 16 elements
     (insertion sort is stable), has only one possible result and is ordered by a stable sort; the others are
-    partitioned as numpy does it, all segments of one recursion level at once. ``values`` must not hold NaN.
+    partitioned as numpy does it, all segments of one recursion level at once. ``values`` are compared as float32
+    (the dtype of the original's scores) and must not hold NaN.
     """
+    values = np.asarray(values, dtype=np.float32)
     lengths = np.diff(bounds)
-    segment = np.repeat(np.arange(len(lengths)), lengths)
-    stable = np.lexsort((values, segment))
-    ordered = values[stable]
-    tie = (ordered[1:] == ordered[:-1]) & (segment[1:] == segment[:-1])
+    segment = np.repeat(np.arange(len(lengths), dtype=np.uint64), lengths)
+    key = (segment << 32) | _float32_key(values)
+    stable = np.argsort(key, kind="stable")
+    ordered = key[stable]
+    tie = ordered[1:] == ordered[:-1]
     tied = np.zeros(len(values), dtype=bool)
     tied[stable[1:][tie]] = tied[stable[:-1][tie]] = True
     tied_count = np.concatenate([[0], np.cumsum(tied)])
@@ -279,6 +284,12 @@ def numpy1_argsort(values: np.ndarray, bounds: np.ndarray) -> np.ndarray:
     positions, _ = _ranges(bounds[:-1][emulate], lengths[emulate])
     stable[positions] = _introsort(values, tied, bounds[:-1][emulate], lengths[emulate])[positions]
     return stable
+
+
+def _float32_key(values: np.ndarray) -> np.ndarray:
+    """uint64 keys below 2**32 that sort like the float32 ``values`` (-0.0 equal to 0.0; no NaN)."""
+    bits = (values + np.float32(0)).view(np.uint32).astype(np.uint64)
+    return np.where(bits >> 31, bits ^ 0xFFFFFFFF, bits | (1 << 31))
 
 
 def descending_argsort(values: np.ndarray, bounds: np.ndarray) -> np.ndarray:
@@ -303,20 +314,22 @@ def _introsort(values: np.ndarray, tied: np.ndarray, start: np.ndarray, length: 
     popped = np.ones(len(lo), dtype=bool)
     while len(lo):
         positions, segment = _ranges(lo, hi - lo + 1)
-        has_tie = np.bincount(segment, weights=tied[perm[positions]], minlength=len(lo)) > 0
+        has_tie = np.logical_or.reduceat(tied[perm[positions]], np.cumsum(hi - lo + 1) - (hi - lo + 1))
         heap = popped & (depth < 0) & has_tie
         split = ~heap & has_tie & (hi - lo + 1 > _INSERTION_MAX)
-        finish = ~heap & ~split
-        in_finish = finish[segment]
+        in_finish = (~heap & ~split)[segment]
         block[positions[in_finish]] = lo[segment[in_finish]]
         for a, b in zip(lo[heap], hi[heap]):
             _heapsort(values, perm, int(a), int(b))
         if not split.any():
             break
-        lo, hi, depth, popped = _partition(values, perm, lo[split], hi[split], depth[split])
+        in_split = split[segment]
+        renumbered = np.cumsum(split) - 1
+        lo, hi, depth, popped = _partition(values, perm, lo[split], hi[split], depth[split], positions[in_split],
+                                           renumbered[segment[in_split]])
     positions, _ = _ranges(start, length)
-    order = np.lexsort((values[perm[positions]], block[positions]))
-    perm[positions] = perm[positions][order]
+    key = (block[positions].astype(np.uint64) << 32) | _float32_key(values[perm[positions]])
+    perm[positions] = perm[positions][np.argsort(key, kind="stable")]
     return perm
 
 
@@ -330,9 +343,10 @@ def _swap_if_less(values: np.ndarray, perm: np.ndarray, i: np.ndarray, j: np.nda
     _swap(perm, i[less], j[less])
 
 
-def _partition(values: np.ndarray, perm: np.ndarray, lo: np.ndarray, hi: np.ndarray,
-               depth: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """One numpy quicksort partition of each ``perm[lo..hi]`` (longer than 16), in place.
+def _partition(values: np.ndarray, perm: np.ndarray, lo: np.ndarray, hi: np.ndarray, depth: np.ndarray,
+               positions: np.ndarray, segment: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One numpy quicksort partition of each ``perm[lo..hi]`` (longer than 16), in place; ``positions`` lists
+    them all, ``segment`` says whose each is.
 
     Median of three at ``lo``, ``mid = lo + (hi - lo) // 2``, ``hi``; the pivot goes to ``hi - 1``; Hoare scans
     from ``lo + 1`` up (stopping at values ``>= pivot``) and from ``hi - 2`` down (stopping at ``<= pivot``),
@@ -346,7 +360,7 @@ def _partition(values: np.ndarray, perm: np.ndarray, lo: np.ndarray, hi: np.ndar
     _swap_if_less(values, perm, mid, lo)
     pivot = values[perm[mid]]
     _swap(perm, mid, hi - 1)
-    stop = _hoare_scan(values, perm, lo, hi, pivot)
+    stop = _hoare_scan(values, perm, lo, hi, pivot, positions, segment)
     _swap(perm, stop, hi - 1)
     left_smaller = stop - lo < hi - stop
     halves = (np.concatenate([lo, stop + 1]), np.concatenate([stop - 1, hi]),
@@ -355,7 +369,8 @@ def _partition(values: np.ndarray, perm: np.ndarray, lo: np.ndarray, hi: np.ndar
     return tuple(h[keep] for h in halves)
 
 
-def _hoare_scan(values: np.ndarray, perm: np.ndarray, lo: np.ndarray, hi: np.ndarray, pivot: np.ndarray) -> np.ndarray:
+def _hoare_scan(values: np.ndarray, perm: np.ndarray, lo: np.ndarray, hi: np.ndarray, pivot: np.ndarray,
+                positions: np.ndarray, segment: np.ndarray) -> np.ndarray:
     """Run numpy's Hoare loop on every segment at once; swaps in place, returns where the upward scan stopped.
 
     The k-th stop of the upward scan pairs with the k-th stop of the downward scan, both read on the array
@@ -363,7 +378,6 @@ def _hoare_scan(values: np.ndarray, perm: np.ndarray, lo: np.ndarray, hi: np.nda
     crossed, pairs ``0..K-1`` are swapped and the upward scan ends at ``L[K]``, or at ``R[K-1]`` (a swapped
     element) if that comes first.
     """
-    positions, segment = _ranges(lo, hi - lo + 1)
     v, p = values[perm[positions]], pivot[segment]
     up = ~(v < p) & (positions > lo[segment]) & (positions < hi[segment])
     down = ~(p < v) & (positions < hi[segment] - 1)
@@ -503,10 +517,9 @@ def _greedy(pred: np.ndarray, gt: np.ndarray, k: np.ndarray, group: np.ndarray, 
             selected: np.ndarray, matched: np.ndarray, pred_ignore: np.ndarray) -> None:
     """The original's greedy assignment, in place; one step handles one prediction of every group.
 
-    Only pairs with IoU ``>= 0.5`` can match. Each prediction takes its first free object in the order IoU
-    descending, non-ignored before ignored, non-ignored by annotation order, ignored by reverse annotation order:
-    the object the original's loop over ``k`` ends on. Step ``t`` handles the ``t``-th prediction (by rank) of
-    every group among those with such pairs.
+    Only pairs with IoU ``>= 0.5`` can match, and each prediction takes the free object of highest
+    :func:`_priority`: the object the original's loop over ``k`` ends on. Step ``t`` handles the ``t``-th
+    prediction (by rank) of every group among those with such pairs.
     """
     candidate = np.flatnonzero(iou >= IOU_THRESHOLD)
     if not len(candidate):
@@ -518,18 +531,31 @@ def _greedy(pred: np.ndarray, gt: np.ndarray, k: np.ndarray, group: np.ndarray, 
     group_first = np.concatenate([[True], owner[1:] != owner[:-1]])
     step = np.repeat(index - np.maximum.accumulate(np.where(group_first, index, 0)),
                      np.diff(np.append(first_pair, len(candidate))))
-    c_ign, c_k = ign[candidate], k[candidate]
-    order = np.lexsort((np.where(c_ign, -c_k, c_k), c_ign, -iou[candidate], c_pred, step))
-    step, c_pred, c_gt, c_ign = step[order], c_pred[order], gt[candidate][order], c_ign[order]
-    edges = np.searchsorted(step, np.arange(step[-1] + 2))
-    for a, b in zip(edges[:-1], edges[1:]):
-        free = a + np.flatnonzero(~selected[c_gt[a:b]])
-        if not len(free):
-            continue
-        chosen = free[np.concatenate([[True], c_pred[free][1:] != c_pred[free][:-1]])]
+    order = np.argsort(step.astype(np.uint16) if step.max() < 1 << 16 else step, kind="stable")  # radix sort
+    step, c_pred, c_gt = step[order], c_pred[order], gt[candidate][order]
+    c_priority, c_ign = _priority(iou[candidate], ign[candidate], k[candidate])[order], ign[candidate][order]
+    runs = np.flatnonzero(np.concatenate([[True], c_pred[1:] != c_pred[:-1]]))  # one run per prediction
+    edges = np.searchsorted(step, np.arange(step.max() + 2))
+    run_edges = np.searchsorted(runs, edges)
+    for a, b, ra, rb in zip(edges[:-1], edges[1:], run_edges[:-1], run_edges[1:]):
+        priority = np.where(selected[c_gt[a:b]], 0, c_priority[a:b])
+        starts = runs[ra:rb] - a
+        best = np.repeat(np.maximum.reduceat(priority, starts), np.diff(np.append(starts, b - a)))
+        chosen = a + np.flatnonzero((priority == best) & (priority > 0))
         selected[c_gt[chosen]] = True
         matched[c_pred[chosen]] = True
         pred_ignore[c_pred[chosen]] = c_ign[chosen]
+
+
+def _priority(iou: np.ndarray, ignored: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """Which object a prediction takes first, as one positive uint64 per pair (distinct within a prediction).
+
+    Highest IoU (the float32 bits order positive floats); on equal IoU a non-ignored object, the first in
+    annotation order; else the last ignored one (the original replaces an ignored match by any later tie).
+    """
+    kept = ~ignored
+    tie_break = np.where(kept, (1 << 31) - 1 - k, k).astype(np.uint64) | (kept.astype(np.uint64) << 31)
+    return (iou.astype(np.float32).view(np.uint32).astype(np.uint64) << 32) | tie_break
 
 
 # ---------------------------------------------------------------------------------------------------------------
