@@ -523,6 +523,7 @@ def test_results_are_evaluated_in_chunks_without_changing_them(monkeypatch):
     gt, results, table = random_case(11)
     whole = evaluate(gt, results, motion_iou=table)
     monkeypatch.setattr("vfe_hub.evaluation.imagenet_vid._PAIR_CHUNK", 7)
+    monkeypatch.setattr("vfe_hub.evaluation.imagenet_vid._SORT_BATCH", 20)
     assert_same_scores(evaluate(gt, results, motion_iou=table), whole)
 
 
@@ -711,7 +712,8 @@ def test_local_mat_file(tmp_path):
     assert [row.tolist() for row in table] == [[0.5, 0.8], [0.0], [0.95]]
     gt = make_gt([[(A, 1), (B, 1)], [], [(A, 1)]])
     results = preds((1, A, 0.9, 1), (3, B, 0.9, 1))
-    assert_same_scores(evaluate(gt, results, motion_iou=tmp_path / "table.mat"), evaluate(gt, results, motion_iou=table))
+    from_file = evaluate(gt, results, motion_iou=tmp_path / "table.mat")
+    assert_same_scores(from_file, evaluate(gt, results, motion_iou=table))
     with pytest.raises(DatasetError, match="does not exist"):
         motion_iou_table(tmp_path / "missing.mat")
     scipy.io.savemat(tmp_path / "other.mat", {"something": np.zeros(3)})

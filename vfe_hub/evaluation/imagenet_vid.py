@@ -15,10 +15,12 @@ returns the same numbers bit for bit (checked against a literal loop implementat
   neither a true nor a false positive.
 * **Order of predictions.** Per frame and class, predictions are taken by descending score as
   ``scores.argsort()[::-1]`` orders them; per class over the whole set, the scores are collected frame by frame
-  in that order and sorted the same way. ``argsort`` is numpy's unstable introsort: ties come out in an order
-  that depends on the whole array, and numpy >= 1.25 (SIMD sorts) orders them differently from the numpy < 1.24
-  the original needs. :func:`numpy1_argsort` reproduces numpy < 1.25 exactly, so tied scores rank as in the
-  original; the order in which a frame's predictions of one class are given matters only through these ties.
+  in that order and sorted the same way. ``argsort`` is numpy's unstable introsort, so tied scores come out in an
+  order that depends on the whole array. The original ran on numpy < 1.24 (its ragged ``np.array`` of motion
+  IoUs fails on later versions); numpy >= 1.25 sorts with SIMD code on AVX-512 machines and orders ties
+  differently. :func:`numpy1_argsort` reproduces numpy < 1.25 exactly (checked against numpy 1.23.5), so tied
+  scores rank as in the original. The order in which a frame's predictions of one class are given matters
+  only through these ties.
 * **IoU.** ``+1`` is added to ``x2, y2`` of both box sets, then ``boxlist_iou`` adds ``+1`` to every width and
   height (``TO_REMOVE = 1``): areas ``(x2 - x1 + 1) * (y2 - y1 + 1)``, intersection sides
   ``max(min(x2) - max(x1) + 1, 0)``, ``iou = inter / (area_p + area_g - inter)``, each operation in float32.
@@ -32,10 +34,16 @@ returns the same numbers bit for bit (checked against a literal loop implementat
   ``empty_weight``: the share of *all* motion-table entries inside the bucket, the ``0.0`` placeholders of
   frames without objects included; a share of exactly 1 (the "all" bucket) is reset to 0, which means weight 1.
 * **AP.** ``tp`` and ``fp`` are cumulative sums over the class's sorted predictions, ``precision = tp / (fp + tp
-  + np.spacing(1))``, ``recall = tp / n_positives``; AP is the VOC all-point area (precision envelope, sum of
-  recall steps times precision). A class with no positives in a bucket has AP nan; one with positives and no
-  predictions has AP 0. The mean AP is ``np.nanmean`` over the array indexed 0..(highest class id present in
-  predictions or ground truth), whose index 0 is nan, exactly as the original builds it.
+  + np.spacing(1))`` (so a class with a single object found first gets ``1 / (1 + 2**-52)``, not 1),
+  ``recall = tp / n_positives``; AP is the VOC all-point area (precision envelope, sum of recall steps times
+  precision). A class with no positives in a bucket has AP nan; one with positives and no predictions has AP 0.
+  The mean AP is ``np.nanmean`` over the array indexed 0..(highest class id present in predictions or ground
+  truth), whose index 0 is nan, exactly as the original builds it. Both sums are computed as numpy < 2.3 does
+  (:func:`numpy1_sum`): numpy 2.3 changed how ``np.sum`` buffers, which moves the last bit of an AP with more
+  than 8192 recall steps.
+* **Inputs rejected** (:class:`~vfe_hub.errors.DatasetError`): results of image ids outside the ground truth,
+  category ids outside 1..30, NaN scores, non-finite boxes and boxes with ``x2 < x1`` or ``y2 < y1`` (the
+  original's IoU can be nan for those, and its loop then behaves erratically).
 
 Returned keys: ``AP50``, ``AP50_fast``, ``AP50_medium``, ``AP50_slow`` (mean AP per bucket) and
 ``AP50/<class>`` for the 30 classes (the "all" bucket), all fractions in [0, 1] or nan. Unlike the original,
@@ -67,6 +75,7 @@ _INSERTION_MAX = 16  # numpy's quicksort insertion-sorts partitions of at most 1
 _SUM_BUFFER = 8192  # numpy < 2.3 reduces in buffers of this many elements
 _PAIRWISE_BLOCK = 128  # numpy's PW_BLOCKSIZE
 _PAIR_CHUNK = 1 << 20  # (prediction, object) pairs matched at once; bounds memory, never changes results
+_SORT_BATCH = 1 << 20  # elements sorted at once by the introsort emulation; bounds memory, never changes results
 
 #: ``results`` as COCO result dicts, or ``image_id -> (boxes (N, 4) xyxy, scores (N,), labels (N,))``.
 Results = Union[Sequence[Mapping[str, Any]], Mapping[int, tuple[Any, Any, Any]]]
@@ -163,7 +172,6 @@ class _Truth:
         return (self.motion < lo) | (self.motion > hi)
 
 
-
 @dataclass
 class _Predictions:
     """All predictions in the original's collection order: frame, class, then descending score (see docstring)."""
@@ -215,9 +223,11 @@ def _from_mapping(results: Mapping[int, tuple[Any, Any, Any]]) -> tuple[np.ndarr
         boxes.append(b)
         scores.append(s)
         labels.append(c)
+    if not image_ids:
+        return np.zeros(0, np.int64), np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
     counts = [len(s) for s in scores]
-    return (np.repeat(np.array(image_ids, dtype=np.int64), counts), np.concatenate(boxes or [np.zeros((0, 4), np.float32)]),
-            np.concatenate(scores or [np.zeros(0, np.float32)]), np.concatenate(labels or [np.zeros(0, np.int64)]))
+    image_ids = np.repeat(np.array(image_ids, dtype=np.int64), counts)
+    return image_ids, np.concatenate(boxes), np.concatenate(scores), np.concatenate(labels)
 
 
 def _check_results(image_ids: np.ndarray, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray,
@@ -279,11 +289,23 @@ def numpy1_argsort(values: np.ndarray, bounds: np.ndarray) -> np.ndarray:
     tied[stable[1:][tie]] = tied[stable[:-1][tie]] = True
     tied_count = np.concatenate([[0], np.cumsum(tied)])
     emulate = (lengths > _INSERTION_MAX) & (tied_count[bounds[1:]] > tied_count[bounds[:-1]])
-    if not emulate.any():
-        return stable
-    positions, _ = _ranges(bounds[:-1][emulate], lengths[emulate])
-    stable[positions] = _introsort(values, tied, bounds[:-1][emulate], lengths[emulate])[positions]
+    starts, lengths = bounds[:-1][emulate], lengths[emulate]
+    for batch in _batches(lengths, _SORT_BATCH):
+        positions, _ = _ranges(starts[batch], lengths[batch])
+        local_starts = np.cumsum(lengths[batch]) - lengths[batch]
+        stable[positions] = positions[_introsort(values[positions], tied[positions], local_starts, lengths[batch])]
     return stable
+
+
+def _batches(sizes: np.ndarray, limit: int) -> Iterator[slice]:
+    """Consecutive runs of ``sizes`` adding up to at most ``limit`` (or one item, if larger)."""
+    ends = np.cumsum(sizes)
+    start = 0
+    while start < len(ends):
+        before = int(ends[start - 1]) if start else 0
+        stop = max(int(np.searchsorted(ends, before + limit, "right")), start + 1)
+        yield slice(start, stop)
+        start = stop
 
 
 def _float32_key(values: np.ndarray) -> np.ndarray:
@@ -300,7 +322,8 @@ def descending_argsort(values: np.ndarray, bounds: np.ndarray) -> np.ndarray:
 
 
 def _introsort(values: np.ndarray, tied: np.ndarray, start: np.ndarray, length: np.ndarray) -> np.ndarray:
-    """numpy's ``aquicksort`` of the segments ``[start, start + length)``; returns the whole permutation.
+    """numpy's ``aquicksort`` of the segments ``[start, start + length)`` that tile ``values``; returns the
+    permutation.
 
     A segment is a quicksort partition still to be sorted, with the recursion depth left and whether numpy would
     pop it from its stack (the larger half of a partition) rather than continue with it (the smaller half): only
@@ -308,7 +331,7 @@ def _introsort(values: np.ndarray, tied: np.ndarray, start: np.ndarray, length: 
     the final stable sort, like the short ones numpy insertion-sorts.
     """
     perm = np.arange(len(values))
-    block = np.arange(len(values))  # positions with one block id are finished by a stable sort
+    block = np.arange(len(values), dtype=np.uint64)  # positions with one block id are finished by a stable sort
     lo, hi = start, start + length - 1
     depth = 2 * (np.frexp(length.astype(np.float64))[1] - 1)  # 2 * floor(log2(n)), as npy_get_msb
     popped = np.ones(len(lo), dtype=bool)
@@ -318,7 +341,7 @@ def _introsort(values: np.ndarray, tied: np.ndarray, start: np.ndarray, length: 
         heap = popped & (depth < 0) & has_tie
         split = ~heap & has_tie & (hi - lo + 1 > _INSERTION_MAX)
         in_finish = (~heap & ~split)[segment]
-        block[positions[in_finish]] = lo[segment[in_finish]]
+        block[positions[in_finish]] = lo[segment[in_finish]].astype(np.uint64)
         for a, b in zip(lo[heap], hi[heap]):
             _heapsort(values, perm, int(a), int(b))
         if not split.any():
@@ -327,10 +350,7 @@ def _introsort(values: np.ndarray, tied: np.ndarray, start: np.ndarray, length: 
         renumbered = np.cumsum(split) - 1
         lo, hi, depth, popped = _partition(values, perm, lo[split], hi[split], depth[split], positions[in_split],
                                            renumbered[segment[in_split]])
-    positions, _ = _ranges(start, length)
-    key = (block[positions].astype(np.uint64) << 32) | _float32_key(values[perm[positions]])
-    perm[positions] = perm[positions][np.argsort(key, kind="stable")]
-    return perm
+    return perm[np.argsort((block << 32) | _float32_key(values[perm]), kind="stable")]
 
 
 def _swap(perm: np.ndarray, i: np.ndarray, j: np.ndarray) -> None:
@@ -379,8 +399,10 @@ def _hoare_scan(values: np.ndarray, perm: np.ndarray, lo: np.ndarray, hi: np.nda
     element) if that comes first.
     """
     v, p = values[perm[positions]], pivot[segment]
-    up = ~(v < p) & (positions > lo[segment]) & (positions < hi[segment])
-    down = ~(p < v) & (positions < hi[segment] - 1)
+    last = np.cumsum(hi - lo + 1) - 1  # where each segment's hi sits in ``positions``
+    up, down = ~(v < p), ~(p < v)
+    up[last - (hi - lo)] = up[last] = False  # the upward scan runs over lo + 1 .. hi - 1
+    down[last] = down[last - 1] = False  # the downward scan over hi - 2 .. lo
     up_pos, down_pos = positions[up], positions[down]
     n_up, n_down = np.bincount(segment[up], minlength=len(lo)), np.bincount(segment[down], minlength=len(lo))
     up_start, down_end = np.cumsum(n_up) - n_up, np.cumsum(n_down)
@@ -455,14 +477,8 @@ class _Layout:
                    np.union1d(preds.labels, truth.labels))
 
     def chunks(self) -> Iterator[slice]:
-        """Runs of groups with about ``_PAIR_CHUNK`` (prediction, object) pairs each."""
-        ends = np.cumsum(self.pred_count * self.gt_count)
-        start = 0
-        while start < len(ends):
-            before = int(ends[start - 1]) if start else 0
-            stop = max(int(np.searchsorted(ends, before + _PAIR_CHUNK, "right")), start + 1)
-            yield slice(start, stop)
-            start = stop
+        """Runs of groups with at most ``_PAIR_CHUNK`` (prediction, object) pairs each (or one group)."""
+        return _batches(self.pred_count * self.gt_count, _PAIR_CHUNK)
 
 
 def iou_plus_one(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:

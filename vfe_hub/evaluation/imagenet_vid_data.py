@@ -37,13 +37,15 @@ import logging
 import os
 import xml.etree.ElementTree as ET
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy.io import loadmat
 
 from ..errors import DatasetError
+from ..hub import fetch_url, sha256_of
 from ..progress import progress_bar
 from ..registry import IMAGENET_VID_CLASSES
 
@@ -104,9 +106,8 @@ def _keeps(x1: float, y1: float, w: float, h: float, area: float, width: int, he
 
 
 def _frame(file_name: str, video: str, frame_id: int, width: int, height: int,
-           objects: Iterable[tuple[list[float], int, int]]) -> VidFrame:
+           objects: list[tuple[list[float], int, int]]) -> VidFrame:
     """A :class:`VidFrame` from kept objects ``([x1, y1, w, h], label, track_id)``."""
-    objects = list(objects)
     boxes = np.array([[x1, y1, x1 + w, y1 + h] for (x1, y1, w, h), _, _ in objects], dtype=np.float32)
     return VidFrame(file_name, video, frame_id, width, height, boxes.reshape(-1, 4),
                     np.array([label for _, label, _ in objects], dtype=np.int64),
@@ -253,11 +254,11 @@ def _xml_frame(root: Path, video: str, frame_id: int, instance_ids: dict[tuple[s
     """Parse one annotation file; new track ids get the next global instance id (mmtracking numbering)."""
     xml_file = root / "Annotations" / "VID" / video / f"{frame_id:06d}.xml"
     try:
-        tree = ET.parse(xml_file).getroot()
-        size = tree.find("size")
+        annotation = ET.parse(xml_file).getroot()
+        size = annotation.find("size")
         width, height = int(size.find("width").text), int(size.find("height").text)
         kept = []
-        for obj in tree.findall("object"):
+        for obj in annotation.findall("object"):
             label = _LABEL_OF_WORDNET.get(obj.find("name").text)
             if label is None:
                 continue
@@ -292,13 +293,9 @@ def motion_iou_table(source: str | os.PathLike = "fgfa", *, progress: bool | Non
     truth.
     """
     if str(source) == "fgfa":
-        from ..hub import fetch_url
-
         path = fetch_url(fgfa_motion_iou_url(), sha256=FGFA_MOTION_IOU_SHA256,
                          filename=Path(FGFA_MOTION_IOU_FILE).name, progress=progress)
     else:
-        from ..hub import sha256_of
-
         path = Path(source)
         if not path.is_file():
             raise DatasetError(f"Motion-IoU table {path} does not exist; pass motion_iou='fgfa' to download "
@@ -315,8 +312,6 @@ def read_motion_iou_mat(path: str | os.PathLike) -> list[np.ndarray]:
     Cell ``i`` is a column of values; row ``j`` gives ``cell[j][0]``, or ``0`` where that row is empty. An empty
     MATLAB cell is ``1 x 0``, one empty row, hence the single ``0.0`` placeholder.
     """
-    from scipy.io import loadmat
-
     try:
         cells = loadmat(path)["motion_iou"]
         return [_cell_values(np.asarray(cell, dtype=np.float64)) for cell in cells[:, 0]]
@@ -406,6 +401,6 @@ def check_motion_table(gt: VidGroundTruth, table: Sequence[np.ndarray]) -> None:
         frame = gt.frames[i]
         raise DatasetError(
             f"The motion-IoU table does not fit the ground truth at image id {i + 1} ({frame.file_name}): the frame "
-            f"has {counts[i]} objects, the table row {list(np.round(table[i], 4))}. {len(bad)} frames differ. The "
+            f"has {counts[i]} objects, the table row {np.round(table[i], 4).tolist()}. {len(bad)} frames differ. The "
             f"table is aligned by position and object order; a different annotation file, frame order or filter "
             f"shifts it.")
