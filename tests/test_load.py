@@ -215,3 +215,17 @@ def test_unavailable_device_is_a_clear_error(converted_dir, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(vfe_hub.VfeHubError, match="CUDA is not available"):
         vfe_hub.load(weights=converted_dir, device="cuda")
+
+
+def test_cli_predict_writes_results_and_drawings(converted_dir, tmp_path):
+    from media import photo, write_image
+
+    image = write_image(tmp_path / "cat.png", photo("chelsea", (120, 180)))
+    out = tmp_path / "results.json"
+    args = ["predict", NAME, str(image), "--weights", str(converted_dir), "-o", str(out), "--save-dir",
+            str(tmp_path / "drawn"), "--quiet", "--score-thr", "0"]
+    assert cli.main(args) == 0
+    records = json.loads(out.read_text())
+    assert records and all(r["image_id"] == str(image) and len(r["bbox"]) == 4 for r in records)
+    [drawn] = (tmp_path / "drawn").iterdir()
+    assert drawn.suffix == ".jpg"

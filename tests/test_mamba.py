@@ -106,6 +106,7 @@ def test_video_batch_of_four_equals_one_at_a_time(model, tmp_path):
     four = model.predict(video, batch_size=4)
     assert len(one) == len(four) == 5
     assert [d.frame.index for d in four] == list(range(5))
+    assert four[2].plot().size == (160, 120)  # re-reads frame 2 from the video
     for a, b in zip(one, four):
         _check(a, (120, 160))
         assert torch.equal(a.labels, b.labels)
