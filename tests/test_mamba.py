@@ -147,3 +147,14 @@ def test_pipeline_runs_the_model(model):
     [result] = det(photo("coffee"))
     _check(result, photo("coffee").shape[:2])
     assert "video-object-detection" in repr(det)
+
+
+def test_half_precision_runs_under_autocast(model):
+    """bfloat16 autocast (on CPU here; float16 is the same code path on CUDA): valid results, tagged with the dtype."""
+    model.dtype = torch.bfloat16
+    try:
+        [det] = model.predict(photo("coffee", (120, 160)))
+    finally:
+        model.dtype = torch.float32
+    _check(det, (120, 160))
+    assert det.provenance["dtype"] == "bfloat16" and det.boxes.dtype == torch.float32
