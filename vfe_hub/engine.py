@@ -22,6 +22,8 @@ def resized_size(height: int, width: int, rule: Preprocess) -> tuple[int, int]:
 def preprocess(images: list[np.ndarray], frames: list[FrameInfo], rule: Preprocess, device: torch.device) -> ImageBatch:
     """Upload ``(H, W, 3)`` uint8 RGB images, resize (bilinear), normalise and pad them on ``device``.
 
+    The resize is torch's bilinear (half-pixel centres, no antialiasing), the sampling of the original's
+    ``cv2.INTER_LINEAR``; cv2's fixed-point uint8 arithmetic can differ by about one grey level.
     Images of equal size are resized together; the batch is zero-padded (after normalisation) at the bottom and
     right to the largest size rounded up to ``rule.size_divisor``.
     """
