@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import sys
@@ -9,6 +10,7 @@ from pathlib import Path
 
 from . import api, cards, hub
 from .errors import VfeHubError
+from .io import open_frames
 from .registry import get_spec
 
 
@@ -26,12 +28,16 @@ def _predict(args: argparse.Namespace) -> None:
     model = api.load(args.name, device=args.device, dtype=args.dtype, weights=args.weights)
     options = {"protocol": args.protocol} if args.protocol else {}
     results, out = [], []
-    for det in model.predict(args.inputs, batch_size=args.batch_size, stream=True, progress=not args.quiet, **options):
+    detections = model.predict(args.inputs, batch_size=args.batch_size, stream=True, progress=not args.quiet, **options)
+    # Results come in input order; drawing takes each frame from one more sequential decode (plot() without an
+    # image would re-read a video from its start for every frame).
+    frames = open_frames(args.inputs) if args.save_dir else itertools.repeat(None)
+    for det, frame in zip(detections, frames):
         out.extend(det.to_json())
-        if args.save_dir:
+        if frame is not None:
             Path(args.save_dir).mkdir(parents=True, exist_ok=True)
             name = Path(det.frame.name.replace("#", "_")).stem
-            det.plot(score_thr=args.score_thr).save(Path(args.save_dir) / f"{name}_{det.frame.index:06d}.jpg")
+            det.plot(frame.image, score_thr=args.score_thr).save(Path(args.save_dir) / f"{name}_{det.frame.index:06d}.jpg")
         results.append(len(det))
     text = json.dumps(out)
     if args.output:

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .io import Frame
 from .registry import Preprocess
 from .structures import FrameInfo, ImageBatch
 
@@ -19,8 +20,8 @@ def resized_size(height: int, width: int, rule: Preprocess) -> tuple[int, int]:
     return int(height * s + 0.5), int(width * s + 0.5)
 
 
-def preprocess(images: list[np.ndarray], frames: list[FrameInfo], rule: Preprocess, device: torch.device) -> ImageBatch:
-    """Upload ``(H, W, 3)`` uint8 RGB images, resize (bilinear), normalise and pad them on ``device``.
+def preprocess(frames: Sequence[Frame], rule: Preprocess, device: torch.device) -> ImageBatch:
+    """Upload the frames' ``(H, W, 3)`` uint8 RGB images, resize (bilinear), normalise and pad them on ``device``.
 
     The resize is torch's bilinear (half-pixel centres, no antialiasing), the sampling of the original's
     ``cv2.INTER_LINEAR``; cv2's fixed-point uint8 arithmetic can differ by about one grey level.
@@ -28,6 +29,8 @@ def preprocess(images: list[np.ndarray], frames: list[FrameInfo], rule: Preproce
     right to the largest size rounded up to ``rule.size_divisor``.
     """
     pin = device.type == "cuda"
+    images = [f.image for f in frames]
+    infos = [FrameInfo(f.name, f.index, f.sequence, f.source, f.image.shape[:2]) for f in frames]
     sizes = [resized_size(*im.shape[:2], rule) for im in images]
     pad_h = -(-max(h for h, _ in sizes) // rule.size_divisor) * rule.size_divisor
     pad_w = -(-max(w for _, w in sizes) // rule.size_divisor) * rule.size_divisor
@@ -45,7 +48,7 @@ def preprocess(images: list[np.ndarray], frames: list[FrameInfo], rule: Preproce
         x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
         batch[index, :, :h, :w] = (x - mean) / std
     scales = [(w / im.shape[1], h / im.shape[0]) for (h, w), im in zip(sizes, images)]
-    return ImageBatch(batch, sizes, scales, frames)
+    return ImageBatch(batch, sizes, scales, infos)
 
 
 def _prefetch(items: Iterable, size: int = 2) -> Iterator:
@@ -102,8 +105,7 @@ def run(model: Callable[[ImageBatch], list], frames: Iterable, rule: Preprocess,
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     autocast = dtype in (torch.float16, torch.bfloat16)
     for group in _prefetch(_batches(frames, batch_size)):
-        infos = [FrameInfo(f.name, f.index, f.sequence, f.source, f.image.shape[:2]) for f in group]
-        batch = preprocess([f.image for f in group], infos, rule, device)
+        batch = preprocess(group, rule, device)
         with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=autocast):
             results = model(batch)
         for result in results:

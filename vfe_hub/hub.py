@@ -53,10 +53,6 @@ def sha256_of(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
-def sha256_of_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 @dataclass(frozen=True)
 class Provenance:
     """Where a model's weights came from; every result of the model carries it."""

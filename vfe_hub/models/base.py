@@ -134,8 +134,7 @@ class VideoDetector(Detector):
         refs = self._reference_frames.pop(frame.sequence, None)
         if refs is None:
             return None
-        infos = [FrameInfo(f.name, f.index, f.sequence, f.source, f.image.shape[:2]) for f in refs]
-        return engine.preprocess([f.image for f in refs], infos, self.spec.preprocess, self.device)
+        return engine.preprocess(refs, self.spec.preprocess, self.device)
 
     @staticmethod
     def reference_indices(length: int, count: int) -> list[int]:
