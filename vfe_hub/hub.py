@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+#: Environment variable replacing ``https://github.com`` as the host of pinned GitHub files.
+GITHUB_ENDPOINT_ENV = "VFE_HUB_GITHUB_ENDPOINT"
 FORMAT_VERSION = 1
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -76,6 +78,13 @@ def atomic_write(target: Path, write: Callable[[Path], None]) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def github_url(repo: str, commit: str, path: str) -> str:
+    """The raw URL of ``path`` in GitHub ``repo`` at ``commit``; ``$VFE_HUB_GITHUB_ENDPOINT`` replaces the host
+    ``https://github.com`` (a mirror, or a test server)."""
+    endpoint = os.environ.get(GITHUB_ENDPOINT_ENV) or "https://github.com"
+    return f"{endpoint.rstrip('/')}/{repo}/raw/{commit}/{path}"
 
 
 def fetch_url(url: str, *, sha256: str, filename: str, progress: bool | None = None) -> Path:

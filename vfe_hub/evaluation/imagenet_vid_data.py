@@ -45,7 +45,7 @@ import numpy as np
 from scipy.io import loadmat
 
 from ..errors import DatasetError
-from ..hub import fetch_url, sha256_of
+from ..hub import fetch_url, github_url, sha256_of
 from ..progress import progress_bar
 from ..registry import IMAGENET_VID_CLASSES
 
@@ -66,8 +66,6 @@ FGFA_REPO = "msracver/Flow-Guided-Feature-Aggregation"
 FGFA_COMMIT = "f01243e23a2e2be0a91d0a5a927433686305a054"
 FGFA_MOTION_IOU_FILE = "lib/dataset/imagenet_vid_groundtruth_motion_iou.mat"
 FGFA_MOTION_IOU_SHA256 = "7c6d27c2ab3becc9939306fc48b8fcdedf643b7f0764a61a4db793a126e44433"
-#: Environment variable overriding ``https://github.com`` as the host of the table (a mirror, or a test server).
-GITHUB_ENDPOINT_ENV = "VFE_HUB_GITHUB_ENDPOINT"
 #: Frames on each side whose boxes of the same object enter its motion IoU (FGFA's definition).
 MOTION_WINDOW = 10
 
@@ -277,12 +275,6 @@ def _xml_frame(root: Path, video: str, frame_id: int, instance_ids: dict[tuple[s
 # Motion IoU
 # ---------------------------------------------------------------------------------------------------------------
 
-def fgfa_motion_iou_url() -> str:
-    """The pinned URL of FGFA's table; the host is ``$VFE_HUB_GITHUB_ENDPOINT`` (default ``https://github.com``)."""
-    endpoint = os.environ.get(GITHUB_ENDPOINT_ENV) or "https://github.com"
-    return f"{endpoint.rstrip('/')}/{FGFA_REPO}/raw/{FGFA_COMMIT}/{FGFA_MOTION_IOU_FILE}"
-
-
 def motion_iou_table(source: str | os.PathLike = "fgfa", *, progress: bool | None = None) -> list[np.ndarray]:
     """The motion IoU of every ground-truth object of ImageNet VID val, one array per frame (module docstring).
 
@@ -293,7 +285,7 @@ def motion_iou_table(source: str | os.PathLike = "fgfa", *, progress: bool | Non
     truth.
     """
     if str(source) == "fgfa":
-        path = fetch_url(fgfa_motion_iou_url(), sha256=FGFA_MOTION_IOU_SHA256,
+        path = fetch_url(github_url(FGFA_REPO, FGFA_COMMIT, FGFA_MOTION_IOU_FILE), sha256=FGFA_MOTION_IOU_SHA256,
                          filename=Path(FGFA_MOTION_IOU_FILE).name, progress=progress)
     else:
         path = Path(source)
