@@ -62,18 +62,76 @@ def mamba_layout() -> dict[str, tuple[int, ...]]:
     return keys
 
 
+def _linear(keys: dict, name: str, out: int, inp: int, bias: bool = True) -> None:
+    keys[f"{name}.weight"] = (out, inp)
+    if bias:
+        keys[f"{name}.bias"] = (out,)
+
+
+def mmdet_swin(prefix: str, dim: int = 96, depths=(2, 2, 6, 2), heads=(3, 6, 12, 24)) -> dict[str, tuple[int, ...]]:
+    """mmdetection 2.19 ``SwinTransformer`` (and vfe.pytorch's prompted copy) keys and shapes, window 7."""
+    keys: dict[str, tuple[int, ...]] = {f"{prefix}patch_embed.projection.weight": (dim, 3, 4, 4),
+                                        f"{prefix}patch_embed.projection.bias": (dim,),
+                                        f"{prefix}patch_embed.norm.weight": (dim,), f"{prefix}patch_embed.norm.bias": (dim,)}
+    for s, (depth, h) in enumerate(zip(depths, heads)):
+        c = dim * 2**s
+        for b in range(depth):
+            p = f"{prefix}stages.{s}.blocks.{b}."
+            for norm in ("norm1", "norm2"):
+                keys[f"{p}{norm}.weight"] = keys[f"{p}{norm}.bias"] = (c,)
+            keys[p + "attn.w_msa.relative_position_bias_table"] = (169, h)
+            keys[p + "attn.w_msa.relative_position_index"] = (49, 49)
+            _linear(keys, p + "attn.w_msa.qkv", 3 * c, c)
+            _linear(keys, p + "attn.w_msa.proj", c, c)
+            _linear(keys, p + "ffn.layers.0.0", 4 * c, c)
+            _linear(keys, p + "ffn.layers.1", c, 4 * c)
+        if s < len(depths) - 1:
+            keys[f"{prefix}stages.{s}.downsample.norm.weight"] = keys[f"{prefix}stages.{s}.downsample.norm.bias"] = (4 * c,)
+            _linear(keys, f"{prefix}stages.{s}.downsample.reduction", 2 * c, 4 * c, bias=False)
+    for s in range(len(depths)):
+        keys[f"{prefix}norm{s}.weight"] = keys[f"{prefix}norm{s}.bias"] = (dim * 2**s,)
+    return keys
+
+
+def stpn_layout() -> dict[str, tuple[int, ...]]:
+    """The 230 tensors + 12 ``relative_position_index`` buffers of ``work_dirs/stpn_swint_adam_9x/epoch_9_model.pth``."""
+    d = "detector."
+    keys = mmdet_swin(d + "backbone.")
+    for i, c in enumerate((96, 192, 384, 768)):
+        keys[f"{d}neck.lateral_convs.{i}.conv.weight"], keys[f"{d}neck.lateral_convs.{i}.conv.bias"] = (256, c, 1, 1), (256,)
+        keys[f"{d}neck.fpn_convs.{i}.conv.weight"], keys[f"{d}neck.fpn_convs.{i}.conv.bias"] = (256, 256, 3, 3), (256,)
+    keys.update({
+        d + "rpn_head.rpn_conv.weight": (256, 256, 3, 3), d + "rpn_head.rpn_conv.bias": (256,),
+        d + "rpn_head.rpn_cls.weight": (3, 256, 1, 1), d + "rpn_head.rpn_cls.bias": (3,),
+        d + "rpn_head.rpn_reg.weight": (12, 256, 1, 1), d + "rpn_head.rpn_reg.bias": (12,),
+    })
+    head = d + "roi_head.bbox_head."
+    for name, out, inp in (("shared_fcs.0", 1024, 12544), ("shared_fcs.1", 1024, 1024), ("fc_cls", 31, 1024),
+                           ("fc_reg", 120, 1024)):
+        _linear(keys, head + name, out, inp)
+    keys["prompt_predictor.query"] = (5, 96)
+    _linear(keys, "prompt_predictor.reduction", 96, 768)
+    for name in ("fc_embed", "ref_fc_embed", "fc", "ref_fc"):
+        _linear(keys, f"prompt_predictor.{name}", 96, 96)
+    return keys
+
+
 def random_state(layout: dict[str, tuple[int, ...]], seed: int = 0) -> OrderedDict[str, torch.Tensor]:
     """Random tensors for ``layout``: small weights, BN statistics that keep activations finite."""
     g = torch.Generator().manual_seed(seed)
     state: OrderedDict[str, torch.Tensor] = OrderedDict()
     for key, shape in layout.items():
-        if key.endswith("num_batches_tracked"):
+        if key.endswith("relative_position_index"):  # the buffer Swin computes (window 7): the same in every file
+            coords = torch.stack(torch.meshgrid(torch.arange(7), torch.arange(7), indexing="ij")).flatten(1)
+            rel = coords[:, :, None] - coords[:, None, :] + 6
+            state[key] = rel[0] * 13 + rel[1]
+        elif key.endswith("num_batches_tracked"):
             state[key] = torch.tensor(1000, dtype=torch.int64)
         elif key.endswith("running_var"):
             state[key] = 1.0 + torch.rand(shape, generator=g)
         elif key.endswith("running_mean"):
             state[key] = 0.1 * torch.randn(shape, generator=g)
-        elif ".bn" in key or "downsample.1" in key:  # BN affine
+        elif ".bn" in key or "downsample.1" in key or "norm" in key:  # BN / LN affine
             state[key] = (1.0 if key.endswith("weight") else 0.0) + 0.1 * torch.randn(shape, generator=g)
         else:
             fan_in = max(1, int(torch.tensor(shape[1:]).prod())) if len(shape) > 1 else 1

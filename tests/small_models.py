@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from original_layouts import mamba_layout, random_state
+from original_layouts import mamba_layout, random_state, stpn_layout
 from vfe_hub.convert import convert_state_dict, table_for
 from vfe_hub.registry import Preprocess, get_spec
 
@@ -16,10 +16,17 @@ def small_spec(name: str):
     return dataclasses.replace(get_spec(name), preprocess=SMALL)
 
 
-def mamba(seed: int = 0):
-    """MAMBA with a random checkpoint of the released layout, converted strictly, at the small input size."""
-    model = small_spec("mamba_r101_dc5_vid").build()
-    state, _ = convert_state_dict(random_state(mamba_layout(), seed), table_for("mmdet_v2"),
+LAYOUTS = {"mamba_r101_dc5_vid": mamba_layout, "stpn_swint_vid": stpn_layout}
+
+
+def video_model(name: str, seed: int = 0, **overrides):
+    """``name`` with a random checkpoint of the released layout, converted strictly, at the small input size."""
+    model = small_spec(name).build(**overrides)
+    state, _ = convert_state_dict(random_state(LAYOUTS[name](), seed), table_for(get_spec(name).weights.format),
                                   {k: v.shape for k, v in model.state_dict().items()})
     model.load_state_dict(state, strict=True)
     return model.eval()
+
+
+def mamba(seed: int = 0):
+    return video_model("mamba_r101_dc5_vid", seed)

@@ -108,6 +108,13 @@ _MAMBA_CITATION = """@inproceedings{sun2021mamba,
   year      = {2021}
 }"""
 
+_STPN_CITATION = """@inproceedings{sun2023stpn,
+  title     = {Spatio-temporal Prompting Network for Robust Video Feature Extraction},
+  author    = {Sun, Guanxiong and Wang, Chi and Zhang, Zhaoyu and Deng, Jiankang and Zafeiriou, Stefanos and Hua, Yang},
+  booktitle = {IEEE/CVF International Conference on Computer Vision (ICCV)},
+  year      = {2023}
+}"""
+
 _VID_PREPROCESS = Preprocess(
     max_size=1000, min_size=600, mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375), size_divisor=16
 )
@@ -162,6 +169,57 @@ MODELS: dict[str, ModelSpec] = {
             config={"depth": 101, "num_classes": 30, "seed": 0},
             original_code="https://github.com/guanxiongsun/vfe.pytorch (mmdet 2.19 fork)",
             tags=("video-object-detection", "imagenet-vid", "faster-rcnn", "memory-bank"),
+        ),
+        ModelSpec(
+            name="stpn_swint_vid",
+            family="stpn",
+            task="video-object-detection",
+            summary=(
+                "STPN (spatio-temporal prompts predicted from reference frames and prepended to the backbone's tokens) "
+                "on a Swin-T FPN Faster R-CNN, trained on ImageNet VID + DET; 30 ImageNet VID classes."
+            ),
+            classes=IMAGENET_VID_CLASSES,
+            weights=WeightsSpec(
+                repo_id="guanxiongsun/vfe.pytorch",
+                filename="work_dirs/stpn_swint_adam_9x/epoch_9_model.pth",
+                # The newest commit of the authors' repository when it was pinned; the Hub resolves this short id.
+                revision="442410a",
+                format="mmdet_v2",
+                sha256="4bcb39c4070df69ae917cd237f36cc9c77eec63a53ce94ae9b7a931aefdd27b7",
+                size=180_353_653,
+                licence_note="Released by the authors with the Apache-2.0 code base vfe.pytorch; no licence tag on the Hub repo.",
+            ),
+            preprocess=_VID_PREPROCESS,
+            paper=Paper(
+                title="Spatio-temporal Prompting Network for Robust Video Feature Extraction",
+                url="https://arxiv.org/abs/2402.02574",
+                venue="ICCV 2023",
+                citation=_STPN_CITATION,
+            ),
+            licence="apache-2.0",
+            datasets=("imagenet_vid",),
+            # The released evaluation file eval.txt next to the weights (the paper table rounds these).
+            metrics={"imagenet_vid": {"AP50": 85.152, "AP50_fast": 64.057, "AP50_medium": 84.127,
+                                      "AP50_slow": 91.414}},
+            temporal=(
+                "A prompt of 5 tokens, predicted by attention from the un-prompted last-stage features of reference "
+                "frames, is prepended to the Swin tokens of every frame of the video. Reset at the first frame."
+            ),
+            protocols={
+                "streaming": (
+                    "Frames in their natural order; references are frames already seen. The first frame is its own "
+                    "reference; every 10th frame (config prompt_interval) joins the references, which keep the last "
+                    "14, and the prompt is recomputed from them. Works on live video. The default."
+                ),
+                "paper": (
+                    "The released evaluation: 14 references spread over the whole video give one prompt at the first "
+                    "frame, kept for every frame of the video. Needs the whole video up front; reproduces the "
+                    "paper's table."
+                ),
+            },
+            config={"num_classes": 30, "prompts": 5, "prompt_interval": 10},
+            original_code="https://github.com/guanxiongsun/vfe.pytorch (mmdet 2.19 fork)",
+            tags=("video-object-detection", "imagenet-vid", "faster-rcnn", "swin", "prompting"),
         ),
     )
 }

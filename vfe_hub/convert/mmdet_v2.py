@@ -7,11 +7,18 @@ from __future__ import annotations
 from .rename import RenameTable
 
 _P = r"(?:detector\.)?"
+_B = _P + r"backbone\."
 
 TABLE = RenameTable(
     name="mmdetection v2",
     rules=(
+        # Swin (mmdet 2.19 names; prompt-free and prompted backbones share them)
+        (_B + r"stages\.(\d+)\.blocks\.(\d+)\.attn\.w_msa\.(.+)", r"backbone.stages.\1.blocks.\2.attn.\3"),
+        (_B + r"stages\.(\d+)\.blocks\.(\d+)\.ffn\.layers\.0\.0\.(weight|bias)", r"backbone.stages.\1.blocks.\2.mlp.fc1.\3"),
+        (_B + r"stages\.(\d+)\.blocks\.(\d+)\.ffn\.layers\.1\.(weight|bias)", r"backbone.stages.\1.blocks.\2.mlp.fc2.\3"),
+        (_B + r"norm(\d)\.(weight|bias)", r"backbone.norms.\1.\2"),
         (_P + r"backbone\.(.+)", r"backbone.\1"),
+        (_P + r"neck\.(lateral_convs|fpn_convs)\.(\d+)\.(conv|bn)\.(.+)", r"neck.\1.\2.\3.\4"),
         (_P + r"neck\.convs\.(\d+)\.conv\.(weight|bias)", r"neck.convs.\1.\2"),
         (_P + r"rpn_head\.rpn_conv\.(weight|bias)", r"rpn.conv.\1"),
         (_P + r"rpn_head\.rpn_cls\.(weight|bias)", r"rpn.cls_logits.\1"),
@@ -23,6 +30,11 @@ TABLE = RenameTable(
         (_P + r"roi_head\.bbox_head\.aggregator\.(\d+)\.ref_fc_embed\.(weight|bias)", r"aggregators.\1.key_proj.\2"),
         (_P + r"roi_head\.bbox_head\.aggregator\.(\d+)\.ref_fc\.(weight|bias)", r"aggregators.\1.value_proj.\2"),
         (_P + r"roi_head\.bbox_head\.aggregator\.(\d+)\.fc\.(weight|bias)", r"aggregators.\1.out_proj.\2"),
+        (r"prompt_predictor\.(query|reduction\.weight|reduction\.bias)", r"prompt_predictor.\1"),
+        (r"prompt_predictor\.fc_embed\.(weight|bias)", r"prompt_predictor.attention.query_proj.\1"),
+        (r"prompt_predictor\.ref_fc_embed\.(weight|bias)", r"prompt_predictor.attention.key_proj.\1"),
+        (r"prompt_predictor\.ref_fc\.(weight|bias)", r"prompt_predictor.attention.value_proj.\1"),
+        (r"prompt_predictor\.fc\.(weight|bias)", r"prompt_predictor.attention.out_proj.\1"),
     ),
     drop=(r"\.num_batches_tracked$",),
 )
