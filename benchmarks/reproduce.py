@@ -38,8 +38,8 @@ def main() -> None:
             minutes = (time.perf_counter() - start) / 60
             print(f"\n{name} on {dataset} ({minutes:.1f} min)\n")
             print("| row | " + " | ".join(paper) + " |\n|---|" + "---|" * len(paper))
-            print("| paper | " + " | ".join(f"{v:.1f}" for v in paper.values()) + " |")
-            print("| vfe_hub | " + " | ".join(f"{100 * measured[k]:.1f}" for k in paper) + " |")
+            print("| paper | " + " | ".join(f"{v:.2f}" for v in paper.values()) + " |")
+            print("| vfe_hub | " + " | ".join(f"{100 * measured[k]:.2f}" for k in paper) + " |")
 
 
 if __name__ == "__main__":

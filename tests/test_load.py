@@ -14,7 +14,7 @@ import torch
 from huggingface_hub import constants
 
 import vfe_hub
-from original_layouts import mamba_layout, random_state, write_mmcv_checkpoint
+from original_layouts import mamba_layout, random_state, stpn_layout, write_mmcv_checkpoint
 from vfe_hub import cli, hub, registry
 from vfe_hub.errors import (ChecksumError, ConversionError, CorruptWeightsError, DownloadError, UnknownModelError,
                             WeightsNotFoundError)
@@ -230,3 +230,36 @@ def test_cli_predict_writes_results_and_drawings(converted_dir, tmp_path):
     assert records and all(r["image_id"] == str(image) and len(r["bbox"]) == 4 for r in records)
     [drawn] = (tmp_path / "drawn").iterdir()
     assert drawn.suffix == ".jpg"
+
+
+def test_stpn_loads_through_the_same_hub_path(fake_hub, tmp_path, monkeypatch):
+    """STPN's entry pins the released file's sha256: the synthetic file is refused under it, and loads by name,
+    through torch.hub, the pipeline and the CLI once the pin is the synthetic file's."""
+    name = "stpn_swint_vid"
+    state = random_state(stpn_layout(), seed=3)
+    buffer = io.BytesIO()
+    write_mmcv_checkpoint(buffer, state)
+    data = buffer.getvalue()
+    spec = registry.get_spec(name)
+    commit = fake_hub.add_file(spec.weights.repo_id, spec.weights.filename, data)
+    monkeypatch.setitem(registry.MODELS, name, dataclasses.replace(
+        spec, weights=dataclasses.replace(spec.weights, revision=commit[:7])))
+    monkeypatch.setenv("VFE_HUB_CACHE", str(tmp_path / "vfe_cache"))
+    with pytest.raises(ChecksumError, match=registry.get_spec(name).weights.sha256):
+        vfe_hub.load(name)
+    spec = registry.get_spec(name)
+    monkeypatch.setitem(registry.MODELS, name, dataclasses.replace(
+        spec, weights=dataclasses.replace(spec.weights, sha256=hashlib.sha256(data).hexdigest())))
+    model = vfe_hub.load(name)
+    key = "prompt_predictor.fc_embed.weight"
+    assert torch.equal(model.prompt_predictor.attention.query_proj.weight, state[key])
+    assert model.provenance()["sha256"] == hashlib.sha256(data).hexdigest()
+    hubbed = torch.hub.load(str(REPO), name, source="local", trust_repo=True)
+    assert torch.equal(hubbed.prompt_predictor.query, state["prompt_predictor.query"])
+    assert vfe_hub.pipeline("video-object-detection", model=name).model.spec.name == name
+    out = tmp_path / "results.json"
+    from media import panning_clip, write_video
+
+    video = write_video(tmp_path / "clip.mp4", panning_clip(n=2, size=(64, 96)))
+    assert cli.main(["predict", name, str(video), "-o", str(out), "--quiet", "--score-thr", "0"]) == 0
+    assert len({r["image_id"] for r in json.loads(out.read_text())}) == 2

@@ -42,7 +42,7 @@ def test_entry_schema(name):
 
 def test_list_models_filters_with_wildcards():
     assert vfe_hub.list_models() == sorted(registry.MODELS)
-    assert vfe_hub.list_models("*vid*") == ["mamba_r101_dc5_vid"]
+    assert vfe_hub.list_models("*vid*") == ["mamba_r101_dc5_vid", "stpn_swint_vid"]
     assert vfe_hub.list_models("nothing*") == []
 
 
