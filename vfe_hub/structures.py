@@ -46,8 +46,10 @@ class Detections:
     """Detections of one image or frame.
 
     ``boxes (N, 4)`` float32 ``xyxy`` in pixels of the input as given; ``scores (N,)`` float32; ``labels (N,)``
-    int64 indices into ``class_names``; optional ``track_ids (N,)``. ``provenance`` names the model, its
-    weights (source, revision, sha256), dtype and device.
+    int64 indices into ``class_names``; optional ``track_ids (N,)``; optional ``masks``, one pycocotools RLE
+    (``{"size": [H, W], "counts": bytes}``) per detection in pixels of the input as given (build them with
+    :meth:`encode_masks`, read them with :meth:`mask_tensor`). ``provenance`` names the model, its weights
+    (source, revision, sha256), dtype and device.
     """
 
     boxes: torch.Tensor
@@ -57,9 +59,32 @@ class Detections:
     frame: FrameInfo
     provenance: dict[str, Any] = field(default_factory=dict)
     track_ids: torch.Tensor | None = None
+    masks: list[dict] | None = None
+
+    def __post_init__(self) -> None:
+        if self.masks is not None:
+            size = list(self.frame.size)
+            if len(self.masks) != len(self) or any(list(m["size"]) != size for m in self.masks):
+                raise ValueError(f"masks must be {len(self)} RLEs of size {size} (the input image), got "
+                                 f"{[list(m['size']) for m in self.masks]}")
 
     def __len__(self) -> int:
         return self.boxes.shape[0]
+
+    @staticmethod
+    def encode_masks(masks: torch.Tensor) -> list[dict]:
+        """Run-length encode binary masks ``(N, H, W)`` (any device) into ``N`` pycocotools RLEs of size ``[H, W]``."""
+        from pycocotools import mask as mask_utils
+
+        # (N, W, H) C-contiguous is (H, W, N) Fortran-contiguous, the layout pycocotools reads.
+        columns = masks.detach().to(device="cpu", dtype=torch.uint8).transpose(1, 2).contiguous().numpy()
+        return mask_utils.encode(columns.transpose(2, 1, 0))
+
+    def mask_tensor(self) -> torch.Tensor:
+        """The masks decoded to ``(N, H, W)`` bool on the boxes' device (``H, W`` of the input as given)."""
+        if self.masks is None:
+            raise ValueError(f"these detections of {self.frame.name} have no masks")
+        return _decode_masks(self.masks, self.frame.size).to(self.boxes.device)
 
     def cpu(self) -> Detections:
         moved = {k: getattr(self, k).cpu() for k in ("boxes", "scores", "labels")}
@@ -70,25 +95,29 @@ class Detections:
     def to_json(self, image_id: int | str | None = None, category_ids: list[int] | None = None) -> list[dict]:
         """COCO-style results: ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}`` per detection.
 
-        ``image_id`` defaults to the frame's name; category ids default to ``label + 1`` (1-based, in
-        ``class_names`` order, as the ImageNet VID and COCO-VID annotation files number them).
+        With masks, each record also has ``"segmentation": {"size": [H, W], "counts": str}`` (the COCO / LVIS
+        results format). ``image_id`` defaults to the frame's name; category ids default to ``label + 1`` (1-based,
+        in ``class_names`` order, as the ImageNet VID and COCO-VID annotation files number them).
         """
         image_id = self.frame.name if image_id is None else image_id
         boxes = self.boxes.detach().cpu().double().numpy()
         out = []
-        for (x1, y1, x2, y2), score, label in zip(boxes, self.scores.tolist(), self.labels.tolist()):
+        for i, ((x1, y1, x2, y2), score, label) in enumerate(zip(boxes, self.scores.tolist(), self.labels.tolist())):
             category = category_ids[label] if category_ids is not None else label + 1
             out.append({"image_id": image_id, "category_id": int(category),
                         "bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)], "score": float(score)})
+            if self.masks is not None:
+                size, counts = self.masks[i]["size"], self.masks[i]["counts"]
+                out[-1]["segmentation"] = {"size": [int(n) for n in size], "counts": counts.decode("ascii")}
         return out
 
     def plot(self, image: Any = None, score_thr: float = 0.3, line_width: int = 2):
-        """The frame with its detections drawn (a ``PIL.Image``).
+        """The frame with its detections drawn (a ``PIL.Image``), masks as translucent fills under the boxes.
 
         ``image`` defaults to the frame re-read from ``frame.source``; pass it for in-memory inputs.
         """
         from PIL import Image
-        from torchvision.utils import draw_bounding_boxes
+        from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
         from .io import read_frame
 
@@ -101,10 +130,23 @@ class Detections:
         labels = [f"{self.class_names[int(l)]} {s:.2f}" for l, s in zip(self.labels[keep], self.scores[keep])]
         if self.track_ids is not None:
             labels = [f"#{int(t)} {text}" for t, text in zip(self.track_ids[keep], labels)]
-        canvas = draw_bounding_boxes(torch.from_numpy(array.copy()).permute(2, 0, 1), self.boxes[keep].cpu().float(),
-                                     labels=labels, colors=[_colour(int(l)) for l in self.labels[keep]],
+        colours = [_colour(int(l)) for l in self.labels[keep]]
+        canvas = torch.from_numpy(array.copy()).permute(2, 0, 1)
+        if self.masks is not None and colours:
+            masks = _decode_masks([m for m, k in zip(self.masks, keep.tolist()) if k], self.frame.size)
+            canvas = draw_segmentation_masks(canvas, masks, alpha=0.5, colors=colours)
+        canvas = draw_bounding_boxes(canvas, self.boxes[keep].cpu().float(), labels=labels, colors=colours,
                                      width=line_width)
         return Image.fromarray(canvas.permute(1, 2, 0).numpy())
+
+
+def _decode_masks(rles: list[dict], size: tuple[int, int]) -> torch.Tensor:
+    """pycocotools RLEs of ``size = (H, W)`` to ``(N, H, W)`` bool on the CPU."""
+    from pycocotools import mask as mask_utils
+
+    if not rles:
+        return torch.zeros(0, *size, dtype=torch.bool)
+    return torch.from_numpy(mask_utils.decode(rles)).permute(2, 0, 1).bool()  # decode gives (H, W, N) uint8
 
 
 def _colour(label: int) -> tuple[int, int, int]:

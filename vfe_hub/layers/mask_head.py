@@ -1,0 +1,82 @@
+"""Mask R-CNN's FCN mask head and the pasting of its RoI masks into the image (mmdetection v2 conventions)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+PASTE_PIXELS = 1 << 26  # default bound on instances x pixels sampled at once by paste_masks (~0.8 GB working set)
+
+
+class FCNMaskHead(nn.Module):
+    """``num_convs`` x [conv3x3 + ReLU], a stride-2 2x2 transposed conv + ReLU, then 1x1 mask logits.
+
+    Maps RoI features ``(K, in_channels, S, S)`` (mmdetection pools ``S = 14``) to logits
+    ``(K, num_classes, 2S, 2S)``; ``num_classes = 1`` is the class-agnostic head. The logits cover the RoI box
+    exactly: mask pixel ``(i, j)`` of ``M = 2S`` is centred at ``x0 + (j + 0.5) * (x1 - x0) / M`` (see
+    :func:`paste_masks`).
+    """
+
+    def __init__(self, in_channels: int = 256, conv_channels: int = 256, num_convs: int = 4,
+                 num_classes: int = 1) -> None:
+        super().__init__()
+        self.convs = nn.ModuleList(nn.Conv2d(in_channels if i == 0 else conv_channels, conv_channels, 3, padding=1)
+                                   for i in range(num_convs))
+        self.upsample = nn.ConvTranspose2d(conv_channels if num_convs else in_channels, conv_channels, 2, stride=2)
+        self.conv_logits = nn.Conv2d(conv_channels, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for conv in self.convs:
+            x = torch.relu(conv(x))
+        return self.conv_logits(torch.relu(self.upsample(x)))
+
+
+def paste_masks(probs: torch.Tensor, boxes: torch.Tensor, image_size: tuple[int, int], threshold: float = 0.5,
+                max_pixels: int = PASTE_PIXELS) -> torch.Tensor:
+    """Binary image masks ``(K, h, w)`` from RoI mask probabilities ``probs (K, M, M)`` and their ``boxes (K, 4)``.
+
+    ``boxes`` are ``xyxy`` in pixels of the output image of ``image_size = (h, w)``, where pixel ``(y, x)`` is the
+    unit square with centre ``(x + 0.5, y + 0.5)``. The ``M x M`` grid is stretched over the box (its cells' edges
+    on the box's edges) and bilinearly sampled at the pixel centres, zero outside the grid (``grid_sample`` with
+    ``align_corners=False``); a pixel is set where the sample is ``>= threshold``. As mmdetection's
+    ``_do_paste_mask``, the arithmetic runs in float32, a box edge of zero extent samples the grid's centre line,
+    and each mask is sampled only within its box widened to whole pixels plus one pixel on each side (mmdetection's
+    ``skip_empty`` window); beyond that window a sample of probabilities in ``[0, 1]`` is below 0.5, so for
+    ``threshold >= 0.5`` the masks equal a paste over the whole image. Instances are sampled in chunks of at most
+    ``max(1, max_pixels // (h * w))`` on the device of ``probs``.
+    """
+    h, w = image_size
+    num = probs.shape[0]
+    out = torch.zeros(num, h, w, dtype=torch.bool, device=probs.device)
+    if num == 0 or h == 0 or w == 0:
+        return out
+    probs = probs.float()[:, None]
+    boxes = boxes.to(device=probs.device, dtype=torch.float32)
+    lows = (boxes[:, :2].floor() - 1).clamp(min=0).long()  # (K, 2) first x, y of each window
+    highs = torch.minimum(boxes[:, 2:].ceil() + 1, boxes.new_tensor([w, h])).long()  # (K, 2) end x, y
+    chunk = max(1, max_pixels // (h * w))
+    for start in range(0, num, chunk):
+        part = slice(start, start + chunk)
+        (x_lo, y_lo), (x_hi, y_hi) = lows[part].min(0).values.tolist(), highs[part].max(0).values.tolist()
+        if x_hi <= x_lo or y_hi <= y_lo:
+            continue
+        xs = torch.arange(x_lo, x_hi, device=probs.device)
+        ys = torch.arange(y_lo, y_hi, device=probs.device)
+        gx = _grid_coordinates(xs, boxes[part, 0:1], boxes[part, 2:3])  # (k, wc)
+        gy = _grid_coordinates(ys, boxes[part, 1:2], boxes[part, 3:4])  # (k, hc)
+        grid = torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), dim=3)
+        sampled = F.grid_sample(probs[part], grid, mode="bilinear", padding_mode="zeros", align_corners=False)[:, 0]
+        in_x = (xs >= lows[part, 0:1]) & (xs < highs[part, 0:1])
+        in_y = (ys >= lows[part, 1:2]) & (ys < highs[part, 1:2])
+        out[part, y_lo:y_hi, x_lo:x_hi] = (sampled >= threshold) & in_y[:, :, None] & in_x[:, None, :]
+    return out
+
+
+def _grid_coordinates(pixels: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """``grid_sample`` coordinates ``(k, n)`` of the centres of integer ``pixels (n,)``, ``[low, high]`` -> ``[-1, 1]``.
+
+    ``low, high (k, 1)``; a zero-extent box divides by zero, and the resulting infinities are set to 0 (the grid's
+    centre line).
+    """
+    coords = ((pixels.float() + 0.5) - low) / (high - low) * 2 - 1
+    return coords.masked_fill(coords.isinf(), 0.0)
