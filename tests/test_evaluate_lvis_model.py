@@ -1,0 +1,106 @@
+"""model.evaluate("lvis_v1_val"): images found from the annotation file, results mapped to LVIS ids, scored officially."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pycocotools.mask as mask_utils
+import pytest
+import torch
+from torch import nn
+
+from media import photo, write_image
+from small_models import small_spec
+from vfe_hub import Detector
+from vfe_hub.errors import DatasetError
+
+CATEGORIES = [{"id": 3, "name": "cat", "frequency": "r"}, {"id": 7, "name": "mug", "frequency": "c"},
+              {"id": 9, "name": "rocket", "frequency": "f"}]
+# (image id, folder, photo, [(category id, x1, y1, x2, y2)])
+IMAGES = [(11, "val2017", "chelsea", [(3, 20, 10, 90, 70), (7, 100, 40, 150, 100)]),
+          (4, "train2017", "coffee", [(9, 30, 30, 80, 110)])]
+
+
+def write_lvis(root: Path) -> Path:
+    """COCO 2017 folders with two images and an LVIS v1 style annotation file with polygon masks."""
+    images, annotations = [], []
+    for image_id, folder, name, objects in IMAGES:
+        array = photo(name, (120, 160))
+        write_image(root / folder / f"{image_id:012d}.jpg", array)
+        images.append({"id": image_id, "height": 120, "width": 160, "neg_category_ids": [],
+                       "not_exhaustive_category_ids": [],
+                       "coco_url": f"http://images.cocodataset.org/{folder}/{image_id:012d}.jpg"})
+        for category, x1, y1, x2, y2 in objects:
+            polygon = [x1, y1, x2, y1, (x1 + x2) / 2, y2]  # a triangle: the mask differs from the box
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": category,
+                                "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1) / 2,
+                                "segmentation": [polygon]})
+    path = root / "annotations" / "lvis_v1_val.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": CATEGORIES}))
+    return path
+
+
+class Oracle(Detector):
+    """Answers each image with its ground truth boxes and masks (found by file name): AP = mask AP = 1."""
+
+    def __init__(self, annotations: Path) -> None:
+        super().__init__(small_spec("mamba_r101_dc5_vid"))
+        self.anchor = nn.Parameter(torch.zeros(1))
+        data = json.loads(annotations.read_text())
+        self.category_ids = [c["id"] for c in CATEGORIES]
+        self.truth = {f"{i['id']:012d}.jpg": [a for a in data["annotations"] if a["image_id"] == i["id"]]
+                      for i in data["images"]}
+
+    def forward(self, batch):
+        out = []
+        for frame in batch.frames:
+            anns = self.truth[Path(frame.source).name]
+            boxes = torch.tensor([[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)])
+            labels = torch.tensor([self.category_ids.index(a["category_id"]) for a in anns])
+            det = self.make_detections(frame, boxes, torch.ones(len(anns)), labels)
+            masks = np.stack([mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(a["segmentation"], *frame.size)))
+                              for a in anns])
+            det.masks = det.encode_masks(torch.from_numpy(masks).bool())
+            out.append(det)
+        return out
+
+
+@pytest.fixture(scope="module")
+def coco_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("coco")
+    write_lvis(root)
+    return root
+
+
+def test_a_perfect_detector_scores_one_on_boxes_and_masks(coco_root, tmp_path):
+    oracle = Oracle(coco_root / "annotations" / "lvis_v1_val.json")
+    out = tmp_path / "results.json"
+    metrics = oracle.evaluate("lvis_v1_val", root=coco_root, batch_size=2, results_file=out)
+    one = pytest.approx(1.0, abs=1e-12)  # a mean over 10 IoU thresholds x 101 recall points
+    assert metrics["AP"] == one and metrics["APr"] == one and metrics["APc"] == one and metrics["APf"] == one
+    assert metrics["mask_AP"] == one and metrics["mask_APr"] == one
+    records = json.loads(out.read_text())
+    assert {r["image_id"] for r in records} == {11, 4} and {r["category_id"] for r in records} == {3, 7, 9}
+    assert all("segmentation" in r for r in records)
+
+
+def test_limit_scores_the_first_images_by_id(coco_root):
+    oracle = Oracle(coco_root / "annotations" / "lvis_v1_val.json")
+    metrics = oracle.evaluate("lvis_v1", root=coco_root, limit=1)  # image 4 only: one "rocket"
+    assert metrics["AP"] == pytest.approx(1.0, abs=1e-12) and metrics["APr"] == -1.0
+
+
+def test_missing_files_and_models_without_lvis_ids(coco_root, tmp_path):
+    oracle = Oracle(coco_root / "annotations" / "lvis_v1_val.json")
+    with pytest.raises(DatasetError, match="annotations"):
+        oracle.evaluate("lvis_v1_val", root=tmp_path)
+    (tmp_path / "annotations").symlink_to(coco_root / "annotations")
+    with pytest.raises(DatasetError, match="train2017"):
+        oracle.evaluate("lvis_v1_val", root=tmp_path)
+    oracle.category_ids = None
+    with pytest.raises(DatasetError, match="no LVIS vocabulary"):
+        oracle.evaluate("lvis_v1_val", root=coco_root)
+    with pytest.raises(DatasetError, match="lvis_v1_val"):
+        oracle.evaluate("lvis_v2_val", root=coco_root)
