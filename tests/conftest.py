@@ -59,3 +59,35 @@ def fake_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHu
     monkeypatch.setattr(huggingface_hub.utils._cache_manager, "HF_HUB_CACHE", str(cache))
     yield hub
     hub.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# A static file server standing in for github.com (pinned raw files): `github_raw` fixture.
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture
+def github_raw(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Serves ``<yielded root>/<owner>/<repo>/raw/<commit>/<path>`` on 127.0.0.1 as github.com would, with
+    ``VFE_HUB_GITHUB_ENDPOINT`` pointed at it and the vfe_hub cache in ``tmp_path``."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    root = tmp_path / "www"
+    root.mkdir()
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv("VFE_HUB_GITHUB_ENDPOINT", f"http://127.0.0.1:{server.server_port}")
+    monkeypatch.setenv("VFE_HUB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    yield root
+    server.shutdown()
+    server.server_close()
+    thread.join()

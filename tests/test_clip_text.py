@@ -3,14 +3,10 @@ the download path served from 127.0.0.1; the text tower against a float64 refere
 class-embedding matrices with DetPro and ViLD prompts and their disk cache."""
 from __future__ import annotations
 
-import functools
 import gzip
 import hashlib
 import shutil
 import string
-import threading
-from collections.abc import Iterator
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import open_clip
@@ -40,28 +36,11 @@ LONG = "a photo of " * 30  # 90 words: too long for 77 tokens
 
 
 @pytest.fixture
-def github(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A static file server on 127.0.0.1 standing in for github.com; yields where CLIP's vocabulary is served from."""
-    root = tmp_path / "www"
-    target = root / CLIP_REPO / "raw" / CLIP_COMMIT / "clip" / VOCAB_FILENAME
+def github(github_raw: Path) -> Path:
+    """Where the test GitHub serves CLIP's vocabulary from."""
+    target = github_raw / CLIP_REPO / "raw" / CLIP_COMMIT / "clip" / VOCAB_FILENAME
     target.parent.mkdir(parents=True)
-
-    class Quiet(SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    monkeypatch.setenv("VFE_HUB_GITHUB_ENDPOINT", f"http://127.0.0.1:{server.server_port}")
-    monkeypatch.setenv("VFE_HUB_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-    monkeypatch.setenv("no_proxy", "127.0.0.1")
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    yield target
-    server.shutdown()
-    server.server_close()
-    thread.join()
+    return target
 
 
 @pytest.fixture(scope="module")

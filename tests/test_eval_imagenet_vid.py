@@ -2,15 +2,11 @@
 original algorithm, the dataset readers and FGFA's motion-IoU table (served from 127.0.0.1)."""
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import math
-import threading
 import xml.etree.ElementTree as ET
 from collections import defaultdict
-from collections.abc import Iterator
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -738,28 +734,11 @@ def test_compute_motion_iou():
 
 
 @pytest.fixture
-def github(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A static file server on 127.0.0.1 standing in for github.com; yields where FGFA's table is served from."""
-    root = tmp_path / "www"
-    target = root / FGFA_REPO / "raw" / FGFA_COMMIT / FGFA_MOTION_IOU_FILE
+def github(github_raw: Path) -> Path:
+    """Where the test GitHub serves FGFA's table from."""
+    target = github_raw / FGFA_REPO / "raw" / FGFA_COMMIT / FGFA_MOTION_IOU_FILE
     target.parent.mkdir(parents=True)
-
-    class Quiet(SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    monkeypatch.setenv("VFE_HUB_GITHUB_ENDPOINT", f"http://127.0.0.1:{server.server_port}")
-    monkeypatch.setenv("VFE_HUB_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-    monkeypatch.setenv("no_proxy", "127.0.0.1")
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    yield target
-    server.shutdown()
-    server.server_close()
-    thread.join()
+    return target
 
 
 def shared_table() -> Path:
