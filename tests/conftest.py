@@ -10,6 +10,8 @@ import pytest
 from huggingface_hub import constants
 from hubserver import FakeHub
 
+from vfe_hub.text.tokenizer import CLIP_COMMIT, CLIP_REPO, VOCAB_FILENAME
+
 
 @pytest.fixture
 def fake_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
@@ -91,3 +93,11 @@ def github_raw(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path
     server.shutdown()
     server.server_close()
     thread.join()
+
+
+@pytest.fixture
+def github(github_raw: Path) -> Path:
+    """Where the test GitHub serves CLIP's vocabulary from."""
+    target = github_raw / CLIP_REPO / "raw" / CLIP_COMMIT / "clip" / VOCAB_FILENAME
+    target.parent.mkdir(parents=True)
+    return target

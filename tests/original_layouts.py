@@ -116,6 +116,92 @@ def stpn_layout() -> dict[str, tuple[int, ...]]:
     return keys
 
 
+def _conv_bn(keys: dict, name: str, out: int, inp: int, k: int) -> None:
+    """An mmcv ``ConvModule`` with a norm: ``{name}.conv.weight`` (no bias) and ``{name}.bn.*``."""
+    keys[f"{name}.conv.weight"] = (out, inp, k, k)
+    _bn(keys, f"{name}.bn", out)
+
+
+def _clip_tower(keys: dict, prefix: str, width: int, layers: int) -> None:
+    """OpenAI CLIP ``Transformer`` blocks (``resblocks.{i}``: ln_1, attn, ln_2, mlp.c_fc, mlp.c_proj)."""
+    for i in range(layers):
+        p = f"{prefix}resblocks.{i}."
+        keys[p + "attn.in_proj_weight"], keys[p + "attn.in_proj_bias"] = (3 * width, width), (3 * width,)
+        _linear(keys, p + "attn.out_proj", width, width)
+        for norm in ("ln_1", "ln_2"):
+            keys[f"{p}{norm}.weight"] = keys[f"{p}{norm}.bias"] = (width,)
+        _linear(keys, p + "mlp.c_fc", 4 * width, width)
+        _linear(keys, p + "mlp.c_proj", width, 4 * width)
+
+
+def clip_text_layout(prefix: str, width: int = 512, layers: int = 12,
+                     embed_dim: int = 512) -> dict[str, tuple[int, ...]]:
+    """OpenAI CLIP's text tower (``clip/model.py``): 77 positions, vocabulary 49408; ViT-B/32's by default."""
+    keys: dict[str, tuple[int, ...]] = {f"{prefix}token_embedding.weight": (49408, width),
+                                        f"{prefix}positional_embedding": (77, width)}
+    _clip_tower(keys, f"{prefix}transformer.", width, layers)
+    keys[f"{prefix}ln_final.weight"] = keys[f"{prefix}ln_final.bias"] = (width,)
+    keys[f"{prefix}text_projection"] = (width, embed_dim)
+    return keys
+
+
+def clip_vit_b32_layout(prefix: str) -> dict[str, tuple[int, ...]]:
+    """OpenAI CLIP ViT-B/32 (``clip/model.py``): image tower width 768, patch 32, 50 tokens; the text tower;
+    embedding dim 512; ``logit_scale`` a scalar."""
+    keys: dict[str, tuple[int, ...]] = {
+        f"{prefix}visual.class_embedding": (768,), f"{prefix}visual.positional_embedding": (50, 768),
+        f"{prefix}visual.proj": (768, 512), f"{prefix}visual.conv1.weight": (768, 3, 32, 32),
+        f"{prefix}visual.ln_pre.weight": (768,), f"{prefix}visual.ln_pre.bias": (768,),
+    }
+    _clip_tower(keys, f"{prefix}visual.transformer.", 768, 12)
+    keys[f"{prefix}visual.ln_post.weight"] = keys[f"{prefix}visual.ln_post.bias"] = (768,)
+    keys.update(clip_text_layout(prefix))
+    keys[f"{prefix}logit_scale"] = ()
+    return keys
+
+
+def clip_half_precision(key: str) -> bool:
+    """Whether OpenAI CLIP's ``convert_weights`` (applied by ``clip.load`` on a GPU) stores ``key`` in float16:
+    conv and linear weights and biases, attention projections, ``text_projection`` and ``visual.proj``; layer
+    norms, embeddings and ``logit_scale`` stay float32."""
+    name = key.split("clip_model.")[-1]
+    return (name.startswith("visual.conv1.") or ".attn." in name or ".mlp." in name
+            or name in ("text_projection", "visual.proj"))
+
+
+def detpro_layout(clip: bool = True) -> dict[str, tuple[int, ...]]:
+    """DetPro's released Mask R-CNN (``detpro_ens_20e``, mmdetection 2.7): ResNet-50 (caffe style: same names),
+    FPN with BN, RPN (3 anchors), 4conv1fc text and image branches, class-agnostic ``fc_reg``, projections,
+    background embedding, class-agnostic FCN mask head, and (``clip``) the frozen CLIP ViT-B/32 under
+    ``roi_head.clip_model.``."""
+    keys = mmdet_resnet("backbone.", 50)
+    for i, c in enumerate((256, 512, 1024, 2048)):
+        _conv_bn(keys, f"neck.lateral_convs.{i}", 256, c, 1)
+        _conv_bn(keys, f"neck.fpn_convs.{i}", 256, 256, 3)
+    keys.update({
+        "rpn_head.rpn_conv.weight": (256, 256, 3, 3), "rpn_head.rpn_conv.bias": (256,),
+        "rpn_head.rpn_cls.weight": (3, 256, 1, 1), "rpn_head.rpn_cls.bias": (3,),
+        "rpn_head.rpn_reg.weight": (12, 256, 1, 1), "rpn_head.rpn_reg.bias": (12,),
+    })
+    head = "roi_head.bbox_head."
+    for suffix in ("", "_for_image"):
+        for i in range(4):
+            _conv_bn(keys, f"{head}shared_convs{suffix}.{i}", 256, 256, 3)
+        _linear(keys, f"{head}shared_fcs{suffix}.0", 1024, 12544)
+    _linear(keys, head + "fc_reg", 4, 1024)
+    _linear(keys, "roi_head.projection", 512, 1024)
+    _linear(keys, "roi_head.projection_for_image", 512, 1024)
+    _linear(keys, "roi_head.bg_embedding", 512, 1)
+    for i in range(4):
+        keys[f"roi_head.mask_head.convs.{i}.conv.weight"] = (256, 256, 3, 3)
+        keys[f"roi_head.mask_head.convs.{i}.conv.bias"] = (256,)
+    keys["roi_head.mask_head.upsample.weight"], keys["roi_head.mask_head.upsample.bias"] = (256, 256, 2, 2), (256,)
+    keys["roi_head.mask_head.conv_logits.weight"], keys["roi_head.mask_head.conv_logits.bias"] = (1, 256, 1, 1), (1,)
+    if clip:
+        keys.update(clip_vit_b32_layout("roi_head.clip_model."))
+    return keys
+
+
 def random_state(layout: dict[str, tuple[int, ...]], seed: int = 0) -> OrderedDict[str, torch.Tensor]:
     """Random tensors for ``layout``: small weights, BN statistics that keep activations finite."""
     g = torch.Generator().manual_seed(seed)
@@ -139,7 +225,26 @@ def random_state(layout: dict[str, tuple[int, ...]], seed: int = 0) -> OrderedDi
     return state
 
 
-def write_mmcv_checkpoint(path: Path, state: OrderedDict[str, torch.Tensor]) -> Path:
-    """Save like mmcv's ``save_checkpoint`` without optimizer: ``{"meta": ..., "state_dict": ...}``."""
-    torch.save({"meta": {"epoch": 6, "mmdet_version": "2.19.1"}, "state_dict": state}, path)
+def write_mmcv_checkpoint(path: Path, state: OrderedDict[str, torch.Tensor], **meta) -> Path:
+    """Save like mmcv's ``save_checkpoint`` without optimizer: ``{"meta": ..., "state_dict": ...}``; ``meta``
+    entries (e.g. ``CLASSES``) join the default ones."""
+    torch.save({"meta": {"epoch": 6, "mmdet_version": "2.19.1", **meta}, "state_dict": state}, path)
     return path
+
+
+class PickledConfig:
+    """Stands in for the mmcv ``Config`` object in a checkpoint's ``meta``: a class instance, so the file cannot be
+    read with ``torch.load(weights_only=True)`` (like the released DetPro checkpoint)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+def detpro_state(layout: dict[str, tuple[int, ...]], seed: int = 0) -> OrderedDict[str, torch.Tensor]:
+    """Random tensors in a DetPro ``layout``; the CLIP tensors in the mixed float16 / float32 of ``clip.load`` on a
+    GPU."""
+    state = random_state(layout, seed)
+    for key, tensor in state.items():
+        if key.startswith("roi_head.clip_model.") and clip_half_precision(key):
+            state[key] = tensor.half()
+    return state

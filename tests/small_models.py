@@ -2,8 +2,13 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 
-from original_layouts import mamba_layout, random_state, stpn_layout
+import torch
+
+from original_layouts import (PickledConfig, clip_text_layout, detpro_layout, detpro_state, mamba_layout, random_state,
+                              stpn_layout, write_mmcv_checkpoint)
 from vfe_hub.convert import convert_state_dict, table_for
 from vfe_hub.registry import Preprocess, get_spec
 
@@ -30,3 +35,65 @@ def video_model(name: str, seed: int = 0, **overrides):
 
 def mamba(seed: int = 0):
     return video_model("mamba_r101_dc5_vid", seed)
+
+
+# ------------------------------------------------------------------------------------------------ DetPro
+
+DETPRO = "detpro_r50_fpn_lvis1"
+#: DetPro at the small input size (its P6 needs a size divisor of 32)
+DETPRO_SMALL = dataclasses.replace(SMALL, size_divisor=32)
+#: fewer proposals and detections than the release's 1000 / 300: the 4conv heads and the mask head run on a CPU
+FAST = {"proposals": 40, "max_per_img": 20}
+#: a 2-layer, 64-wide CLIP text tower (ViT-B/32's is 12 x 512) keeps vocabulary tests fast
+TINY_TEXT = {"width": 64, "layers": 2, "heads": 4}
+LVIS_V1_SIZE = 1203
+#: mmdetection's spelling of one LVIS v1 name vs. the annotation files' (same category id)
+MMDET_SPEAKER, LVIS_SPEAKER = "speaker_(stereo_equipment)", "speaker_(stero_equipment)"
+
+
+def lvis_like_categories() -> list[dict]:
+    """1203 categories shaped like LVIS v1's (made-up names): ids 1..1203 listed in a shuffled order, frequency
+    ``r`` for every fourth id (rare: novel), ``c`` or ``f`` otherwise; id 1000 has the annotation files' spelling
+    of the stereo speaker."""
+    order = torch.randperm(LVIS_V1_SIZE, generator=torch.Generator().manual_seed(0)).tolist()
+    return [{"id": i + 1, "name": LVIS_SPEAKER if i + 1 == 1000 else f"thing_{i + 1:04d}", "synset": "x.n.01",
+             "frequency": "r" if i % 4 == 0 else "cf"[i % 2]} for i in order]
+
+
+def write_detpro_release(folder: Path, *, text_tower: tuple[int, int] | None = None, contexts: int = 0,
+                         seed: int = 0) -> dict:
+    """A synthetic DetPro release in ``folder``: the mmcv checkpoint (random tensors in the released layout, with
+    the full CLIP ViT-B/32, or only a ``(width, layers)`` text tower; ``meta`` with mmdet's CLASSES and a pickled
+    config object), ``iou_neg5_ens.pth`` (``[1, 1203, 512]``, not normalised), an LVIS-style categories file and
+    ``contexts`` prompt-context files. Returns the paths and the original tensors.
+
+    The RoI head's biases are scaled down (random unit biases would swamp the RoI features, so every RoI would get
+    the same scores) and the mask logits' bias is raised, so that detections and masks are not degenerate.
+    """
+    layout = detpro_layout(clip=text_tower is None)
+    if text_tower is not None:
+        layout.update(clip_text_layout("roi_head.clip_model.", *text_tower))
+    state = detpro_state(layout, seed)
+    for key in state:
+        if key.startswith("roi_head.") and key.endswith(".bias") and ".bn." not in key and "clip_model" not in key:
+            state[key] = state[key] * 0.01
+    state["roi_head.mask_head.conv_logits.bias"] = torch.full((1,), 1.0)
+    categories = lvis_like_categories()
+    names = [c["name"] for c in sorted(categories, key=lambda c: c["id"])]
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {"checkpoint": folder / "detpro_ens_20e.pth", "embeddings": folder / "iou_neg5_ens.pth",
+             "categories": folder / "lvis_v1_val.json",
+             "contexts": [folder / f"bin{i}_prompt.pth" for i in range(contexts)]}
+    mmdet_names = tuple(MMDET_SPEAKER if n == LVIS_SPEAKER else n for n in names)
+    write_mmcv_checkpoint(paths["checkpoint"], state, CLASSES=mmdet_names,
+                          config=PickledConfig("model = dict(type='MaskRCNN')"))
+    g = torch.Generator().manual_seed(seed + 1)
+    embeddings = torch.randn(1, LVIS_V1_SIZE, 512, generator=g) * 3
+    torch.save(embeddings, paths["embeddings"])
+    paths["categories"].write_text(json.dumps({"images": [], "annotations": [], "categories": categories}))
+    width = (text_tower or (512, 12))[0]
+    context_tensors = [torch.randn(8, width, generator=g) * 0.1 for _ in range(contexts)]
+    for path, tensor in zip(paths["contexts"], context_tensors):
+        torch.save(tensor, path)
+    return {**paths, "state": state, "embeddings_tensor": embeddings, "context_tensors": context_tensors,
+            "names": names}

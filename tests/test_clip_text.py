@@ -20,7 +20,7 @@ from vfe_hub.layers.clip_text import CLIPTextEncoder
 from vfe_hub.text import (VILD_TEMPLATES, CLIPTokenizer, class_embeddings, clip_tokenizer, detpro_name, detpro_prompt,
                           vild_prompts)
 from vfe_hub.text import embeddings as embeddings_module
-from vfe_hub.text.tokenizer import CLIP_COMMIT, CLIP_REPO, VOCAB_FILENAME, VOCAB_SHA256
+from vfe_hub.text.tokenizer import VOCAB_FILENAME, VOCAB_SHA256
 
 OPEN_CLIP_VOCAB = Path(open_clip.__file__).parent / VOCAB_FILENAME
 SMALL = dict(width=32, layers=2, heads=4, embed_dim=16)
@@ -33,14 +33,6 @@ TRICKY = [
     "mojibake Ã©tÃ©", "", string.punctuation, "hook_and_eye?!", "a\"quoted\"b 'single'", "post-it e-reader x-ray",
 ]
 LONG = "a photo of " * 30  # 90 words: too long for 77 tokens
-
-
-@pytest.fixture
-def github(github_raw: Path) -> Path:
-    """Where the test GitHub serves CLIP's vocabulary from."""
-    target = github_raw / CLIP_REPO / "raw" / CLIP_COMMIT / "clip" / VOCAB_FILENAME
-    target.parent.mkdir(parents=True)
-    return target
 
 
 @pytest.fixture(scope="module")

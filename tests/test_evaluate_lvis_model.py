@@ -59,11 +59,10 @@ class Oracle(Detector):
             anns = self.truth[Path(frame.source).name]
             boxes = torch.tensor([[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)])
             labels = torch.tensor([self.category_ids.index(a["category_id"]) for a in anns])
-            det = self.make_detections(frame, boxes, torch.ones(len(anns)), labels)
             masks = np.stack([mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(a["segmentation"], *frame.size)))
                               for a in anns])
-            det.masks = det.encode_masks(torch.from_numpy(masks).bool())
-            out.append(det)
+            out.append(self.make_detections(frame, boxes, torch.ones(len(anns)), labels,
+                                            masks=torch.from_numpy(masks).bool()))
         return out
 
 

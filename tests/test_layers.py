@@ -3,17 +3,24 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
+import torch.nn.functional as F
 import torchvision
 
 from vfe_hub.layers.anchors import AnchorGenerator
 from vfe_hub.layers.attention import MemoryBank, RelationAttention
 from vfe_hub.layers.box_coder import DeltaXYWHCoder
+from vfe_hub.layers.box_head import ConvFCBoxHead, detect
 from vfe_hub.layers.resnet import ResNet
 from vfe_hub.layers.roi import pool_rois
+from vfe_hub.layers.rpn import ProposalSelector
 
 
-def test_resnet_equals_torchvision_with_the_same_weights():
+@pytest.mark.parametrize("style", ["pytorch", "caffe"])
+def test_resnet_equals_torchvision_with_the_same_weights(style):
+    """torchvision's ResNet is the pytorch style; moving each first block's stride from its 3x3 conv to its first
+    1x1 conv makes it the caffe style."""
     torch.manual_seed(0)
     reference = torchvision.models.resnet50(weights=None).eval()
     for m in reference.modules():  # non-trivial BN statistics so a mis-mapped buffer shows
@@ -22,7 +29,10 @@ def test_resnet_equals_torchvision_with_the_same_weights():
             m.running_var.uniform_(0.5, 1.5)
             m.weight.data.uniform_(0.5, 1.5)
             m.bias.data.uniform_(-0.1, 0.1)
-    ours = ResNet(50).eval()
+    if style == "caffe":
+        for layer in (reference.layer2, reference.layer3, reference.layer4):
+            layer[0].conv1.stride, layer[0].conv2.stride = (2, 2), (1, 1)
+    ours = ResNet(50, style=style).eval()
     state = {k: v for k, v in reference.state_dict().items() if not k.startswith("fc.") and "num_batches" not in k}
     ours.load_state_dict(state, strict=True)
     x = torch.randn(2, 3, 96, 128)
@@ -119,3 +129,69 @@ def test_pool_rois_maps_levels_like_mmdetection():
     single = pool_rois(feats[:1], rois[:1], [4], sampling_ratio=2)
     expected = torchvision.ops.roi_align(feats[0], rois[:1], 7, 0.25, 2, aligned=True)
     assert torch.equal(single, expected)
+
+
+def test_resnet_style_is_checked():
+    with pytest.raises(ValueError, match="style must be one of"):
+        ResNet(50, style="tensorflow")
+
+
+class _FixedAnchors:
+    def __init__(self, boxes: torch.Tensor) -> None:
+        self.boxes = boxes
+
+    def grid(self, level: int, size: tuple[int, int], device: torch.device) -> torch.Tensor:
+        return self.boxes
+
+
+@pytest.mark.parametrize("min_size, kept", [(0.0, [0.25, 0.5, 1.0]), (0.5, [0.5, 1.0])])
+def test_proposal_min_size_follows_mmdetection(min_size, kept):
+    """mmdetection 2.7 keeps ``w >= min_bbox_size`` (and h) when the size is positive; with 0 we keep ``w > 0``."""
+    widths = torch.tensor([0.0, 0.25, 0.5, 1.0])
+    x = torch.arange(4.0) * 10  # far apart: NMS keeps every box
+    anchors = torch.stack([x, x, x + widths, x + 2], dim=1)
+    selector = ProposalSelector(_FixedAnchors(anchors), nms_pre=10, iou=0.7, max_per_img=10, min_size=min_size)
+    logits = torch.tensor([4.0, 3.0, 2.0, 1.0]).view(1, 4, 1, 1)  # one cell with 4 "anchors", zero deltas
+    [(boxes, _)] = selector([(logits, torch.zeros(1, 16, 1, 1))], [(100, 100)])
+    assert (boxes[:, 2] - boxes[:, 0]).tolist() == kept
+
+
+def test_conv_fc_box_head_equals_explicit_layers():
+    """4conv1fc with BN (DetPro's branches): conv (no bias) -> frozen BN -> ReLU, C-major flatten, fc -> ReLU."""
+    torch.manual_seed(0)
+    head = ConvFCBoxHead(8, 5, 3, num_convs=2, conv_channels=6, norm=True, num_fcs=1, fc_dim=10,
+                         class_agnostic=True).double()
+    for name, buffer in head.named_buffers():
+        buffer.uniform_(0.5, 1.5) if name.endswith("running_var") else buffer.uniform_(-0.3, 0.3)
+    x = torch.randn(4, 8, 5, 5, dtype=torch.float64)
+    y = x
+    for block in head.shared_convs:
+        assert block.conv.bias is None
+        bn = block.bn
+        y = F.conv2d(y, block.conv.weight, padding=1)
+        y = (y - bn.running_mean[:, None, None]) / (bn.running_var[:, None, None] + bn.eps).sqrt()
+        y = (y * bn.weight[:, None, None] + bn.bias[:, None, None]).clamp(min=0)
+    embedding = (y.reshape(4, -1) @ head.fcs[0].weight.T + head.fcs[0].bias).clamp(min=0)
+    torch.testing.assert_close(head.embed(x), embedding)
+    logits, deltas = head(x)
+    assert logits.shape == (4, 4) and deltas.shape == (4, 4)
+    assert {k.split(".")[0] for k in head.state_dict()} == {"shared_convs", "fcs", "cls_score", "bbox_pred"}
+    branch = ConvFCBoxHead(8, 5, None, num_convs=1, num_fcs=1, fc_dim=10, with_reg=False)
+    assert branch.cls_score is None and branch.bbox_pred is None and branch(torch.randn(2, 8, 5, 5)) == (None, None)
+
+
+def test_detect_with_class_agnostic_boxes_repeats_the_box_for_every_class():
+    g = torch.Generator().manual_seed(0)
+    proposals = torch.rand(30, 2, generator=g) * 80
+    proposals = torch.cat([proposals, proposals + 5 + torch.rand(30, 2, generator=g) * 40], dim=1)
+    scores = torch.rand(30, 5, generator=g).softmax(dim=1)
+    deltas = torch.randn(30, 4, generator=g) * 0.3
+    coder = DeltaXYWHCoder(stds=(0.1, 0.1, 0.2, 0.2))
+    args = (coder, (100, 120), (0.5, 0.25), 0.15, 0.5, 40)
+    agnostic = detect(proposals, scores, deltas, *args)
+    specific = detect(proposals, scores, deltas.repeat(1, 5), *args)
+    assert len(agnostic[0]) > 10 and len(agnostic[2].unique()) == 5
+    for a, b in zip(agnostic, specific):
+        assert torch.equal(a, b)
+    assert (agnostic[1] > 0.15).all()
+    assert (agnostic[0][:, 2] <= 120 / 0.5).all() and (agnostic[0][:, 3] <= 100 / 0.25).all()  # input pixels

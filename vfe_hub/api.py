@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,20 +48,24 @@ def _name_from_folder(weights: str | os.PathLike | None) -> str:
 
 def load(name: str | None = None, *, device: torch.device | str = "cpu", dtype: torch.dtype | str = torch.float32,
          weights: str | os.PathLike | None = None, revision: str | None = None, progress: bool | None = None,
-         **overrides: Any) -> Detector:
+         vocabulary: Sequence[str] | None = None, **overrides: Any) -> Detector:
     """Build the model ``name`` with its weights, on ``device``, in eval mode.
 
     ``weights`` replaces the registry's Hub file with a local vfe_hub folder, ``.safetensors`` file or original
     checkpoint (converted on the fly); with a folder the name may be omitted. ``revision`` loads another commit
-    of the registry's Hub repository. ``dtype`` float16/bfloat16 runs inference under autocast. ``overrides``
-    replace entries of the model's config (e.g. ``seed``).
+    of the registry's Hub repository. ``dtype`` float16/bfloat16 runs inference under autocast. ``vocabulary``
+    (open-vocabulary models only) replaces the default classes with these names (see ``set_vocabulary``).
+    ``overrides`` replace entries of the model's config (e.g. ``seed``).
     """
     spec = get_spec(name if name is not None else _name_from_folder(weights))
     device, dtype = _device(device), _dtype(dtype, spec.dtypes)
     model = spec.build(**overrides)
+    if vocabulary is not None and not model.open_vocabulary:
+        model.set_vocabulary(vocabulary)  # raises before anything is downloaded: the classes of this model are fixed
     expected = {k: v.shape for k, v in model.state_dict().items()}
-    state, provenance = weights_mod.resolve(spec, expected, weights=weights, revision=revision, progress=progress)
-    model.load_state_dict(state, strict=True)
-    model.weights_provenance = provenance
+    model.load_weights(weights_mod.resolve(spec, expected, weights=weights, revision=revision, progress=progress))
     model.dtype = dtype
-    return model.to(device).eval()
+    model = model.to(device).eval()
+    if vocabulary is not None:
+        model.set_vocabulary(vocabulary, progress=progress)
+    return model

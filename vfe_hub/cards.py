@@ -4,8 +4,9 @@ from __future__ import annotations
 import yaml
 
 from .registry import ModelSpec
+from .weights import conversion_command
 
-_DATASET_NAMES = {"imagenet_vid": "ImageNet VID (val)"}
+_DATASET_NAMES = {"imagenet_vid": "ImageNet VID (val)", "lvis_v1_val": "LVIS v1 (val)"}
 
 
 def readme_table(specs: list[ModelSpec]) -> str:
@@ -15,7 +16,8 @@ def readme_table(specs: list[ModelSpec]) -> str:
         metric = "; ".join(f"{_DATASET_NAMES.get(d, d)} " + ", ".join(f"{k} {v}" for k, v in m.items())
                            for d, m in spec.metrics.items())
         w = spec.weights
-        rows.append(f"| `{spec.name}` | {spec.task} | {metric} | `{w.repo_id}` `{w.filename}` @ `{w.revision}` |")
+        revision = w.revision or "(to be published)"
+        rows.append(f"| `{spec.name}` | {spec.task} | {metric} | `{w.repo_id}` `{w.filename}` @ `{revision}` |")
     return "\n".join(rows)
 
 
@@ -40,13 +42,71 @@ def front_matter(spec: ModelSpec) -> dict:
     }
 
 
+def _usage(spec: ModelSpec) -> str:
+    """The card's code example: a video clip for video models, images otherwise (and a vocabulary if open)."""
+    if spec.protocols:
+        return f"""```python
+import vfe_hub
+
+model = vfe_hub.load("{spec.name}", device="cuda")
+results = model.predict("clip.mp4", batch_size=8)       # one Detections per frame
+results[0].plot().save("frame0.jpg")
+```
+
+Or `torch.hub.load("<repo>", "{spec.name}")`, `vfe_hub.pipeline("{spec.task}", model="{spec.name}")`,
+`vfe-hub predict {spec.name} clip.mp4`."""
+    vocabulary = ', vocabulary=["zebra", "teapot", "kite"]' if spec.task == "open-vocabulary-detection" else ""
+    return f"""```python
+import vfe_hub
+
+model = vfe_hub.load("{spec.name}", device="cuda"{vocabulary})
+results = model.predict(["street.jpg", "kitchen.jpg"], batch_size=2)   # one Detections per image
+results[0].plot().save("street_drawn.jpg")
+```
+
+Or `torch.hub.load("<repo>", "{spec.name}")`, `vfe_hub.pipeline("{spec.task}", model="{spec.name}")`,
+`vfe-hub predict {spec.name} street.jpg`."""
+
+
+def _temporal(spec: ModelSpec) -> str:
+    if not spec.protocols:
+        return ""
+    protocol_rows = "\n".join(f"- **{name}**: {text}" for name, text in spec.protocols.items())
+    return f"""## Temporal behaviour
+
+{spec.temporal}
+
+Protocols (`model.predict(..., protocol=...)`):
+
+{protocol_rows}
+
+"""
+
+
+def _weights(spec: ModelSpec) -> str:
+    w = spec.weights
+    if w.format != "vfe_hub":
+        sha = w.sha256 or "not published with the release; checked against the Hub's LFS sha256 on download"
+        return (f"`{w.repo_id}` / `{w.filename}` at revision `{w.revision}` (format `{w.format}`; converted strictly "
+                f"to safetensors on first load and cached). sha256: {sha}. {w.licence_note}")
+    pinned = (f"at revision `{w.revision}`, sha256 {w.sha256 or 'checked against config.json and the Hub'}"
+              if w.revision else "(not published yet: the commit and sha256 are pinned at publication)")
+    originals = "\n".join(f"- {what}: {where}" for what, where in w.originals.items())
+    return f"""Converted weights: `{w.repo_id}` / `{w.filename}` {pinned}. {w.licence_note}
+
+The original release:
+
+{originals}
+
+Until the converted weights are reachable, a load fails naming these files and the command that converts them,
+`{conversion_command(spec)}`; then `vfe_hub.load(weights="<out_dir>")`."""
+
+
 def render(spec: ModelSpec) -> str:
     """The whole model card as Markdown."""
-    w = spec.weights
     metric_rows = "\n".join(f"| {dataset} | {metric} | {value} |"
                             for dataset, metrics in spec.metrics.items() for metric, value in metrics.items())
-    protocol_rows = "\n".join(f"- **{name}**: {text}" for name, text in spec.protocols.items())
-    sha = w.sha256 or "not published with the release; checked against the Hub's LFS sha256 on download"
+    protocol = " (protocol `paper`)" if spec.protocols else ""
     return f"""---
 {yaml.safe_dump(front_matter(spec), sort_keys=False).strip()}
 ---
@@ -59,28 +119,11 @@ Paper: [{spec.paper.title}]({spec.paper.url}) ({spec.paper.venue}). Original cod
 
 ## Usage
 
-```python
-import vfe_hub
+{_usage(spec)}
 
-model = vfe_hub.load("{spec.name}", device="cuda")
-results = model.predict("clip.mp4", batch_size=8)       # one Detections per frame
-results[0].plot().save("frame0.jpg")
-```
+{_temporal(spec)}## Numbers
 
-Or `torch.hub.load("<repo>", "{spec.name}")`, `vfe_hub.pipeline("{spec.task}", model="{spec.name}")`,
-`vfe-hub predict {spec.name} clip.mp4`.
-
-## Temporal behaviour
-
-{spec.temporal}
-
-Protocols (`model.predict(..., protocol=...)`):
-
-{protocol_rows}
-
-## Numbers
-
-Paper (protocol `paper`):
+Paper{protocol}:
 
 | dataset | metric | paper |
 |---|---|---|
@@ -90,8 +133,7 @@ Reproduce with `python benchmarks/reproduce.py {spec.name} --root <data>`.
 
 ## Weights
 
-`{w.repo_id}` / `{w.filename}` at revision `{w.revision}` (format `{w.format}`; converted strictly to safetensors on
-first load and cached). sha256: {sha}. {w.licence_note}
+{_weights(spec)}
 
 ## Citation
 

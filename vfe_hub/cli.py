@@ -54,17 +54,31 @@ def _evaluate(args: argparse.Namespace) -> None:
     print(json.dumps(metrics, indent=2))
 
 
+def _dropped_summary(keys: list[str]) -> str:
+    """Dropped keys grouped: ``*.num_batches_tracked`` and the first three name parts of the others."""
+    groups: dict[str, int] = {}
+    for key in keys:
+        parts = key.split(".")
+        label = "*.num_batches_tracked" if parts[-1] == "num_batches_tracked" else (
+            ".".join(parts[:3]) + ".*" if len(parts) > 3 else key)
+        groups[label] = groups.get(label, 0) + 1
+    return ", ".join(f"{label} ({n})" for label, n in groups.items())
+
+
 def _convert(args: argparse.Namespace) -> None:
-    from .weights import convert_original
+    from .weights import convert_checkpoint
 
     spec = get_spec(args.name)
-    expected = {k: v.shape for k, v in spec.build().state_dict().items()}
-    state = convert_original(spec, Path(args.checkpoint), expected)
-    config = {"name": spec.name, "family": spec.family, "config": spec.config, "classes": list(spec.classes),
-              "source": {"file": Path(args.checkpoint).name, "sha256": hub.sha256_of(args.checkpoint),
-                         "format": spec.weights.format}}
-    digest = hub.write_model_dir(Path(args.out_dir), state, config, cards.render(spec))
-    print(f"{args.out_dir}: {len(state)} tensors, model.safetensors sha256 {digest}")
+    checkpoint = Path(args.checkpoint)
+    inputs = {k: getattr(args, k) for k in ("embeddings", "categories", "contexts") if getattr(args, k)}
+    converted = convert_checkpoint(spec, checkpoint, **inputs)
+    config = {"name": spec.name, "family": spec.family, "config": spec.config, **converted.config,
+              "source": {"file": checkpoint.name, "sha256": hub.sha256_of(checkpoint), "format": converted.format}}
+    digest = hub.write_model_dir(Path(args.out_dir), converted.state, config, cards.render(spec), converted.files)
+    extra = "".join(f", {name}" for name in converted.files)
+    print(f"{args.out_dir}: {len(converted.state)} tensors, model.safetensors sha256 {digest}{extra}")
+    if converted.dropped:
+        print(f"dropped on purpose: {_dropped_summary(converted.dropped)}")
 
 
 def _publish(args: argparse.Namespace) -> None:
@@ -107,10 +121,20 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument("--root", required=True, help="dataset root folder")
             s.add_argument("--ann-file", help="annotation file (default: the dataset's usual one under --root)")
             s.add_argument("--limit", type=int, help="evaluate only the first N videos/images")
-    s = sub.add_parser("convert", help="original checkpoint -> vfe_hub folder (model.safetensors, config.json, README.md)")
+    s = sub.add_parser(
+        "convert", help="original checkpoint -> vfe_hub folder (model.safetensors, config.json, README.md)",
+        description="Convert an original release strictly into a vfe_hub folder. Trust: checkpoints whose "
+                    "metadata holds Python objects (DetPro's) are read with full unpickling (torch.load "
+                    "weights_only=False), which can run code stored in the file: convert only files from a source "
+                    "you trust. Other files are read with weights_only=True.")
     s.add_argument("name")
-    s.add_argument("checkpoint")
+    s.add_argument("checkpoint", help="the original checkpoint (read with full unpickling for DetPro: trust it)")
     s.add_argument("out_dir")
+    s.add_argument("--embeddings", help="DetPro: the class embeddings file (iou_neg5_ens.pth)")
+    s.add_argument("--categories", help="DetPro: an LVIS v1 annotation file (lvis_v1_val.json); only its categories "
+                                        "are read")
+    s.add_argument("--contexts", nargs="+", help="DetPro (optional): learned prompt contexts (*_prompt.pth), used to "
+                                                 "embed custom vocabularies with DetPro's prompts")
     s.set_defaults(run=_convert)
     s = sub.add_parser("publish", help="upload a vfe_hub folder to a Hugging Face Hub repo")
     s.add_argument("folder")

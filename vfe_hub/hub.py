@@ -1,5 +1,9 @@
 """Weight and data resolution: the Hugging Face Hub (through ``huggingface_hub``), plain URLs, local files.
 
+A vfe_hub weights folder (written by :func:`write_model_dir`, published as a Hub repository) holds
+``model.safetensors``, ``config.json`` (with the sha256 of every file) and optional companion safetensors files
+that a model reads only when it needs them (:class:`WeightFiles`).
+
 Cache layout (``VFE_HUB_CACHE``, default ``~/.cache/vfe_hub``)::
 
     converted/<repo_id>/<revision>/<filename>.safetensors   original checkpoints converted once, plus .json provenance
@@ -17,11 +21,12 @@ import logging
 import os
 import re
 import tempfile
+from dataclasses import replace
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
 
 import torch
 from safetensors import SafetensorError
@@ -150,8 +155,9 @@ def _expected_sha(weights: WeightsSpec, revision: str, blob: Path) -> str | None
 def download(weights: WeightsSpec, *, revision: str | None = None, progress: bool | None = None) -> tuple[Path, str]:
     """Download a registry file through ``huggingface_hub`` and verify it; returns ``(path, sha256)``.
 
-    A file whose bytes do not match the expected sha256 is removed from the Hugging Face cache before
-    :class:`ChecksumError` is raised, so the next call downloads it again.
+    ``revision`` defaults to the registry's (``None`` there: the main branch). A file whose bytes do not match the
+    expected sha256 is removed from the Hugging Face cache before :class:`ChecksumError` is raised, so the next call
+    downloads it again.
     """
     from huggingface_hub import hf_hub_download
 
@@ -160,7 +166,7 @@ def download(weights: WeightsSpec, *, revision: str | None = None, progress: boo
     try:
         path = Path(hf_hub_download(weights.repo_id, weights.filename, revision=revision, **kwargs))
     except Exception as e:  # huggingface_hub raises many types; translate the ones users can act on
-        translated = _hub_error(weights, revision, e)
+        translated = _hub_error(weights, revision or "main", e)
         raise translated from e
     blob = path.resolve()
     actual = sha256_of(blob)
@@ -173,6 +179,45 @@ def download(weights: WeightsSpec, *, revision: str | None = None, progress: boo
     return path, actual
 
 
+def snapshot_commit(path: Path, filename: str) -> str:
+    """The commit a file downloaded by :func:`download` belongs to: its Hugging Face cache path is
+    ``.../snapshots/<commit>/<filename>``."""
+    return path.parents[len(PurePosixPath(filename).parts) - 1].name
+
+
+@dataclass(frozen=True)
+class WeightFiles:
+    """The companion files of vfe_hub weights, read on demand.
+
+    ``listed`` is ``config.json``'s ``"files"`` (name -> sha256). ``source`` is the local folder the weights were
+    loaded from, or the registry's Hub repository at the commit the weights were downloaded from (fetched through
+    :func:`download`); either way a file's bytes must have the listed sha256.
+    """
+
+    listed: Mapping[str, str] = field(default_factory=dict)
+    source: Path | WeightsSpec | None = None
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.listed
+
+    def path(self, name: str, progress: bool | None = None) -> Path:
+        """The local path of the companion file ``name`` (downloaded once from the Hub if needed)."""
+        if name not in self.listed or self.source is None:
+            raise WeightsNotFoundError(f"These weights come without {name}; convert them again with the options "
+                                       f"that write it (`vfe-hub convert --help`).")
+        if isinstance(self.source, WeightsSpec):
+            spec = replace(self.source, filename=name, sha256=self.listed[name])
+            return download(spec, revision=spec.revision, progress=progress)[0]
+        path = self.source / name
+        if not path.is_file():
+            raise WeightsNotFoundError(f"{path} is missing: {CONFIG_NAME} beside it lists {name}. Copy the whole "
+                                       f"folder written by `vfe-hub convert`.")
+        if sha256_of(path) != self.listed[name]:
+            raise ChecksumError(f"{path} does not match the sha256 in {CONFIG_NAME} ({self.listed[name]}); the file "
+                                f"is corrupt or was replaced. Convert or download it again.")
+        return path
+
+
 def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     """Read a safetensors file, translating unreadable files into :class:`CorruptWeightsError`."""
     try:
@@ -182,17 +227,23 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
                                   f"convert the weights again.") from e
 
 
-def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
-    """The state dict of an original PyTorch checkpoint (``torch.load(weights_only=True)``).
+def load_checkpoint(path: Path, *, trusted: bool = False) -> object:
+    """The object saved in a PyTorch file, on the CPU.
 
-    Accepts a bare state dict or a dict with ``state_dict`` / ``model`` (mmcv, detectron2), and strips the
-    ``module.`` prefix of distributed training.
+    By default it is read with ``torch.load(weights_only=True)``, which only rebuilds tensors and plain containers.
+    ``trusted=True`` unpickles arbitrary objects (``weights_only=False``), which can run code stored in the file:
+    only for a file the user named in an explicit conversion command, never for anything downloaded automatically.
     """
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=not trusted)
     except Exception as e:  # pickle, zip and unpickler errors all mean the same thing to the user
         raise CorruptWeightsError(f"{path} cannot be read as a PyTorch checkpoint ({type(e).__name__}: {e}). Is it the "
                                   f"right file, completely downloaded?") from e
+
+
+def state_dict_of(checkpoint: object, path: Path) -> dict[str, torch.Tensor]:
+    """The state dict in a loaded checkpoint: a bare state dict or a dict with ``state_dict`` / ``model`` (mmcv,
+    detectron2), with the ``module.`` prefix of distributed training stripped."""
     if isinstance(checkpoint, Mapping):
         for key in ("state_dict", "model"):
             if isinstance(checkpoint.get(key), Mapping):
@@ -203,31 +254,60 @@ def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in checkpoint.items()}
 
 
+def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
+    """The state dict of an original PyTorch checkpoint, read with ``torch.load(weights_only=True)``
+    (see :func:`state_dict_of`)."""
+    return state_dict_of(load_checkpoint(path), path)
+
+
 def converted_path(weights: WeightsSpec, revision: str) -> Path:
     """Where the converted safetensors of a registry file at ``revision`` is cached."""
     return cache_dir() / "converted" / weights.repo_id / revision / f"{weights.filename}.safetensors"
 
 
-def save_converted(state: Mapping[str, torch.Tensor], target: Path, provenance: Provenance) -> str:
-    """Write ``state`` as safetensors at ``target`` atomically, with a ``.json`` provenance beside it; returns its sha256."""
+def _write_safetensors(target: Path, state: Mapping[str, torch.Tensor]) -> str:
     tensors = {k: v.contiguous() for k, v in state.items()}
     atomic_write(target, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
-    digest = sha256_of(target)
+    return sha256_of(target)
+
+
+def save_converted(state: Mapping[str, torch.Tensor], target: Path, provenance: Provenance) -> str:
+    """Write ``state`` as safetensors at ``target`` atomically, with a ``.json`` provenance beside it; returns its sha256."""
+    digest = _write_safetensors(target, state)
     record = {**provenance.as_dict(), "converted_sha256": digest}
     atomic_write(target.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(record, indent=2)))
     return digest
 
 
-def write_model_dir(out_dir: Path, state: Mapping[str, torch.Tensor], config: dict, card: str) -> str:
-    """Write the vfe_hub layout (``model.safetensors``, ``config.json``, ``README.md``); returns the weights' sha256."""
+def write_model_dir(out_dir: Path, state: Mapping[str, torch.Tensor], config: dict, card: str,
+                    files: Mapping[str, Mapping[str, torch.Tensor]] | None = None) -> str:
+    """Write the vfe_hub layout (``model.safetensors``, ``config.json``, ``README.md``) and the companion
+    safetensors ``files`` (name -> tensors; their sha256 go to ``config.json``'s ``"files"``); returns the
+    weights' sha256. ``config.json`` is written last, so a folder with a config is complete."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.contiguous() for k, v in state.items()}
-    atomic_write(out_dir / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
-    digest = sha256_of(out_dir / WEIGHTS_NAME)
-    config = {**config, "format_version": FORMAT_VERSION, "sha256": digest}
-    atomic_write(out_dir / CONFIG_NAME, lambda tmp: tmp.write_text(json.dumps(config, indent=2) + "\n"))
+    listed = {name: _write_safetensors(out_dir / name, tensors) for name, tensors in (files or {}).items()}
+    digest = _write_safetensors(out_dir / WEIGHTS_NAME, state)
+    config = {**config, "format_version": FORMAT_VERSION, "sha256": digest, **({"files": listed} if listed else {})}
     atomic_write(out_dir / "README.md", lambda tmp: tmp.write_text(card))
+    atomic_write(out_dir / CONFIG_NAME, lambda tmp: tmp.write_text(json.dumps(config, indent=2) + "\n"))
     return digest
+
+
+def read_config(config_file: Path) -> dict:
+    """A ``config.json`` of vfe_hub weights as a dict (:class:`CorruptWeightsError` if it is not JSON)."""
+    try:
+        return json.loads(config_file.read_text())
+    except json.JSONDecodeError as e:
+        raise CorruptWeightsError(f"{config_file} is not valid JSON ({e}).") from e
+
+
+def check_weights_file(weights_file: Path, config: dict, where: str) -> None:
+    """Raise :class:`ChecksumError` unless ``weights_file`` has the sha256 that ``config`` (read from ``where``)
+    records for it."""
+    expected = config.get("sha256")
+    if expected and sha256_of(weights_file) != expected:
+        raise ChecksumError(f"{weights_file} does not match the sha256 in {where} ({expected}); the file is "
+                            f"corrupt or was replaced. Convert or download it again.")
 
 
 def read_model_dir(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
@@ -237,13 +317,7 @@ def read_model_dir(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
         if not f.is_file():
             raise WeightsNotFoundError(f"{path} is not a vfe_hub weights folder: {f.name} is missing. "
                                        f"`vfe-hub convert NAME ORIGINAL.pth {path}` writes one.")
-    try:
-        config = json.loads(config_file.read_text())
-    except json.JSONDecodeError as e:
-        raise CorruptWeightsError(f"{config_file} is not valid JSON ({e}).") from e
-    expected = config.get("sha256")
-    if expected and sha256_of(weights_file) != expected:
-        raise ChecksumError(f"{weights_file} does not match the sha256 in {config_file} ({expected}); the file is "
-                            f"corrupt or was replaced. Convert or download it again.")
+    config = read_config(config_file)
+    check_weights_file(weights_file, config, str(config_file))
     return config, read_safetensors(weights_file)
 

@@ -36,7 +36,11 @@ class Pipeline:
 
 def pipeline(task: str, model: str | Detector | None = None, *, batch_size: int = 1, progress: bool | None = None,
              **load_kwargs: Any) -> Pipeline:
-    """A :class:`Pipeline` for ``task`` with ``model`` (a name, a loaded model, or the task's default)."""
+    """A :class:`Pipeline` for ``task`` with ``model`` (a name, a loaded model, or the task's default).
+
+    ``load_kwargs`` go to :func:`vfe_hub.load`; ``vocabulary=[...]`` (open-vocabulary models) also applies to a
+    model given loaded.
+    """
     known = tasks()
     if task not in known:
         hint = close_matches(task, known)
@@ -49,4 +53,6 @@ def pipeline(task: str, model: str | Detector | None = None, *, batch_size: int 
             raise UnknownModelError(f"{model!r} solves {get_spec(model).task!r}, not {task!r}; models for {task!r}: "
                                     f"{', '.join(known[task])}.")
         model = load(model, progress=progress, **load_kwargs)
+    elif load_kwargs.get("vocabulary") is not None:
+        model.set_vocabulary(load_kwargs["vocabulary"], progress=progress)
     return Pipeline(task, model, batch_size=batch_size, progress=progress)

@@ -26,17 +26,30 @@ class WeightsSpec:
     ``revision`` is a commit id (never a branch), so a load is reproducible. ``sha256`` is the file's checksum;
     ``None`` means it was not published with the release, and the download is then checked against the Hub's own
     LFS sha256 (the ``X-Linked-Etag`` header) instead. ``format`` names the layout of the file: ``"vfe_hub"``
-    (safetensors in this package's key layout) or the original code base (``"mmdet_v2"``), which is converted
+    (a folder converted and published by this project: ``model.safetensors`` in this package's key layout with its
+    ``config.json``, and optional companion files) or the original code base (``"mmdet_v2"``), which is converted
     strictly on first load and cached as safetensors.
+
+    A ``"vfe_hub"`` repository this project has not published yet has ``revision=None`` (the repository's main
+    branch once it exists; the commit loaded is recorded in the results' provenance) and ``sha256=None`` (the
+    download is checked against ``config.json`` and the Hub's LFS sha256); original-format files always name a
+    commit. ``originals`` says where the original release can be downloaded (file -> place), for loads that fail
+    because the converted weights are not reachable.
     """
 
     repo_id: str
     filename: str
-    revision: str
+    revision: str | None
     format: str
     sha256: str | None = None
     size: int | None = None
     licence_note: str = ""
+    originals: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.revision is None and self.format != "vfe_hub":
+            raise ValueError(f"{self.repo_id}/{self.filename}: an original-format file must be pinned to a commit "
+                             f"(revision=None is only for repositories of converted vfe_hub weights).")
 
 
 @dataclass(frozen=True)
@@ -69,8 +82,11 @@ class ModelSpec:
     """Everything vfe_hub knows about one published model.
 
     ``family`` names the module ``vfe_hub.models.<family>``, which builds the network from ``config``.
+    ``classes`` is the fixed vocabulary; it is empty for open-vocabulary models, whose default vocabulary ships
+    with the weights (``config.json``) and can be replaced at load time.
     ``metrics`` holds the paper's numbers per benchmark, ``{dataset: {metric: value}}``, in percent as the paper
-    prints them, with the metric names the evaluator returns (the evaluator returns fractions).
+    prints them, with the metric names the evaluator returns (the evaluator returns fractions; mask metrics are
+    prefixed ``mask_``).
     """
 
     name: str
@@ -113,6 +129,13 @@ _STPN_CITATION = """@inproceedings{sun2023stpn,
   author    = {Sun, Guanxiong and Wang, Chi and Zhang, Zhaoyu and Deng, Jiankang and Zafeiriou, Stefanos and Hua, Yang},
   booktitle = {IEEE/CVF International Conference on Computer Vision (ICCV)},
   year      = {2023}
+}"""
+
+_DETPRO_CITATION = """@inproceedings{du2022detpro,
+  title     = {Learning to Prompt for Open-Vocabulary Object Detection with Vision-Language Model},
+  author    = {Du, Yu and Wei, Fangyun and Zhang, Zihe and Shi, Miaojing and Gao, Yue and Li, Guoqi},
+  booktitle = {IEEE/CVF Conference on Computer Vision and Pattern Recognition (CVPR)},
+  year      = {2022}
 }"""
 
 _VID_PREPROCESS = Preprocess(
@@ -220,6 +243,54 @@ MODELS: dict[str, ModelSpec] = {
             config={"num_classes": 30, "prompts": 5, "prompt_interval": 10},
             original_code="https://github.com/guanxiongsun/vfe.pytorch (mmdet 2.19 fork)",
             tags=("video-object-detection", "imagenet-vid", "faster-rcnn", "swin", "prompting"),
+        ),
+        ModelSpec(
+            name="detpro_r50_fpn_lvis1",
+            family="detpro",
+            task="open-vocabulary-detection",
+            summary=(
+                "DetPro (CLIP text classifier with learned prompts, ViLD-style image branch) on a Mask R-CNN R50-FPN "
+                "trained on the 866 base classes of LVIS v1; boxes and masks for any vocabulary, by default LVIS v1's "
+                "1203 classes (337 rare ones unseen in training)."
+            ),
+            classes=(),  # the 1203 LVIS v1 names ship with the weights (config.json), taken from LVIS's own file
+            weights=WeightsSpec(
+                repo_id="vfe-hub/detpro_r50_fpn_lvis1",
+                filename="model.safetensors",
+                revision=None,  # not published yet: pin the commit and sha256 when the converted folder is uploaded
+                format="vfe_hub",
+                licence_note=(
+                    "Converted by this project from the authors' release (Google Drive, linked from the Apache-2.0 "
+                    "repository dyabel/detpro; no separate licence is stated for the weights). The text encoder "
+                    "file holds OpenAI CLIP ViT-B/32's text tower (MIT licence) as stored in that checkpoint."
+                ),
+                originals={
+                    "<checkpoint.pth> (DetPro Mask R-CNN 20e)": "Google Drive id 1ktTMZWFjUAGjzjlOdzxGfKQR8u9x_OmX",
+                    "<iou_neg5_ens.pth> (DetPro prompt embeddings)":
+                        "Google Drive id 1T-Ydo0YgneDbZYU2hu3wWm9MZ2plxGT_",
+                    "<lvis_v1_val.json> (only its categories are read)":
+                        "https://dl.fbaipublicfiles.com/LVIS/lvis_v1_val.json.zip",
+                },
+            ),
+            preprocess=Preprocess(max_size=1333, min_size=800, mean=(123.675, 116.28, 103.53),
+                                  std=(58.395, 57.12, 57.375), size_divisor=32),
+            paper=Paper(
+                title="Learning to Prompt for Open-Vocabulary Object Detection with Vision-Language Model",
+                url="https://arxiv.org/abs/2203.14940",
+                venue="CVPR 2022",
+                citation=_DETPRO_CITATION,
+            ),
+            licence="apache-2.0",
+            datasets=("lvis_v1_val",),
+            # dyabel/detpro README, DetPro (Mask R-CNN) row: box AP, then mask AP.
+            metrics={"lvis_v1_val": {"AP": 28.4, "APr": 20.8, "APc": 27.8, "APf": 32.4, "mask_AP": 25.9,
+                                     "mask_APr": 19.8, "mask_APc": 25.6, "mask_APf": 28.9}},
+            temporal="none (image model)",
+            protocols={},
+            config={"num_classes": 1203, "proposals": 1000, "max_per_img": 300, "fixed_lambda": 0.6,
+                    "text_encoder": {}},
+            original_code="https://github.com/dyabel/detpro (mmdetection 2.7 fork)",
+            tags=("open-vocabulary-detection", "instance-segmentation", "lvis", "mask-rcnn", "clip", "prompt-learning"),
         ),
     )
 }

@@ -40,6 +40,21 @@ class ImageBatch:
         return ImageBatch(self.images[index], [self.image_sizes[i] for i in index], [self.scales[i] for i in index],
                           [self.frames[i] for i in index])
 
+    def by_padded_size(self, size_divisor: int) -> list[tuple[list[int], ImageBatch]]:
+        """The batch split into groups of images with the same own padded size (the resized size rounded up to
+        ``size_divisor``), each group cropped to that size: ``[(positions, sub-batch)]`` in order of first
+        appearance. A sub-batch holds exactly the tensors each of its images would have in a batch of its own,
+        so a network that runs group by group gives results independent of the batch's composition."""
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, size in enumerate(self.image_sizes):
+            groups.setdefault(tuple(-(-n // size_divisor) * size_divisor for n in size), []).append(i)
+        out = []
+        for (h, w), index in groups.items():
+            sub = self.select(index)
+            sub.images = sub.images[:, :, :h, :w]
+            out.append((index, sub))
+        return out
+
 
 @dataclass
 class Detections:

@@ -1,50 +1,143 @@
-"""From a registry entry or a user-given path to a checked state dict with its provenance."""
+"""From a registry entry or a user-given path to checked weights with their provenance; explicit conversion."""
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import json
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from . import hub
 from .convert import check_state_dict, convert_state_dict, table_for
-from .errors import CorruptWeightsError, WeightsNotFoundError
+from .errors import ConversionError, CorruptWeightsError, WeightsNotFoundError
 from .registry import ModelSpec
+
+if TYPE_CHECKING:
+    from .models.base import Detector
 
 Shapes = Mapping[str, torch.Size]
 _ORIGINAL_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".pkl")
 
 
+@dataclass
+class LoadedWeights:
+    """Checked weights for a model: its ``state`` dict, where they came from (``provenance``: weights, revision,
+    sha256), the ``config`` of a vfe_hub folder or repository (``config.json``; empty for other sources) and its
+    companion ``files``, read on demand."""
+
+    state: dict[str, torch.Tensor]
+    provenance: dict[str, Any]
+    config: dict[str, Any] = field(default_factory=dict)
+    files: hub.WeightFiles = field(default_factory=hub.WeightFiles)
+
+
+@dataclass
+class Converted:
+    """An original release converted into vfe_hub's layout: the ``state`` of ``model.safetensors``, the original
+    checkpoint ``format`` (``"mmdet_v2"``, ...), entries of ``config.json`` beyond name, family and config
+    (``classes``, ...), companion safetensors ``files`` (name -> tensors) and the original keys dropped on
+    purpose."""
+
+    state: dict[str, torch.Tensor]
+    format: str
+    config: dict[str, Any]
+    files: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
+    dropped: list[str] = field(default_factory=list)
+
+
+def _family(spec: ModelSpec) -> ModuleType:
+    return importlib.import_module(f"vfe_hub.models.{spec.family}")
+
+
+def conversion_command(spec: ModelSpec) -> str:
+    """The command that converts ``spec``'s original release into a vfe_hub folder ``<out_dir>``."""
+    options = getattr(_family(spec), "CONVERT_OPTIONS", "")
+    return f"vfe-hub convert {spec.name} <checkpoint.pth> <out_dir>{options}"
+
+
+def conversion_hint(spec: ModelSpec) -> str:
+    """How to convert ``spec``'s original release by hand: where to download it and the command to run."""
+    sources = "; ".join(f"{name}: {where}" for name, where in spec.weights.originals.items())
+    where = f" Download the original release ({sources}), then run" if sources else " Run"
+    return f"{where} `{conversion_command(spec)}` and load the result with vfe_hub.load(weights=\"<out_dir>\")."
+
+
+def convert_checkpoint(spec: ModelSpec, path: Path, model: Detector | None = None, **inputs: Any) -> Converted:
+    """Convert the original checkpoint ``path`` of ``spec`` strictly into vfe_hub's layout, for ``model`` (default:
+    ``spec.build()``; its state dict gives the expected keys and shapes).
+
+    Families whose release has more than a checkpoint (class embeddings, vocabularies) take those files as
+    ``inputs`` (their module's ``convert``); the others take none.
+    """
+    model = model if model is not None else spec.build()
+    family = _family(spec)
+    if hasattr(family, "convert"):
+        return family.convert(model, Path(path), **inputs)
+    if inputs:
+        raise ConversionError(f"{spec.name} is converted from its checkpoint alone; remove "
+                              f"{', '.join('--' + k for k in inputs)}.")
+    expected = {k: v.shape for k, v in model.state_dict().items()}
+    state, dropped = convert_state_dict(hub.read_checkpoint(Path(path)), table_for(spec.weights.format), expected)
+    return Converted(state, spec.weights.format, {"classes": list(spec.classes)}, dropped=dropped)
+
+
 def convert_original(spec: ModelSpec, path: Path, expected: Shapes) -> dict[str, torch.Tensor]:
-    """Read an original checkpoint of ``spec``'s code base and convert it strictly into vfe_hub's layout."""
+    """Read an original checkpoint of ``spec``'s code base and convert it strictly into vfe_hub's layout (the
+    on-the-fly conversion of ``load``; releases that need more than the checkpoint are refused with the command
+    that converts them)."""
+    if hasattr(_family(spec), "convert"):
+        raise ConversionError(f"{path} cannot be converted on the fly: {spec.name} needs more than its checkpoint."
+                              + conversion_hint(spec))
     state, _ = convert_state_dict(hub.read_checkpoint(path), table_for(spec.weights.format), expected)
     return state
 
 
-def _from_hub(spec: ModelSpec, expected: Shapes, revision: str | None,
-              progress: bool | None) -> tuple[dict[str, torch.Tensor], hub.Provenance]:
+def _from_vfe_hub_repo(spec: ModelSpec, revision: str | None, progress: bool | None) -> LoadedWeights:
+    """``config.json`` and the weights of a vfe_hub repository; the companion files come from the same commit."""
+    w = spec.weights
+    try:
+        config_path, _ = hub.download(dataclasses.replace(w, filename=hub.CONFIG_NAME, sha256=None),
+                                      revision=revision, progress=progress)
+        path, sha = hub.download(w, revision=revision, progress=progress)
+    except WeightsNotFoundError as e:
+        if not w.originals:
+            raise
+        raise WeightsNotFoundError(f"{e}{conversion_hint(spec)}") from e
+    config = hub.read_config(config_path)
+    hub.check_weights_file(path, config, f"{config_path.name} of {w.repo_id}")
+    commit = hub.snapshot_commit(config_path, hub.CONFIG_NAME)
+    files = hub.WeightFiles(config.get("files", {}), dataclasses.replace(w, revision=commit))
+    provenance = hub.Provenance(f"hf://{w.repo_id}/{w.filename}", revision or commit, sha)
+    return LoadedWeights(hub.read_safetensors(path), provenance.as_dict(), config, files)
+
+
+def _from_hub(spec: ModelSpec, expected: Shapes, revision: str | None, progress: bool | None) -> LoadedWeights:
     w = spec.weights
     revision = revision or w.revision
-    source = f"hf://{w.repo_id}/{w.filename}"
     if w.format == "vfe_hub":
-        path, sha = hub.download(w, revision=revision, progress=progress)
-        return hub.read_safetensors(path), hub.Provenance(source, revision, sha)
+        return _from_vfe_hub_repo(spec, revision, progress)
+    source = f"hf://{w.repo_id}/{w.filename}"
     cached = hub.converted_path(w, revision)
     record = cached.with_suffix(".json")
     if cached.is_file() and record.is_file():
         state = hub.read_safetensors(cached)
         check_state_dict(state, expected, f"The cached conversion {cached}")
-        return state, hub.Provenance(source, revision, json.loads(record.read_text())["sha256"])
+        provenance = hub.Provenance(source, revision, json.loads(record.read_text())["sha256"])
+        return LoadedWeights(state, provenance.as_dict())
     path, sha = hub.download(w, revision=revision, progress=progress)
     state = convert_original(spec, path, expected)
     provenance = hub.Provenance(source, revision, sha)
     hub.save_converted(state, cached, provenance)
-    return state, provenance
+    return LoadedWeights(state, provenance.as_dict())
 
 
-def _from_path(spec: ModelSpec, path: Path, expected: Shapes) -> tuple[dict[str, torch.Tensor], hub.Provenance]:
+def _from_path(spec: ModelSpec, path: Path, expected: Shapes) -> LoadedWeights:
     if not path.exists():
         raise WeightsNotFoundError(f"weights={str(path)!r} does not exist. Pass a vfe_hub folder (config.json + "
                                    f"model.safetensors), a .safetensors file or an original checkpoint.")
@@ -53,27 +146,30 @@ def _from_path(spec: ModelSpec, path: Path, expected: Shapes) -> tuple[dict[str,
         if config.get("name") not in (None, spec.name):
             raise WeightsNotFoundError(f"{path} holds weights of {config['name']!r}, not of {spec.name!r}; "
                                        f"load it with vfe_hub.load(weights={str(path)!r}) and no name.")
-        return state, hub.Provenance(str(path), None, config["sha256"])
+        provenance = hub.Provenance(str(path), None, config["sha256"])
+        return LoadedWeights(state, provenance.as_dict(), config, hub.WeightFiles(config.get("files", {}), path))
     sha = hub.sha256_of(path)
+    provenance = hub.Provenance(str(path), None, sha).as_dict()
     if path.suffix == ".safetensors":
-        return hub.read_safetensors(path), hub.Provenance(str(path), None, sha)
+        return LoadedWeights(hub.read_safetensors(path), provenance)
     if path.suffix in _ORIGINAL_SUFFIXES:
-        return convert_original(spec, path, expected), hub.Provenance(str(path), None, sha)
+        return LoadedWeights(convert_original(spec, path, expected), provenance)
     raise CorruptWeightsError(f"weights={str(path)!r}: unknown weights file type {path.suffix!r}; expected a "
                               f".safetensors file, a vfe_hub folder or an original checkpoint ({', '.join(_ORIGINAL_SUFFIXES)}).")
 
 
 def resolve(spec: ModelSpec, expected: Shapes, *, weights: str | os.PathLike | None = None,
-            revision: str | None = None, progress: bool | None = None) -> tuple[dict[str, torch.Tensor], dict]:
-    """The checked state dict for a model of ``spec`` whose own state dict has the ``expected`` shapes.
+            revision: str | None = None, progress: bool | None = None) -> LoadedWeights:
+    """The checked weights for a model of ``spec`` whose own state dict has the ``expected`` shapes.
 
-    ``weights=None`` takes the registry's file from the Hub (an original checkpoint is converted once and
-    cached as safetensors; the next load reads only that); otherwise ``weights`` is a vfe_hub folder, a
-    ``.safetensors`` file or an original checkpoint converted on the fly. Returns ``(state, provenance)``.
+    ``weights=None`` takes the registry's files from the Hub (an original checkpoint is converted once and
+    cached as safetensors; the next load reads only that; a vfe_hub repository gives its ``config.json`` too);
+    otherwise ``weights`` is a vfe_hub folder, a ``.safetensors`` file or an original checkpoint converted on the
+    fly.
     """
     if weights is None:
-        state, provenance = _from_hub(spec, expected, revision, progress)
+        loaded = _from_hub(spec, expected, revision, progress)
     else:
-        state, provenance = _from_path(spec, Path(weights), expected)
-    check_state_dict(state, expected, f"The weights {provenance.source}")
-    return state, provenance.as_dict()
+        loaded = _from_path(spec, Path(weights), expected)
+    check_state_dict(loaded.state, expected, f"The weights {loaded.provenance['weights']}")
+    return loaded

@@ -6,48 +6,67 @@ from torch import nn
 from torchvision.ops import batched_nms
 
 from .box_coder import DeltaXYWHCoder
+from .conv import ConvNorm
 
 
-class SharedFCBoxHead(nn.Module):
-    """``num_fcs`` shared fully connected layers, then a classifier and a box regressor.
+class ConvFCBoxHead(nn.Module):
+    """mmdetection's ``ConvFCBBoxHead`` with shared layers only: ``num_convs`` x [conv3x3 (+ frozen BN when
+    ``norm``) + ReLU] on the RoI features, a C-major flatten, ``num_fcs`` x [fc + ReLU]; then an optional
+    classifier and an optional box regressor on the resulting embedding.
 
-    Input RoI features ``(K, C, S, S)`` are flattened C-major. The classifier has ``num_classes + 1`` outputs with
-    the background **last**; the regressor has ``4 * num_classes`` class-specific deltas (or 4 if class-agnostic).
-    ``forward`` applies ReLU after each fc; models that insert work between the fcs call ``fcs`` themselves.
+    Input RoI features ``(K, in_channels, roi_size, roi_size)``; :meth:`embed` gives ``(K, fc_dim)``. The
+    classifier (``num_classes`` given) has ``num_classes + 1`` outputs with the background **last**; the regressor
+    (``with_reg``) has ``4 * num_classes`` class-specific deltas, or 4 if ``class_agnostic``. Parameter names:
+    ``shared_convs.{i}.conv/.bn``, ``fcs.{i}``, ``cls_score``, ``bbox_pred``.
     """
 
-    def __init__(self, in_features: int, num_classes: int, fc_dim: int = 1024, num_fcs: int = 2,
-                 class_agnostic: bool = False) -> None:
+    def __init__(self, in_channels: int, roi_size: int, num_classes: int | None, *, num_convs: int = 0,
+                 conv_channels: int = 256, norm: bool = False, num_fcs: int = 2, fc_dim: int = 1024,
+                 with_reg: bool = True, class_agnostic: bool = False) -> None:
         super().__init__()
-        self.fcs = nn.ModuleList(nn.Linear(in_features if i == 0 else fc_dim, fc_dim) for i in range(num_fcs))
-        self.cls_score = nn.Linear(fc_dim, num_classes + 1)
-        self.bbox_pred = nn.Linear(fc_dim, 4 if class_agnostic else 4 * num_classes)
+        self.shared_convs = nn.ModuleList(
+            ConvNorm(in_channels if i == 0 else conv_channels, conv_channels, 3, norm) for i in range(num_convs))
+        flat = (conv_channels if num_convs else in_channels) * roi_size * roi_size
+        self.fcs = nn.ModuleList(nn.Linear(flat if i == 0 else fc_dim, fc_dim) for i in range(num_fcs))
+        self.cls_score = nn.Linear(fc_dim, num_classes + 1) if num_classes is not None else None
+        regressors = 4 if class_agnostic or num_classes is None else 4 * num_classes
+        self.bbox_pred = nn.Linear(fc_dim, regressors) if with_reg else None
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """RoI features ``(K, C, S, S)`` -> the shared embedding ``(K, fc_dim)`` (after the last ReLU)."""
+        for conv in self.shared_convs:
+            x = torch.relu(conv(x))
         x = x.flatten(1)
         for fc in self.fcs:
             x = torch.relu(fc(x))
-        return self.cls_score(x), self.bbox_pred(x)
+        return x
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """``(class logits (K, C + 1) or None, box deltas (K, 4C) / (K, 4) or None)`` of RoI features."""
+        x = self.embed(x)
+        return (None if self.cls_score is None else self.cls_score(x),
+                None if self.bbox_pred is None else self.bbox_pred(x))
 
 
-def detect(proposals: torch.Tensor, logits: torch.Tensor, deltas: torch.Tensor, coder: DeltaXYWHCoder,
+def detect(proposals: torch.Tensor, scores: torch.Tensor, deltas: torch.Tensor, coder: DeltaXYWHCoder,
            image_size: tuple[int, int], scale: tuple[float, float], score_thr: float, iou: float,
            max_per_img: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Final detections of one image from the box head, as mmdetection's ``get_bboxes`` + ``multiclass_nms``.
+    """Final detections of one image, as mmdetection's ``get_bboxes`` + ``multiclass_nms``.
 
-    ``proposals (K, 4)`` in resized-image pixels, ``logits (K, C + 1)`` (background last), ``deltas (K, 4C)`` or
-    ``(K, 4)``. Boxes are decoded and clipped to ``image_size`` (resized ``(h, w)``), divided by
-    ``scale = (sx, sy)`` into input pixels, then every (box, class) pair with softmax score > ``score_thr`` enters
-    class-wise NMS at ``iou``; the best ``max_per_img`` are returned as ``(boxes (N, 4), scores (N,), labels (N,))``
-    with labels in ``0..C-1``.
+    ``proposals (K, 4)`` in resized-image pixels; ``scores (K, C)`` class probabilities **without** the background
+    column (a softmax, or DetPro's fused probabilities: no further normalisation happens here); ``deltas (K, 4C)``
+    class-specific or ``(K, 4)`` class-agnostic (the one box is repeated for every class). Boxes are decoded and
+    clipped to ``image_size`` (resized ``(h, w)``), divided by ``scale = (sx, sy)`` into input pixels, then every
+    (box, class) pair with score > ``score_thr`` enters class-wise NMS at ``iou``; the best ``max_per_img`` are
+    returned as ``(boxes (N, 4), scores (N,), labels (N,))`` with labels in ``0..C-1``, by decreasing score.
     """
-    probs = logits.float().softmax(dim=1)[:, :-1]
-    num_classes = probs.shape[1]
+    scores = scores.float()
+    num_classes = scores.shape[1]
     boxes = coder.decode(proposals, deltas.float(), image_size)
     sx, sy = scale
     boxes = (boxes.view(boxes.shape[0], -1, 4) / boxes.new_tensor([sx, sy, sx, sy])).expand(-1, num_classes, 4)
-    labels = torch.arange(num_classes, device=probs.device).expand_as(probs)
-    keep = probs.reshape(-1) > score_thr
-    boxes, scores, labels = boxes.reshape(-1, 4)[keep], probs.reshape(-1)[keep], labels.reshape(-1)[keep]
+    labels = torch.arange(num_classes, device=scores.device).expand_as(scores)
+    keep = scores.reshape(-1) > score_thr
+    boxes, scores, labels = boxes.reshape(-1, 4)[keep], scores.reshape(-1)[keep], labels.reshape(-1)[keep]
     order = batched_nms(boxes, scores, labels, iou)[:max_per_img]
     return boxes[order], scores[order], labels[order]

@@ -6,7 +6,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops.misc import FrozenBatchNorm2d
+
+from .conv import ConvNorm
 
 
 class ChannelMapper(nn.Module):
@@ -18,20 +19,6 @@ class ChannelMapper(nn.Module):
 
     def forward(self, feats: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         return [torch.relu(conv(f)) for conv, f in zip(self.convs, feats)]
-
-
-class ConvNorm(nn.Module):
-    """A conv followed by an optional frozen batch norm (then no conv bias), as mmcv's ``ConvModule`` names them:
-    ``conv`` and ``bn``. No activation."""
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, norm: bool = False) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=not norm)
-        self.bn = FrozenBatchNorm2d(out_channels) if norm else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv(x)
-        return x if self.bn is None else self.bn(x)
 
 
 class FPN(nn.Module):

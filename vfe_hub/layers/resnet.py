@@ -1,8 +1,11 @@
-"""ResNet backbones (bottleneck, "pytorch" style: stride on the 3x3 conv) with frozen batch norm.
+"""ResNet backbones (bottleneck) with frozen batch norm, in mmdetection's two styles.
 
-Parameter names equal torchvision's (``conv1``, ``bn1``, ``layerN.i.conv{1,2,3}``, ``downsample.{0,1}``). Unlike
-torchvision's ``replace_stride_with_dilation``, a dilated stage dilates **every** block, as mmdetection does
-(the DC5 backbones of the video models depend on it).
+``style="pytorch"`` puts a block's stride on its 3x3 conv (torchvision's layout); ``style="caffe"`` puts it on
+the first 1x1 conv (the layout of MSRA's original Caffe models, and of mmdetection backbones trained with
+``style='caffe'``). Parameter names are torchvision's in both styles (``conv1``, ``bn1``, ``layerN.i.conv{1,2,3}``,
+``downsample.{0,1}``), so the style cannot be read from a checkpoint. Unlike torchvision's
+``replace_stride_with_dilation``, a dilated stage dilates **every** block, as mmdetection does (the DC5 backbones of
+the video models depend on it).
 """
 from __future__ import annotations
 
@@ -13,17 +16,23 @@ from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
+STYLES = ("pytorch", "caffe")
 
 
 class Bottleneck(nn.Module):
+    """1x1 -> 3x3 -> 1x1 convs (each with frozen BN; ReLU after the first two and after the residual sum); the
+    stride sits on the 3x3 conv (``style="pytorch"``) or on the first 1x1 conv (``style="caffe"``)."""
+
     expansion = 4
 
-    def __init__(self, in_channels: int, width: int, stride: int = 1, dilation: int = 1) -> None:
+    def __init__(self, in_channels: int, width: int, stride: int = 1, dilation: int = 1,
+                 style: str = "pytorch") -> None:
         super().__init__()
         out = width * self.expansion
-        self.conv1 = nn.Conv2d(in_channels, width, 1, bias=False)
+        stride1, stride2 = (stride, 1) if style == "caffe" else (1, stride)
+        self.conv1 = nn.Conv2d(in_channels, width, 1, stride1, bias=False)
         self.bn1 = FrozenBatchNorm2d(width)
-        self.conv2 = nn.Conv2d(width, width, 3, stride, padding=dilation, dilation=dilation, bias=False)
+        self.conv2 = nn.Conv2d(width, width, 3, stride2, padding=dilation, dilation=dilation, bias=False)
         self.bn2 = FrozenBatchNorm2d(width)
         self.conv3 = nn.Conv2d(width, out, 1, bias=False)
         self.bn3 = FrozenBatchNorm2d(out)
@@ -42,8 +51,9 @@ class Bottleneck(nn.Module):
 class ResNet(nn.Module):
     """ResNet-50/101/152 returning the outputs of the stages in ``out_indices`` (0 = layer1 ... 3 = layer4).
 
-    Input ``(B, 3, H, W)`` normalised RGB; output stage ``i`` has ``256 * 2**i`` channels at stride
-    ``4 * prod(strides[1:i+1])``.
+    Input ``(B, 3, H, W)`` normalised image; output stage ``i`` has ``256 * 2**i`` channels at stride
+    ``4 * prod(strides[1:i+1])``. ``style`` is ``"pytorch"`` (stride on each block's 3x3 conv) or ``"caffe"``
+    (stride on its first 1x1 conv).
     """
 
     def __init__(
@@ -52,8 +62,11 @@ class ResNet(nn.Module):
         strides: Sequence[int] = (1, 2, 2, 2),
         dilations: Sequence[int] = (1, 1, 1, 1),
         out_indices: Sequence[int] = (0, 1, 2, 3),
+        style: str = "pytorch",
     ) -> None:
         super().__init__()
+        if style not in STYLES:
+            raise ValueError(f"style must be one of {STYLES}, got {style!r}")
         self.out_indices = tuple(out_indices)
         self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
         self.bn1 = FrozenBatchNorm2d(64)
@@ -62,9 +75,9 @@ class ResNet(nn.Module):
         in_channels = 64
         for i, (blocks, stride, dilation) in enumerate(zip(DEPTHS[depth], strides, dilations)):
             width = 64 * 2**i
-            layer = [Bottleneck(in_channels, width, stride, dilation)]
+            layer = [Bottleneck(in_channels, width, stride, dilation, style)]
             in_channels = width * Bottleneck.expansion
-            layer += [Bottleneck(in_channels, width, 1, dilation) for _ in range(blocks - 1)]
+            layer += [Bottleneck(in_channels, width, 1, dilation, style) for _ in range(blocks - 1)]
             self.add_module(f"layer{i + 1}", nn.Sequential(*layer))
         self.out_channels = [256 * 2**i for i in self.out_indices]
 

@@ -31,16 +31,20 @@ class ProposalSelector:
     """Turns RPN outputs into proposals the way mmdetection v2's ``RPNHead`` does at test time.
 
     Per level the ``nms_pre`` highest sigmoid scores are kept and decoded (clipped to the resized, unpadded image);
-    boxes with zero width or height are dropped; NMS at ``iou`` runs per level (``batched_nms`` with level ids);
-    the best ``max_per_img`` remain, sorted by score.
+    with ``min_size > 0`` boxes narrower or lower than ``min_size`` are dropped (mmdetection 2.7's
+    ``min_bbox_size``: kept where ``w >= min_size`` and ``h >= min_size``), with ``min_size = 0`` boxes of zero
+    width or height are dropped (``w > 0`` and ``h > 0``); NMS at ``iou`` runs per level (``batched_nms`` with
+    level ids); the best ``max_per_img`` remain, sorted by score.
     """
 
-    def __init__(self, anchors: AnchorGenerator, nms_pre: int, iou: float, max_per_img: int) -> None:
+    def __init__(self, anchors: AnchorGenerator, nms_pre: int, iou: float, max_per_img: int,
+                 min_size: float = 0.0) -> None:
         self.anchors = anchors
         self.coder = DeltaXYWHCoder()
         self.nms_pre = nms_pre
         self.iou = iou
         self.max_per_img = max_per_img
+        self.min_size = min_size
 
     def __call__(self, outputs: list[tuple[torch.Tensor, torch.Tensor]],
                  image_sizes: list[tuple[int, int]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -67,7 +71,8 @@ class ProposalSelector:
                 scores.append(s[i].float())
                 levels.append(torch.full_like(s[i], level, dtype=torch.long))
             boxes, scores, levels = torch.cat(boxes), torch.cat(scores), torch.cat(levels)
-            valid = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+            sizes = boxes[:, 2:] - boxes[:, :2]
+            valid = (sizes >= self.min_size).all(dim=1) if self.min_size > 0 else (sizes > 0).all(dim=1)
             boxes, scores, levels = boxes[valid], scores[valid], levels[valid]
             keep = batched_nms(boxes, scores, levels, self.iou)[: self.max_per_img]
             results.append((boxes[keep], scores[keep]))

@@ -3,17 +3,20 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import Iterable, Iterator
-from typing import Any
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from .. import engine
-from ..errors import unknown_keyword_error
+from ..errors import VfeHubError, unknown_keyword_error
 from ..progress import progress_bar
-from ..registry import ModelSpec
+from ..registry import MODELS, ModelSpec
 from ..structures import Detections, FrameInfo, ImageBatch
+
+if TYPE_CHECKING:
+    from ..weights import LoadedWeights
 
 
 class Detector(nn.Module):
@@ -25,6 +28,8 @@ class Detector(nn.Module):
 
     #: keyword options of :meth:`predict` beyond the common ones, with their defaults
     predict_options: dict[str, Any] = {}
+    #: whether :meth:`set_vocabulary` can replace the classes
+    open_vocabulary = False
 
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__()
@@ -40,19 +45,36 @@ class Detector(nn.Module):
     def class_names(self) -> tuple[str, ...]:
         return self.spec.classes
 
+    def load_weights(self, weights: LoadedWeights) -> None:
+        """Load checked weights (strictly) and remember their provenance."""
+        self.load_state_dict(weights.state, strict=True)
+        self.weights_provenance = weights.provenance
+
+    def set_vocabulary(self, names: Sequence[str], *, seen: Iterable[str] | None = None,
+                       progress: bool | None = None) -> None:
+        """Replace the classes the model detects by ``names`` (open-vocabulary models only; see theirs)."""
+        ovd = [n for n, s in MODELS.items() if s.task == "open-vocabulary-detection"]
+        raise VfeHubError(f"{self.spec.name} detects a fixed set of {len(self.class_names)} classes and takes no "
+                          f"vocabulary; leave vocabulary out, or use an open-vocabulary model ({', '.join(ovd)}).")
+
     def provenance(self) -> dict[str, Any]:
         """Model name, weights (source, revision, sha256), dtype and device: attached to every result."""
         return {"model": self.spec.name, **self.weights_provenance, "dtype": str(self.dtype).removeprefix("torch."),
                 "device": str(self.device)}
 
-    def make_detections(self, frame: FrameInfo, boxes: torch.Tensor, scores: torch.Tensor,
-                        labels: torch.Tensor) -> Detections:
-        """A :class:`Detections` with this model's classes and provenance; boxes are clipped to the input image."""
+    def make_detections(self, frame: FrameInfo, boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor,
+                        masks: torch.Tensor | None = None) -> Detections:
+        """A :class:`Detections` with this model's classes and provenance; boxes are clipped to the input image.
+
+        ``masks (N, H, W)`` bool, in pixels of the input image, are stored run-length encoded.
+        """
         h, w = frame.size
         boxes = boxes.float().clone()
         boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
         boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
-        return Detections(boxes, scores.float(), labels.long(), self.class_names, frame, self.provenance())
+        rles = None if masks is None else Detections.encode_masks(masks)
+        return Detections(boxes, scores.float(), labels.long(), self.class_names, frame, self.provenance(),
+                          masks=rles)
 
     def _check_options(self, options: dict[str, Any]) -> dict[str, Any]:
         unknown = set(options) - set(self.predict_options)

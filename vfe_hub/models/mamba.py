@@ -21,7 +21,7 @@ from torch import nn
 from ..layers.anchors import AnchorGenerator
 from ..layers.attention import MemoryBank, RelationAttention
 from ..layers.box_coder import DeltaXYWHCoder
-from ..layers.box_head import SharedFCBoxHead, detect
+from ..layers.box_head import ConvFCBoxHead, detect
 from ..layers.necks import ChannelMapper
 from ..layers.resnet import ResNet
 from ..layers.roi import boxes_to_rois, pool_rois
@@ -45,7 +45,7 @@ class Mamba(VideoDetector):
         anchors = AnchorGenerator([STRIDE], ratios=(0.5, 1.0, 2.0), scales=(4, 8, 16, 32))
         self.rpn = RPNHead(512, 512, anchors.num_anchors)
         self.proposals = ProposalSelector(anchors, nms_pre=6000, iou=0.7, max_per_img=300)
-        self.box_head = SharedFCBoxHead(512 * 7 * 7, num_classes)
+        self.box_head = ConvFCBoxHead(512, 7, num_classes)
         self.aggregators = nn.ModuleList(RelationAttention(1024, heads=16) for _ in range(2))
         self.memories = [MemoryBank(memory_length, memory_sample, seed) for _ in range(2)]
         self.coder = DeltaXYWHCoder(stds=(0.2, 0.2, 0.2, 0.2))
@@ -100,8 +100,9 @@ class Mamba(VideoDetector):
                 rows = self._first_frame(rows, self._reference_rows(self.references_for(frame)))
             else:
                 rows = self._next_frame(rows)
-            logits, deltas = self.box_head.cls_score(rows), self.box_head.bbox_pred(rows)
-            det = detect(boxes, logits, deltas, self.coder, size, scale, score_thr=1e-4, iou=0.5, max_per_img=100)
+            probs = self.box_head.cls_score(rows).float().softmax(dim=1)[:, :-1]
+            det = detect(boxes, probs, self.box_head.bbox_pred(rows), self.coder, size, scale, score_thr=1e-4,
+                         iou=0.5, max_per_img=100)
             results.append(self.make_detections(frame, *det))
         return results
 

@@ -22,7 +22,7 @@ from torch import nn
 from ..layers.anchors import AnchorGenerator
 from ..layers.attention import RelationAttention
 from ..layers.box_coder import DeltaXYWHCoder
-from ..layers.box_head import SharedFCBoxHead, detect
+from ..layers.box_head import ConvFCBoxHead, detect
 from ..layers.necks import FPN
 from ..layers.roi import boxes_to_rois, pool_rois
 from ..layers.rpn import ProposalSelector, RPNHead
@@ -62,7 +62,7 @@ class Stpn(VideoDetector):
         anchors = AnchorGenerator(STRIDES, ratios=(0.5, 1.0, 2.0), scales=(8,))
         self.rpn = RPNHead(256, 256, anchors.num_anchors)
         self.proposals = ProposalSelector(anchors, nms_pre=1000, iou=0.7, max_per_img=300)
-        self.box_head = SharedFCBoxHead(256 * 7 * 7, num_classes)
+        self.box_head = ConvFCBoxHead(256, 7, num_classes)
         self.prompt_predictor = PromptPredictor(prompts=prompts)
         self.coder = DeltaXYWHCoder(stds=(0.2, 0.2, 0.2, 0.2))
         self._prompt: torch.Tensor | None = None
@@ -117,7 +117,8 @@ class Stpn(VideoDetector):
         results = []
         for frame, boxes, lg, dl, size, scale in zip(batch.frames, proposals, logits.split(counts),
                                                      deltas.split(counts), batch.image_sizes, batch.scales):
-            det = detect(boxes, lg, dl, self.coder, size, scale, score_thr=1e-4, iou=0.5, max_per_img=100)
+            probs = lg.float().softmax(dim=1)[:, :-1]
+            det = detect(boxes, probs, dl, self.coder, size, scale, score_thr=1e-4, iou=0.5, max_per_img=100)
             results.append(self.make_detections(frame, *det))
         return results
 

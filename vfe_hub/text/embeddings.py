@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -90,7 +90,20 @@ def _cache_path(weights_id: str, contexts: torch.Tensor | None, names: list[str]
     return cache_dir() / "embeddings" / f"{hashlib.sha256(key.encode()).hexdigest()}.safetensors"
 
 
-def class_embeddings(encoder: CLIPTextEncoder, tokenizer: CLIPTokenizer, names: Sequence[str], *,
+def _check_contexts(contexts: torch.Tensor | None, width: int | None) -> torch.Tensor | None:
+    """``contexts`` as ``(P, K, width)`` (a single ``(K, width)`` gets P = 1); ``width=None`` skips that check."""
+    if contexts is None:
+        return None
+    contexts = contexts[None] if contexts.dim() == 2 else contexts
+    if (contexts.dim() != 3 or not len(contexts) or not contexts.shape[1]
+            or (width is not None and contexts.shape[2] != width)):
+        raise InputError(f"contexts must have shape (P, K, {width or 'width'}) or (K, {width or 'width'}), got "
+                         f"{tuple(contexts.shape)}.")
+    return contexts
+
+
+def class_embeddings(encoder: CLIPTextEncoder | Callable[[], CLIPTextEncoder],
+                     tokenizer: CLIPTokenizer | Callable[[], CLIPTokenizer], names: Sequence[str], *,
                      contexts: torch.Tensor | None = None, weights_id: str | None = None, batch_size: int = 256,
                      progress: bool | None = None) -> torch.Tensor:
     """L2-normalised class embeddings ``(C, D)`` float32 (CPU) of the ``C`` class ``names``.
@@ -103,17 +116,18 @@ def class_embeddings(encoder: CLIPTextEncoder, tokenizer: CLIPTokenizer, names: 
 
     ``weights_id`` identifies the encoder's weights (e.g. their sha256); when given, the result is stored under
     ``<cache_dir>/embeddings`` and later calls with the same weights, prompts and names read it instead of
-    running the encoder. Names must be unique non-empty strings that fit CLIP's 77 tokens (:class:`InputError`).
+    running the encoder. ``encoder`` and ``tokenizer`` may be given as zero-argument functions that build them:
+    they are called only when the result is not in the cache. Names must be unique non-empty strings that fit
+    CLIP's 77 tokens (:class:`InputError`).
     """
     names = check_names(names)
-    if contexts is not None:
-        contexts = contexts[None] if contexts.dim() == 2 else contexts
-        width = encoder.positional_embedding.shape[1]
-        if contexts.dim() != 3 or contexts.shape[2] != width or not len(contexts) or not contexts.shape[1]:
-            raise InputError(f"contexts must have shape (P, K, {width}) or (K, {width}), got {tuple(contexts.shape)}.")
+    contexts = _check_contexts(contexts, None)
     target = _cache_path(weights_id, contexts, names) if weights_id is not None else None
     if target is not None and target.is_file():
         return read_safetensors(target)["embeddings"]
+    encoder = encoder if isinstance(encoder, CLIPTextEncoder) else encoder()
+    tokenizer = tokenizer if isinstance(tokenizer, CLIPTokenizer) else tokenizer()
+    contexts = _check_contexts(contexts, encoder.positional_embedding.shape[1])
     embeddings = _compute(encoder, tokenizer, names, contexts, batch_size, progress)
     if target is not None:
         tensors = {"embeddings": embeddings.contiguous()}
