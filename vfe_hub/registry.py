@@ -138,6 +138,20 @@ _DETPRO_CITATION = """@inproceedings{du2022detpro,
   year      = {2022}
 }"""
 
+def _vfe_pytorch_release(filename: str, sha256: str | None = None, size: int | None = None) -> WeightsSpec:
+    """A file of the authors' Hub repository of MAMBA and STPN (mmdet 2.19 checkpoints)."""
+    return WeightsSpec(
+        repo_id="guanxiongsun/vfe.pytorch",
+        filename=filename,
+        # The newest commit of the authors' repository when it was pinned; the Hub resolves this short id.
+        revision="442410a",
+        format="mmdet_v2",
+        sha256=sha256,
+        size=size,
+        licence_note="Released by the authors with the Apache-2.0 code base vfe.pytorch; no licence tag on the Hub repo.",
+    )
+
+
 _VID_PREPROCESS = Preprocess(
     max_size=1000, min_size=600, mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375), size_divisor=16
 )
@@ -154,16 +168,7 @@ MODELS: dict[str, ModelSpec] = {
                 "30 ImageNet VID classes."
             ),
             classes=IMAGENET_VID_CLASSES,
-            weights=WeightsSpec(
-                repo_id="guanxiongsun/vfe.pytorch",
-                filename="work_dirs/mamba_r101_dc5_6x/epoch_6_model.pth",
-                # The newest commit of the authors' repository when it was pinned; the Hub resolves this short id.
-                revision="442410a",
-                format="mmdet_v2",
-                sha256=None,
-                size=None,
-                licence_note="Released by the authors with the Apache-2.0 code base vfe.pytorch; no licence tag on the Hub repo.",
-            ),
+            weights=_vfe_pytorch_release("work_dirs/mamba_r101_dc5_6x/epoch_6_model.pth"),
             preprocess=_VID_PREPROCESS,
             paper=Paper(
                 title="MAMBA: Multi-level Aggregation via Memory Bank for Video Object Detection",
@@ -202,16 +207,9 @@ MODELS: dict[str, ModelSpec] = {
                 "on a Swin-T FPN Faster R-CNN, trained on ImageNet VID + DET; 30 ImageNet VID classes."
             ),
             classes=IMAGENET_VID_CLASSES,
-            weights=WeightsSpec(
-                repo_id="guanxiongsun/vfe.pytorch",
-                filename="work_dirs/stpn_swint_adam_9x/epoch_9_model.pth",
-                # The newest commit of the authors' repository when it was pinned; the Hub resolves this short id.
-                revision="442410a",
-                format="mmdet_v2",
-                sha256="4bcb39c4070df69ae917cd237f36cc9c77eec63a53ce94ae9b7a931aefdd27b7",
-                size=180_353_653,
-                licence_note="Released by the authors with the Apache-2.0 code base vfe.pytorch; no licence tag on the Hub repo.",
-            ),
+            weights=_vfe_pytorch_release("work_dirs/stpn_swint_adam_9x/epoch_9_model.pth",
+                                         sha256="4bcb39c4070df69ae917cd237f36cc9c77eec63a53ce94ae9b7a931aefdd27b7",
+                                         size=180_353_653),
             preprocess=_VID_PREPROCESS,
             paper=Paper(
                 title="Spatio-temporal Prompting Network for Robust Video Feature Extraction",
