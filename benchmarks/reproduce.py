@@ -1,9 +1,10 @@
 """Reproduce the papers' tables: run models on their benchmarks and print the paper's row beside the measured one.
 
     python benchmarks/reproduce.py mamba_r101_dc5_vid --root data/ILSVRC2015 --device cuda [--limit 20]
+    python benchmarks/reproduce.py detpro_r50_fpn_lvis1 --root data/coco --weights detpro_converted/ --device cuda
 
-Numbers are in percent. With --limit only the first N videos are scored, so they are not comparable to the
-paper's full-set numbers (the table says so).
+Numbers are in percent. With --limit only the first N videos (ImageNet VID) or images (LVIS) are scored, so they
+are not comparable to the paper's full-set numbers (the table says so). LVIS rows give box and mask metrics.
 """
 from __future__ import annotations
 
@@ -18,16 +19,16 @@ import vfe_hub
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("models", nargs="*", default=vfe_hub.list_models())
-    parser.add_argument("--root", required=True, help="dataset root (ImageNet VID: the ILSVRC2015 folder)")
-    parser.add_argument("--ann-file", help="COCO-VID JSON instead of the XML annotations")
+    parser.add_argument("--root", required=True, help="dataset root (ImageNet VID: the ILSVRC2015 folder; LVIS: the COCO folder with train2017/, val2017/)")
+    parser.add_argument("--ann-file", help="ImageNet VID: COCO-VID JSON instead of the XML; LVIS: the annotation file")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--limit", type=int, help="first N videos only")
+    parser.add_argument("--limit", type=int, help="first N videos (or images) only")
     parser.add_argument("--weights", help="local weights for a single model")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, device {args.device}, dtype {args.dtype}"
-          + (f", first {args.limit} videos only (not comparable to the paper)" if args.limit else ""))
+          + (f", first {args.limit} videos/images only (not comparable to the paper)" if args.limit else ""))
     for name in args.models:
         spec = vfe_hub.registry.get_spec(name)
         model = vfe_hub.load(name, device=args.device, dtype=args.dtype, weights=args.weights)

@@ -18,8 +18,8 @@ import torch.nn.functional as F
 import vfe_hub
 from media import photo
 from original_layouts import detpro_layout
-from small_models import (DETPRO, DETPRO_SMALL, FAST, LVIS_SPEAKER, MMDET_SPEAKER, TINY_TEXT, small_spec,
-                          write_detpro_release)
+from small_models import (DETPRO, DETPRO_SMALL, FAST, LVIS_SPEAKER, MMDET_SPEAKER, TINY_TEXT, lvis_like_categories,
+                          small_spec, write_detpro_release)
 from vfe_hub import cli, hub, registry, weights
 from vfe_hub.errors import ChecksumError, ConversionError, CorruptWeightsError, VfeHubError, WeightsNotFoundError
 from vfe_hub.layers.clip_text import CLIPTextEncoder
@@ -415,3 +415,17 @@ def test_companion_files_are_checked(tmp_path):
     path.write_bytes(b"tampered")
     with pytest.raises(ChecksumError, match="text_encoder.safetensors does not match the sha256"):
         files.path(path.name)
+
+
+def test_evaluates_on_an_lvis_layout(model, tmp_path):
+    """model.evaluate runs DetPro over the images of an LVIS file and scores boxes and masks (random weights)."""
+    from test_evaluate_lvis_model import write_lvis
+
+    write_lvis(tmp_path, categories=lvis_like_categories())
+    metrics = model.evaluate("lvis_v1_val", root=tmp_path, batch_size=2, results_file=tmp_path / "results.json")
+    for prefix in ("", "mask_"):
+        assert {f"{prefix}{k}" for k in ("AP", "APr", "APc", "APf", "AR@300")} <= set(metrics)
+        assert all(-1.0 <= metrics[f"{prefix}{k}"] <= 1.0 for k in ("AP", "APr", "APc", "APf"))
+    records = json.loads((tmp_path / "results.json").read_text())
+    assert {r["image_id"] for r in records} == {11, 4} and all("segmentation" in r for r in records)
+    assert {r["category_id"] for r in records} <= set(model.category_ids)

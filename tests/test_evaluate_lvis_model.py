@@ -22,7 +22,7 @@ IMAGES = [(11, "val2017", "chelsea", [(3, 20, 10, 90, 70), (7, 100, 40, 150, 100
           (4, "train2017", "coffee", [(9, 30, 30, 80, 110)])]
 
 
-def write_lvis(root: Path) -> Path:
+def write_lvis(root: Path, categories: list[dict] = CATEGORIES) -> Path:
     """COCO 2017 folders with two images and an LVIS v1 style annotation file with polygon masks."""
     images, annotations = [], []
     for image_id, folder, name, objects in IMAGES:
@@ -38,7 +38,7 @@ def write_lvis(root: Path) -> Path:
                                 "segmentation": [polygon]})
     path = root / "annotations" / "lvis_v1_val.json"
     path.parent.mkdir(parents=True)
-    path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": CATEGORIES}))
+    path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
     return path
 
 
