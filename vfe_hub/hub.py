@@ -21,11 +21,10 @@ import logging
 import os
 import re
 import tempfile
-from dataclasses import replace
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
 import torch
@@ -212,9 +211,7 @@ class WeightFiles:
         if not path.is_file():
             raise WeightsNotFoundError(f"{path} is missing: {CONFIG_NAME} beside it lists {name}. Copy the whole "
                                        f"folder written by `vfe-hub convert`.")
-        if sha256_of(path) != self.listed[name]:
-            raise ChecksumError(f"{path} does not match the sha256 in {CONFIG_NAME} ({self.listed[name]}); the file "
-                                f"is corrupt or was replaced. Convert or download it again.")
+        check_sha256(path, self.listed[name], f"the {CONFIG_NAME} beside it")
         return path
 
 
@@ -301,12 +298,11 @@ def read_config(config_file: Path) -> dict:
         raise CorruptWeightsError(f"{config_file} is not valid JSON ({e}).") from e
 
 
-def check_weights_file(weights_file: Path, config: dict, where: str) -> None:
-    """Raise :class:`ChecksumError` unless ``weights_file`` has the sha256 that ``config`` (read from ``where``)
-    records for it."""
-    expected = config.get("sha256")
-    if expected and sha256_of(weights_file) != expected:
-        raise ChecksumError(f"{weights_file} does not match the sha256 in {where} ({expected}); the file is "
+def check_sha256(path: Path, expected: str | None, where: str) -> None:
+    """Raise :class:`ChecksumError` unless ``path`` has the sha256 ``expected`` (recorded in ``where``);
+    ``None`` checks nothing."""
+    if expected and sha256_of(path) != expected:
+        raise ChecksumError(f"{path} does not match the sha256 in {where} ({expected}); the file is "
                             f"corrupt or was replaced. Convert or download it again.")
 
 
@@ -318,6 +314,6 @@ def read_model_dir(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
             raise WeightsNotFoundError(f"{path} is not a vfe_hub weights folder: {f.name} is missing. "
                                        f"`vfe-hub convert NAME ORIGINAL.pth {path}` writes one.")
     config = read_config(config_file)
-    check_weights_file(weights_file, config, str(config_file))
+    check_sha256(weights_file, config.get("sha256"), str(config_file))
     return config, read_safetensors(weights_file)
 

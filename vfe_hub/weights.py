@@ -110,7 +110,7 @@ def _from_vfe_hub_repo(spec: ModelSpec, revision: str | None, progress: bool | N
             raise
         raise WeightsNotFoundError(f"{e}{conversion_hint(spec)}") from e
     config = hub.read_config(config_path)
-    hub.check_weights_file(path, config, f"{config_path.name} of {w.repo_id}")
+    hub.check_sha256(path, config.get("sha256"), f"{config_path.name} of {w.repo_id}")
     commit = hub.snapshot_commit(config_path, hub.CONFIG_NAME)
     files = hub.WeightFiles(config.get("files", {}), dataclasses.replace(w, revision=commit))
     provenance = hub.Provenance(f"hf://{w.repo_id}/{w.filename}", revision or commit, sha)
