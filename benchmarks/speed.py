@@ -32,8 +32,7 @@ def frames(count: int, height: int, width: int) -> list[Frame]:
 def measure(model, clip: list[Frame], batch_size: int) -> tuple[float, float, float]:
     """(frames/s, ms per batch, peak memory MiB) of one pass over ``clip`` after one warm-up batch."""
     device = model.device
-    run = lambda items: list(engine.run(model, items, model.spec.preprocess, device, model.dtype, batch_size,
-                                        progress_bar(progress=False)))
+    run = lambda items: list(engine.run(model, items, batch_size, progress_bar(progress=False)))
     if isinstance(model, vfe_hub.VideoDetector):
         model.reset()
     run(clip[:batch_size])

@@ -10,6 +10,7 @@ import torch
 from original_layouts import (PickledConfig, clip_text_layout, detpro_layout, detpro_state, mamba_layout, random_state,
                               stpn_layout, write_mmcv_checkpoint)
 from vfe_hub.convert import convert_state_dict, table_for
+from vfe_hub.models.detpro import ORIGINAL_FORMAT
 from vfe_hub.registry import Preprocess, get_spec
 
 # The layers do not depend on the input size; 320 x 192 keeps a ResNet-101 forward under a second on a CPU core.
@@ -60,6 +61,41 @@ def lvis_like_categories() -> list[dict]:
              "frequency": "r" if i % 4 == 0 else "cf"[i % 2]} for i in order]
 
 
+def _lively_detpro_state(layout: dict[str, tuple[int, ...]], seed: int) -> dict[str, torch.Tensor]:
+    """Random DetPro tensors whose RoI head's biases are scaled down (random unit biases would swamp the RoI
+    features, so every RoI would get the same scores) and whose mask logits' bias is raised, so that detections
+    and masks are not degenerate."""
+    state = detpro_state(layout, seed)
+    for key in state:
+        if key.startswith("roi_head.") and key.endswith(".bias") and ".bn." not in key and "clip_model" not in key:
+            state[key] = state[key] * 0.01
+    state["roi_head.mask_head.conv_logits.bias"] = torch.full((1,), 1.0)
+    return state
+
+
+def detpro_model(seed: int = 0):
+    """DetPro with random weights in the released layout (no CLIP), converted strictly, random L2-normalised class
+    embeddings (every fourth class novel), at the small input size with :data:`FAST` proposal counts."""
+    model = dataclasses.replace(get_spec(DETPRO), preprocess=DETPRO_SMALL).build(**FAST)
+    expected = {k: v.shape for k, v in model.state_dict().items() if k not in ("class_embeddings", "novel")}
+    state, _ = convert_state_dict(_lively_detpro_state(detpro_layout(clip=False), seed),
+                                  table_for(ORIGINAL_FORMAT), expected)
+    g = torch.Generator().manual_seed(seed + 1)
+    state["class_embeddings"] = torch.nn.functional.normalize(torch.randn(LVIS_V1_SIZE, 512, generator=g), dim=1)
+    state["novel"] = torch.arange(LVIS_V1_SIZE) % 4 == 0
+    model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
+def small_model(name: str, seed: int = 0):
+    """Every registered model, with random weights in its released layout, at a small input size."""
+    if name in LAYOUTS:
+        return video_model(name, seed)
+    if name == DETPRO:
+        return detpro_model(seed)
+    raise KeyError(f"{name} has no small test model yet: add one to tests/small_models.py")
+
+
 def write_detpro_release(folder: Path, *, text_tower: tuple[int, int] | None = None, contexts: int = 0,
                          seed: int = 0) -> dict:
     """A synthetic DetPro release in ``folder``: the mmcv checkpoint (random tensors in the released layout, with
@@ -67,17 +103,12 @@ def write_detpro_release(folder: Path, *, text_tower: tuple[int, int] | None = N
     config object), ``iou_neg5_ens.pth`` (``[1, 1203, 512]``, not normalised), an LVIS-style categories file and
     ``contexts`` prompt-context files. Returns the paths and the original tensors.
 
-    The RoI head's biases are scaled down (random unit biases would swamp the RoI features, so every RoI would get
-    the same scores) and the mask logits' bias is raised, so that detections and masks are not degenerate.
+    The tensors are :func:`_lively_detpro_state`'s.
     """
     layout = detpro_layout(clip=text_tower is None)
     if text_tower is not None:
         layout.update(clip_text_layout("roi_head.clip_model.", *text_tower))
-    state = detpro_state(layout, seed)
-    for key in state:
-        if key.startswith("roi_head.") and key.endswith(".bias") and ".bn." not in key and "clip_model" not in key:
-            state[key] = state[key] * 0.01
-    state["roi_head.mask_head.conv_logits.bias"] = torch.full((1,), 1.0)
+    state = _lively_detpro_state(layout, seed)
     categories = lvis_like_categories()
     names = [c["name"] for c in sorted(categories, key=lambda c: c["id"])]
     folder.mkdir(parents=True, exist_ok=True)

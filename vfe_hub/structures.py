@@ -23,7 +23,7 @@ class FrameInfo:
 class ImageBatch:
     """A padded, normalised batch on the model's device.
 
-    ``images (B, 3, Hp, Wp)``; ``image_sizes[i] = (h, w)`` is the resized, unpadded size of image ``i``;
+    ``images (B, 3, Hp, Wp)``, every image padded to the one size it has alone (see :mod:`vfe_hub.engine`); ``image_sizes[i] = (h, w)`` is the resized, unpadded size of image ``i``;
     ``scales[i] = (sx, sy) = (w / W, h / H)`` maps input pixels to resized pixels.
     """
 
@@ -34,26 +34,6 @@ class ImageBatch:
 
     def __len__(self) -> int:
         return self.images.shape[0]
-
-    def select(self, index: list[int]) -> ImageBatch:
-        """The sub-batch of the given positions (same padding)."""
-        return ImageBatch(self.images[index], [self.image_sizes[i] for i in index], [self.scales[i] for i in index],
-                          [self.frames[i] for i in index])
-
-    def by_padded_size(self, size_divisor: int) -> list[tuple[list[int], ImageBatch]]:
-        """The batch split into groups of images with the same own padded size (the resized size rounded up to
-        ``size_divisor``), each group cropped to that size: ``[(positions, sub-batch)]`` in order of first
-        appearance. A sub-batch holds exactly the tensors each of its images would have in a batch of its own,
-        so a network that runs group by group gives results independent of the batch's composition."""
-        groups: dict[tuple[int, int], list[int]] = {}
-        for i, size in enumerate(self.image_sizes):
-            groups.setdefault(tuple(-(-n // size_divisor) * size_divisor for n in size), []).append(i)
-        out = []
-        for (h, w), index in groups.items():
-            sub = self.select(index)
-            sub.images = sub.images[:, :, :h, :w]
-            out.append((index, sub))
-        return out
 
 
 @dataclass

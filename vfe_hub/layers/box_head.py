@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torchvision.ops import batched_nms
 
 from .box_coder import DeltaXYWHCoder
 from .conv import ConvNorm
+from .nms import multiclass_nms
 
 
 class ConvFCBoxHead(nn.Module):
@@ -57,8 +57,9 @@ def detect(proposals: torch.Tensor, scores: torch.Tensor, deltas: torch.Tensor, 
     column (a softmax, or DetPro's fused probabilities: no further normalisation happens here); ``deltas (K, 4C)``
     class-specific or ``(K, 4)`` class-agnostic (the one box is repeated for every class). Boxes are decoded and
     clipped to ``image_size`` (resized ``(h, w)``), divided by ``scale = (sx, sy)`` into input pixels, then every
-    (box, class) pair with score > ``score_thr`` enters class-wise NMS at ``iou``; the best ``max_per_img`` are
-    returned as ``(boxes (N, 4), scores (N,), labels (N,))`` with labels in ``0..C-1``, by decreasing score.
+    (box, class) pair with score > ``score_thr`` enters exact class-wise NMS at ``iou`` (:func:`.nms.multiclass_nms`);
+    the best ``max_per_img`` are returned as ``(boxes (N, 4), scores (N,), labels (N,))`` with labels in
+    ``0..C-1``, by decreasing score (equal scores by candidate order: proposal-major, then class).
     """
     scores = scores.float()
     num_classes = scores.shape[1]
@@ -68,5 +69,5 @@ def detect(proposals: torch.Tensor, scores: torch.Tensor, deltas: torch.Tensor, 
     labels = torch.arange(num_classes, device=scores.device).expand_as(scores)
     keep = scores.reshape(-1) > score_thr
     boxes, scores, labels = boxes.reshape(-1, 4)[keep], scores.reshape(-1)[keep], labels.reshape(-1)[keep]
-    order = batched_nms(boxes, scores, labels, iou)[:max_per_img]
+    order = multiclass_nms(boxes, scores, labels, iou, max_per_img)
     return boxes[order], scores[order], labels[order]

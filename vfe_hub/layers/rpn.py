@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torchvision.ops import batched_nms
 
 from .anchors import AnchorGenerator
 from .box_coder import DeltaXYWHCoder
+from .nms import multiclass_nms
 
 
 class RPNHead(nn.Module):
@@ -33,8 +33,8 @@ class ProposalSelector:
     Per level the ``nms_pre`` highest sigmoid scores are kept and decoded (clipped to the resized, unpadded image);
     with ``min_size > 0`` boxes narrower or lower than ``min_size`` are dropped (mmdetection 2.7's
     ``min_bbox_size``: kept where ``w >= min_size`` and ``h >= min_size``), with ``min_size = 0`` boxes of zero
-    width or height are dropped (``w > 0`` and ``h > 0``); NMS at ``iou`` runs per level (``batched_nms`` with
-    level ids); the best ``max_per_img`` remain, sorted by score.
+    width or height are dropped (``w > 0`` and ``h > 0``); NMS at ``iou`` runs per level
+    (:func:`.nms.multiclass_nms` keyed by level); the best ``max_per_img`` remain, sorted by score.
     """
 
     def __init__(self, anchors: AnchorGenerator, nms_pre: int, iou: float, max_per_img: int,
@@ -74,6 +74,6 @@ class ProposalSelector:
             sizes = boxes[:, 2:] - boxes[:, :2]
             valid = (sizes >= self.min_size).all(dim=1) if self.min_size > 0 else (sizes > 0).all(dim=1)
             boxes, scores, levels = boxes[valid], scores[valid], levels[valid]
-            keep = batched_nms(boxes, scores, levels, self.iou)[: self.max_per_img]
+            keep = multiclass_nms(boxes, scores, levels, self.iou, self.max_per_img)
             results.append((boxes[keep], scores[keep]))
         return results

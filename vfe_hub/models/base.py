@@ -30,6 +30,8 @@ class Detector(nn.Module):
     predict_options: dict[str, Any] = {}
     #: whether :meth:`set_vocabulary` can replace the classes
     open_vocabulary = False
+    #: whether the model keeps state across frames, so that frames must reach ``forward`` in order
+    stateful = False
 
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__()
@@ -112,7 +114,7 @@ class Detector(nn.Module):
 
         def generate() -> Iterator[Detections]:
             with progress_bar(total=total, unit="frame", desc=self.spec.name, progress=progress) as bar:
-                results = engine.run(self, frames, self.spec.preprocess, self.device, self.dtype, batch_size, bar)
+                results = engine.run(self, frames, batch_size, bar)
                 yield from self._results(results, options)
 
         return generate() if stream else list(generate())
@@ -136,6 +138,7 @@ class VideoDetector(Detector):
     """
 
     predict_options = {"protocol": "streaming"}
+    stateful = True
     #: how many references the paper protocol spreads over the whole video at its first frame
     paper_references = 14
     #: whether the paper protocol runs frames after the first in the released shuffled order
@@ -151,12 +154,13 @@ class VideoDetector(Detector):
         self._sequence = None
         self._reference_frames.clear()
 
-    def references_for(self, frame: FrameInfo) -> ImageBatch | None:
-        """The preprocessed reference frames for the first frame of ``frame.sequence`` (paper protocol), or None."""
+    def references_for(self, frame: FrameInfo) -> list[ImageBatch] | None:
+        """The preprocessed reference frames for the first frame of ``frame.sequence`` (paper protocol), or None:
+        batches of one padded size each (as :func:`vfe_hub.engine.run` forms them), the frames in order."""
         refs = self._reference_frames.pop(frame.sequence, None)
         if refs is None:
             return None
-        return engine.preprocess(refs, self.spec.preprocess, self.device)
+        return [batch for _, batch in engine.batches(refs, self.spec.preprocess, self.device, keep_order=True)]
 
     @staticmethod
     def reference_indices(length: int, count: int) -> list[int]:

@@ -13,9 +13,6 @@ crops in training). Each embedding is projected to 512-d, L2-normalised and comp
 repeated for every class with score > 1e-4, class-wise NMS 0.5, 300 detections; a class-agnostic FCN mask head
 on 14x14 RoIs of the final boxes gives masks pasted into the input image (threshold 0.5).
 
-Images run in groups of equal padded size (:meth:`ImageBatch.by_padded_size`): each image gets exactly the padding
-it has alone, as in the released evaluation (one image per GPU), so results do not depend on the batch.
-
 The default vocabulary is LVIS v1 (1203 classes, DetPro's released class embeddings ``iou_neg5_ens.pth``); its
 names and LVIS category ids come with the weights (``config.json``). :meth:`DetPro.set_vocabulary` embeds any other
 list of names with the CLIP text tower stored beside the weights (``text_encoder.safetensors``).
@@ -191,14 +188,7 @@ class DetPro(Detector):
             return torch.where(self.novel, p_image ** (1 - a) * p_text ** a, p_text ** (1 - a) * p_image ** a)
 
     def forward(self, batch: ImageBatch) -> list[Detections]:
-        """Detections with masks for the images of ``batch``, run in groups of equal padded size."""
-        results: list[Detections] = [None] * len(batch)  # type: ignore[list-item]
-        for index, group in batch.by_padded_size(self.spec.preprocess.size_divisor):
-            for i, det in zip(index, self._detect(group)):
-                results[i] = det
-        return results
-
-    def _detect(self, batch: ImageBatch) -> list[Detections]:
+        """Detections with masks for the images of ``batch``."""
         feats = self.neck(self.backbone(batch.images))
         proposals = [boxes for boxes, _ in self.proposals(self.rpn(feats), batch.image_sizes)]
         pooled = pool_rois(feats[:4], boxes_to_rois(proposals), STRIDES[:4], output_size=7, sampling_ratio=0)

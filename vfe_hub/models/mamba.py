@@ -62,12 +62,15 @@ class Mamba(VideoDetector):
         pooled = pool_rois(feats, boxes_to_rois(proposals), [STRIDE], output_size=7, sampling_ratio=2)
         return proposals, self.box_head.fcs[0](pooled.flatten(1)), [len(p) for p in proposals]
 
-    def _reference_rows(self, refs: ImageBatch | None) -> torch.Tensor | None:
+    def _reference_rows(self, refs: list[ImageBatch] | None) -> torch.Tensor | None:
         """First-fc features of the ``topk`` best proposals of each reference frame, frames in order."""
         if refs is None:
             return None
-        _, x, counts = self._rois(refs)
-        return torch.cat([rows[: self.topk] for rows in x.split(counts)])
+        rows = []
+        for batch in refs:
+            _, x, counts = self._rois(batch)
+            rows.extend(r[: self.topk] for r in x.split(counts))
+        return torch.cat(rows)
 
     def _first_frame(self, x: torch.Tensor, refs: torch.Tensor | None) -> torch.Tensor:
         """Fill both memories from the references (+ this frame's best rows) and enhance ``x`` against all of them."""

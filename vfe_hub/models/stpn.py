@@ -78,7 +78,7 @@ class Stpn(VideoDetector):
         """Reduced last-stage tokens ``(h * w, 96)`` of each image, run through the backbone without prompts."""
         return list(self.prompt_predictor.tokens(self.backbone(images)[-1]).chunk(len(images)))
 
-    def _advance(self, frame: FrameInfo) -> tuple[bool, ImageBatch | None, bool]:
+    def _advance(self, frame: FrameInfo) -> tuple[bool, list[ImageBatch] | None, bool]:
         """Count ``frame`` in its video: (first frame?, the paper protocol's references, joins the references?)."""
         start = frame.sequence != self._sequence
         refs = None
@@ -100,7 +100,8 @@ class Stpn(VideoDetector):
             if start:
                 self._tokens = []
                 if refs is not None:
-                    self._prompt = self.prompt_predictor(torch.cat(self._reference_tokens(refs.images)))
+                    tokens = [t for ref in refs for t in self._reference_tokens(ref.images)]
+                    self._prompt = self.prompt_predictor(torch.cat(tokens))
             if sample:
                 self._tokens = [*self._tokens, own[i]][-self.paper_references:]
                 self._prompt = self.prompt_predictor(torch.cat(self._tokens))

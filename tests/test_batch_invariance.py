@@ -1,0 +1,64 @@
+"""The engine's contract: no model's results depend on how frames are batched (see vfe_hub/engine.py).
+
+Every registered model runs on inputs that mix frame sizes with different padded sizes (two sequences of
+different sizes for every model; a folder of interleaved sizes for the image models) at batch sizes 1 to 4, under
+every protocol it has. Same labels, scores within 1e-5, boxes within 1e-3 px: batching changes only the float
+summation order of batched kernels.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from media import panning_clip, photo, write_image, write_video
+from small_models import SMALL, small_model
+from vfe_hub.engine import padded_size
+from vfe_hub.registry import MODELS
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module", params=sorted(MODELS))
+def model(request):
+    net = small_model(request.param)
+    if net.stateful:
+        net.paper_references = 3  # fewer paper-protocol references than the release's 14 keep the test fast
+    return net
+
+
+def protocols(model) -> list[dict]:
+    return [{"protocol": p} for p in ("streaming", "paper")] if "protocol" in model.predict_options else [{}]
+
+
+def assert_same(expected, got) -> None:
+    assert [d.frame.name for d in got] == [d.frame.name for d in expected]
+    for a, b in zip(expected, got):
+        assert len(a) > 0
+        assert torch.equal(a.labels, b.labels), a.frame.name
+        torch.testing.assert_close(b.scores, a.scores, rtol=0, atol=1e-5)
+        torch.testing.assert_close(b.boxes, a.boxes, rtol=0, atol=1e-3)
+
+
+def test_two_sequences_of_different_sizes(model, tmp_path):
+    """A folder of 120 x 160 frames, then a 90 x 160 video: padded to 192 x 256 and 192 x 320 (small rule)."""
+    folder = tmp_path / "frames"
+    for i, frame in enumerate(panning_clip(n=3, size=(120, 160))):
+        write_image(folder / f"{i:03d}.png", frame)
+    video = write_video(tmp_path / "wide.mp4", panning_clip(n=3, size=(90, 160), name="coffee"))
+    assert padded_size(120, 160, SMALL) != padded_size(90, 160, SMALL)
+    for options in protocols(model):
+        one = model.predict([folder, video], batch_size=1, **options)
+        assert len(one) == 6
+        for batch_size in (2, 3, 4):
+            assert_same(one, model.predict([folder, video], batch_size=batch_size, **options))
+
+
+def test_image_folder_of_interleaved_sizes(model, tmp_path):
+    if model.stateful:
+        pytest.skip("video models: a folder is one sequence, covered by the test above")  # image models only
+    sizes = [(120, 160), (90, 160), (120, 160), (100, 100), (90, 160)]
+    for i, size in enumerate(sizes):
+        write_image(tmp_path / f"{i}.png", photo(("chelsea", "coffee", "astronaut")[i % 3], size))
+    one = model.predict(tmp_path, batch_size=1)
+    for batch_size in (2, 3, 4):
+        assert_same(one, model.predict(tmp_path, batch_size=batch_size))
