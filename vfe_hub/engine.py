@@ -30,7 +30,7 @@ def preprocess(frames: Sequence[Frame], rule: Preprocess, device: torch.device) 
     """
     pin = device.type == "cuda"
     images = [f.image for f in frames]
-    infos = [FrameInfo(f.name, f.index, f.sequence, f.source, f.image.shape[:2]) for f in frames]
+    infos = [FrameInfo(f.name, f.index, f.sequence, f.source, f.image.shape[:2], f.image_id) for f in frames]
     sizes = [resized_size(*im.shape[:2], rule) for im in images]
     pad_h = -(-max(h for h, _ in sizes) // rule.size_divisor) * rule.size_divisor
     pad_w = -(-max(w for _, w in sizes) // rule.size_divisor) * rule.size_divisor
