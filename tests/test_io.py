@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 import re
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -73,6 +75,21 @@ def test_grayscale_and_rgba_files_become_rgb(tmp_path):
     np.testing.assert_array_equal(rgba_frame.image, rgba[..., :3])
 
 
+def test_palette_la_and_cmyk_files_become_rgb(tmp_path):
+    rgb = photo("coffee", (40, 60))
+    palette = Image.fromarray(rgb).quantize(16)
+    la = Image.fromarray(rgb).convert("LA")
+    cmyk = Image.fromarray(rgb).convert("CMYK")
+    palette.save(tmp_path / "palette.png")
+    la.save(tmp_path / "la.png")
+    cmyk.save(tmp_path / "cmyk.tif")
+    frames = list(open_frames([tmp_path / "palette.png", tmp_path / "la.png", tmp_path / "cmyk.tif"]))
+    for frame, image in zip(frames, [palette, la, cmyk]):
+        check_image(frame, (40, 60))
+        np.testing.assert_array_equal(frame.image, np.array(image.convert("RGB")))
+    assert mean_abs_diff(frames[2].image, rgb) < 2  # CMYK holds the same picture
+
+
 def test_exif_orientation_is_applied(tmp_path):
     image = photo("astronaut", (40, 60))
     exif = Image.Exif()
@@ -80,6 +97,77 @@ def test_exif_orientation_is_applied(tmp_path):
     Image.fromarray(image).save(tmp_path / "phone.png", exif=exif)
     frame, = open_frames(tmp_path / "phone.png")
     np.testing.assert_array_equal(frame.image, np.rot90(image, -1))
+
+
+def gray(values: np.ndarray) -> np.ndarray:
+    return np.repeat(values.astype(np.uint8)[..., None], 3, axis=2)
+
+
+def test_16_bit_png_is_read_on_the_full_16_bit_scale(tmp_path):
+    values = np.array([[0, 1, 128, 129, 257], [5000, 32767, 32768, 65278, 65535]], dtype=np.uint16)
+    Image.fromarray(values).save(tmp_path / "levels.png")
+    picture = photo("camera", (40, 60))[..., 0]
+    Image.fromarray(picture.astype(np.uint16) * 257).save(tmp_path / "camera16.png")
+    with Image.open(tmp_path / "levels.png") as image:
+        assert image.mode == "I;16"
+    levels, camera = open_frames([tmp_path / "levels.png", tmp_path / "camera16.png"])
+    check_image(levels, (2, 5))
+    np.testing.assert_array_equal(levels.image, gray(np.array([[0, 0, 0, 1, 1], [19, 127, 128, 254, 255]])))
+    np.testing.assert_array_equal(camera.image, gray(picture))  # v * 257 reads back as v
+    np.testing.assert_array_equal(read_frame(tmp_path / "camera16.png"), gray(picture))
+
+
+def test_high_bit_depth_pil_images(tmp_path):
+    values = np.array([[0, 257, 65535]], dtype=np.uint16)
+    big_endian = Image.frombytes("I;16B", (3, 1), values.astype(">u2").tobytes())
+    as_int32 = Image.fromarray(values.astype(np.int32))
+    signed = Image.fromarray(np.array([[-100, 0, 300]], dtype=np.int32))  # outside 0-65535: stretched
+    unit = Image.fromarray(np.array([[0.0, 0.2, 1.0]], dtype=np.float32))
+    wide = Image.fromarray(np.array([[-1.0, 0.0, 3.0]], dtype=np.float32))  # outside [0, 1]: stretched
+    flat = Image.fromarray(np.full((1, 3), 7.5, dtype=np.float32))
+    assert [im.mode for im in (big_endian, as_int32, signed, unit, wide, flat)] == ["I;16B", "I", "I", "F", "F", "F"]
+    unit.save(tmp_path / "unit.tif")
+    frames = list(open_frames([big_endian, as_int32, signed, unit, wide, flat, tmp_path / "unit.tif"]))
+    expected = [[0, 1, 255], [0, 1, 255], [0, 64, 255], [0, 51, 255], [0, 64, 255], [0, 0, 0], [0, 51, 255]]
+    for frame, row in zip(frames, expected, strict=True):
+        check_image(frame, (1, 3))
+        np.testing.assert_array_equal(frame.image, gray(np.array([row])))
+
+
+def test_float_image_with_nan_is_an_error(tmp_path):
+    Image.fromarray(np.array([[0.5, np.nan]], dtype=np.float32)).save(tmp_path / "nan.tif")
+    with pytest.raises(InputError, match=r"nan\.tif holds NaN or infinite values.*nan_to_num"):
+        list(open_frames(tmp_path / "nan.tif"))
+    with pytest.raises(InputError, match=r"input 1 \(PIL image\) holds NaN"):
+        list(open_frames([photo("coffee", (4, 4)), Image.fromarray(np.array([[np.inf]], dtype=np.float32))]))
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG file whose header claims ``width x height`` RGB pixels, with no pixel data."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+def test_decompression_bomb_is_an_input_error_that_says_how_to_allow_it(tmp_path, monkeypatch):
+    (tmp_path / "huge.png").write_bytes(png_header(50_000, 40_000))  # 2 gigapixels in 57 bytes
+    source = open_frames(tmp_path / "huge.png")  # nothing is decoded yet
+    with pytest.raises(InputError, match=r"huge\.png is too large to decode safely.*MAX_IMAGE_PIXELS = None"):
+        list(source)
+    image = photo("rocket", (40, 60))
+    path = write_image(tmp_path / "rocket.png", image)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2000)  # 2400 pixels: Pillow only warns up to twice the limit
+    with pytest.warns(Image.DecompressionBombWarning), pytest.raises(
+            InputError, match=r"rocket\.png is too large.*60 x 40 pixels, over PIL\.Image\.MAX_IMAGE_PIXELS = 2000"):
+        read_frame(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # Pillow refuses
+    with pytest.raises(InputError, match=r"rocket\.png is too large.*MAX_IMAGE_PIXELS = None"):
+        list(open_frames(path))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)  # the documented way to allow it
+    frame, = open_frames(path)
+    np.testing.assert_array_equal(frame.image, image)
 
 
 # ---------------------------------------------------------------------------------------------------- videos
@@ -241,6 +329,8 @@ def test_loose_images_and_videos_keep_input_order(tmp_path, clip, mp4):
     assert [(f.sequence, f.index) for f in frames] == [("<stream>", 0)] + [(mp4, i) for i in range(6)] + [
         ("<stream>", 1)]
     assert frames[-1].name == "<array 1>"
+    assert [f.image_id for f in frames] == list(range(1, 9))  # 1-based over the whole input, across sequences
+    assert [f.image_id for f in source] == list(range(1, 9))  # again on the next iteration
 
 
 # ---------------------------------------------------------------------------------------------------- read_frame

@@ -187,7 +187,7 @@ def detections(masks: torch.Tensor, boxes: torch.Tensor | None = None, scores: l
     boxes = torch.tensor([[0.0, 0.0, w, h]] * n) if boxes is None else boxes
     scores = torch.tensor(scores if scores is not None else [0.9] * n)
     labels = torch.tensor(labels if labels is not None else [0] * n)
-    frame = FrameInfo("frame", 0, "<stream>", None, (h, w))
+    frame = FrameInfo("frame", 0, "<stream>", None, (h, w), image_id=1)
     return Detections(boxes, scores, labels, ("cat", "dog", "bird"), frame, masks=Detections.encode_masks(masks))
 
 

@@ -53,6 +53,30 @@ def test_list_models_filters_with_wildcards():
     assert vfe_hub.list_models("nothing*") == []
 
 
+def test_list_models_filters_by_task_and_dataset():
+    assert vfe_hub.list_models(task="video-object-detection") == ["mamba_r101_dc5_vid", "stpn_swint_vid"]
+    assert vfe_hub.list_models(task="open-vocabulary-detection") == ["detpro_r50_fpn_lvis1"]
+    assert vfe_hub.list_models("stpn*", task="video-object-detection") == ["stpn_swint_vid"]
+    assert vfe_hub.list_models("stpn*", task="open-vocabulary-detection") == []
+    for dataset in ("imagenet_vid", "imagenet_vid_val"):  # the registry's name and the one evaluate() takes
+        assert vfe_hub.list_models(dataset=dataset) == ["mamba_r101_dc5_vid", "stpn_swint_vid"]
+    for dataset in ("lvis_v1_val", "lvis_v1"):
+        assert vfe_hub.list_models(dataset=dataset) == ["detpro_r50_fpn_lvis1"]
+    assert vfe_hub.list_models(task="open-vocabulary-detection", dataset="imagenet_vid") == []
+    every = {spec.task for spec in registry.MODELS.values()}
+    assert sorted(n for t in every for n in vfe_hub.list_models(task=t)) == vfe_hub.list_models()
+
+
+def test_list_models_rejects_unknown_task_or_dataset():
+    with pytest.raises(vfe_hub.VfeHubError, match=r"Unknown task 'video-detection'\. Did you mean "
+                                                  r"'video-object-detection'\? Valid: open-vocabulary-detection, "
+                                                  r"video-object-detection\."):
+        vfe_hub.list_models(task="video-detection")
+    with pytest.raises(vfe_hub.VfeHubError, match=r"Unknown dataset 'coco'\. Valid: imagenet_vid, "
+                                                  r"imagenet_vid_val, lvis_v1, lvis_v1_val\."):
+        vfe_hub.list_models(dataset="coco")
+
+
 def test_model_info_is_the_spec():
     info = vfe_hub.model_info("mamba_r101_dc5_vid")
     assert info["task"] == "video-object-detection" and len(info["classes"]) == 30

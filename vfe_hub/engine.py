@@ -70,7 +70,7 @@ def preprocess(frames: Sequence[Frame], rule: Preprocess, device: torch.device) 
     if len(padded) != 1:
         raise ValueError(f"preprocess takes frames of one padded size, got {sorted(padded)}: split them with "
                          "engine.same_padding")
-    infos = [FrameInfo(f.name, f.index, f.sequence, f.source, f.image.shape[:2]) for f in frames]
+    infos = [FrameInfo(f.name, f.index, f.sequence, f.source, f.image.shape[:2], f.image_id) for f in frames]
     sizes = [resized_size(*im.shape[:2], rule) for im in images]
     [(pad_h, pad_w)] = padded
     batch = torch.zeros(len(images), 3, pad_h, pad_w, device=device)

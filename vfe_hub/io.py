@@ -9,7 +9,7 @@
   scanned the same way. Hidden files and files of other types (annotations, notes) are skipped;
 * a glob pattern (``"frames/*.jpg"``, ``"data/**/*.png"``; ``**`` always recurses): matches sorted in natural
   order, the images of each parent directory forming one sequence, each video its own;
-* a :class:`PIL.Image.Image` (converted to RGB);
+* a :class:`PIL.Image.Image` (converted to RGB as image files are, see below);
 * a numpy array, ``uint8`` only: ``(H, W, 3)`` RGB, ``(H, W)`` grayscale (repeated to 3 channels) or
   ``(N, H, W, 3)`` for N frames. OpenCV images are BGR: pass ``img[..., ::-1]``;
 * a torch tensor in torchvision's CHW layout, on any device: ``(3, H, W)`` or ``(N, 3, H, W)``, either ``uint8``
@@ -17,7 +17,25 @@
 
 Image files given directly and in-memory images of one call form the sequence ``"<stream>"`` with consecutive
 indices, listed once in :attr:`FrameSource.sequences` where it first appears; iteration keeps the order of the
-inputs. A sequence key may occur only once per call (a directory or video given twice is an error).
+inputs. A sequence key may occur only once per call (a directory or video given twice is an error). Iteration
+also numbers every frame over the whole input: :attr:`Frame.image_id` is 1 for the first frame yielded, 2 for the
+next, across all sequences.
+
+Images become ``uint8`` RGB as follows. 8-bit and 1-bit modes (grayscale, palette, LA, RGBA, CMYK, YCbCr) are
+converted by Pillow (alpha is dropped, not blended). Single-channel 16-bit and 32-bit integer images (Pillow
+modes ``I;16``, ``I;16B``, ``I``, e.g. 16-bit PNG or TIFF) are read on the full 16-bit scale,
+``round(v / 257)`` (0 -> 0, 65535 -> 255): the same value gives the same grey in every image of a sequence, as in
+an image viewer; values outside 0-65535 (only possible in mode ``I``) are stretched from the image's minimum to its
+maximum instead. Floating-point images (mode ``F``) in [0, 1] become ``round(v * 255)``, others are stretched
+from their minimum to their maximum; a NaN or infinite value is an error. EXIF orientation is applied.
+
+An image file over Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``, about 89 megapixels by
+default) raises :class:`~vfe_hub.errors.InputError` when iterated (up to twice the limit Pillow itself only
+warns, and its ``DecompressionBombWarning`` still shows); allow larger files with
+``PIL.Image.MAX_IMAGE_PIXELS = None`` (or a larger number) before predicting. Images are decoded at full
+resolution even when the model resizes them far down: Pillow's JPEG ``draft`` mode would decode a smaller,
+DCT-scaled image whose pixels differ from a full decode followed by the model's resize, and whose size is not
+the input's, so it is not used.
 
 Nothing is decoded by :func:`open_frames`: it checks paths, arrays and video containers (metadata only), and
 iteration decodes one frame at a time. Every bad input raises :class:`~vfe_hub.errors.InputError` naming it;
@@ -67,7 +85,8 @@ class Frame:
     ``name`` is the image path, ``"clip.mp4#12"`` for frame 12 of a video, or ``"<array 3>"`` for the in-memory
     input at index 3 of the stream. ``index`` is the 0-based position within ``sequence``: the video path, the
     folder path, or ``"<stream>"``. ``source`` is what :func:`read_frame` re-reads: the absolute image path,
-    ``"/abs/clip.mp4#12"`` for a video frame, ``None`` for in-memory inputs.
+    ``"/abs/clip.mp4#12"`` for a video frame, ``None`` for in-memory inputs. ``image_id`` is the frame's 1-based
+    position over all frames of its :class:`FrameSource`, counted as it iterates (0 before that).
     """
 
     image: np.ndarray
@@ -75,10 +94,11 @@ class Frame:
     index: int
     sequence: str
     source: str | None
+    image_id: int = 0
 
     def __repr__(self) -> str:
         return (f"Frame(name={self.name!r}, index={self.index}, sequence={self.sequence!r}, "
-                f"shape={self.image.shape})")
+                f"image_id={self.image_id}, shape={self.image.shape})")
 
 
 @dataclass(frozen=True)
@@ -106,8 +126,13 @@ class FrameSource:
         self.sequences: list[tuple[str, int | None]] = list(lengths.items())
 
     def __iter__(self) -> Iterator[Frame]:
+        """The frames in input order, each with its :attr:`Frame.image_id` (1, 2, ... over all sequences)."""
+        image_id = 0
         for segment in self._segments:
-            yield from segment.read()
+            for frame in segment.read():
+                image_id += 1
+                frame.image_id = image_id
+                yield frame
 
     def __len__(self) -> int:
         """Total number of frames; ``TypeError`` if a video's container does not record its frame count."""
@@ -145,7 +170,7 @@ def open_frames(inputs: FrameInputs, *, recursive: bool = False) -> FrameSource:
         if isinstance(item, (str, os.PathLike)):
             new = _path_segments(os.path.expanduser(os.fspath(item)), recursive, stream_count)
         elif isinstance(item, Image.Image):
-            new = [_Segment(STREAM, 1, partial(_memory_frames, partial(_pil_rgb, item), 1, stream_count))]
+            new = [_Segment(STREAM, 1, partial(_memory_frames, partial(_pil_rgb, item, label), 1, stream_count))]
         elif isinstance(item, np.ndarray):
             new = [_Segment(STREAM, *_numpy_frames(item, label, stream_count))]
         elif isinstance(item, torch.Tensor):
@@ -312,13 +337,45 @@ def _image_frames(sequence: str, paths: list[str], start: int) -> Iterator[Frame
 
 
 def _load_image(path: str) -> np.ndarray:
-    """Decode an image file to (H, W, 3) uint8 RGB, applying its EXIF orientation."""
+    """Decode an image file to (H, W, 3) uint8 RGB (see the module docstring), applying its EXIF orientation."""
     try:
         with Image.open(path) as image:
-            return np.array(ImageOps.exif_transpose(image).convert("RGB"))
+            limit = Image.MAX_IMAGE_PIXELS
+            if limit is not None and image.width * image.height > limit:
+                raise _too_large_error(path, f"{image.width} x {image.height} pixels, over "
+                                             f"PIL.Image.MAX_IMAGE_PIXELS = {limit}")
+            return _rgb(ImageOps.exif_transpose(image), path)
+    except InputError:
+        raise
+    except Image.DecompressionBombError as error:
+        raise _too_large_error(path, str(error)) from error
     except (OSError, SyntaxError, ValueError) as error:
         raise InputError(f"{path} cannot be decoded as an image ({error}); check that it is a valid "
                          f"{_suffix(path)[1:].upper()} file, or re-save it") from error
+
+
+def _too_large_error(path: str, why: str) -> InputError:
+    return InputError(f"{path} is too large to decode safely ({why}); Pillow guards against decompression bombs. "
+                      "If you trust the file, allow it with PIL.Image.MAX_IMAGE_PIXELS = None (or a larger number) "
+                      "before predicting, or downscale it")
+
+
+def _rgb(image: Image.Image, name: str) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of a Pillow image of any mode, high bit depths scaled as the module docstring says."""
+    if image.mode not in ("F", "I") and not image.mode.startswith("I;16"):
+        return np.array(image.convert("RGB"))
+    values = np.asarray(image, dtype=np.float64)
+    if values.size and not np.isfinite(values).all():
+        raise InputError(f"{name} holds NaN or infinite values (Pillow mode {image.mode}); replace them, e.g. "
+                         "with numpy.nan_to_num, and save the image again")
+    low, high = (values.min(), values.max()) if values.size else (0, 0)
+    if image.mode == "F" and 0 <= low and high <= 1:
+        gray = values * 255.0
+    elif image.mode != "F" and 0 <= low and high <= 65535:
+        gray = values / 257.0
+    else:  # stretch the image's own range to 0-255
+        gray = (values - low) * (255.0 / (high - low)) if high > low else np.zeros(values.shape)
+    return np.repeat(np.round(gray).astype(np.uint8)[:, :, None], 3, axis=2)
 
 
 # ---------------------------------------------------------------------------------------------------- videos
@@ -385,8 +442,8 @@ def _memory_frames(get: Callable[[int], np.ndarray], count: int, start: int) -> 
         yield Frame(get(i), f"<array {start + i}>", start + i, STREAM, None)
 
 
-def _pil_rgb(image: Image.Image, _: int) -> np.ndarray:
-    return np.array(image.convert("RGB"))
+def _pil_rgb(image: Image.Image, label: str, _: int) -> np.ndarray:
+    return _rgb(image, f"{label} (PIL image)")
 
 
 def _numpy_frames(array: np.ndarray, label: str, start: int) -> tuple[int, Callable[[], Iterator[Frame]]]:

@@ -10,7 +10,7 @@ import importlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .errors import UnknownModelError, close_matches
+from .errors import UnknownModelError, VfeHubError, close_matches
 
 IMAGENET_VID_CLASSES: tuple[str, ...] = (
     "airplane", "antelope", "bear", "bicycle", "bird", "bus", "car", "cattle", "dog", "domestic_cat",
@@ -306,6 +306,28 @@ def get_spec(name: str) -> ModelSpec:
         ) from None
 
 
-def list_models(pattern: str = "*") -> list[str]:
-    """Registered model names matching the shell-style wildcard ``pattern``, sorted."""
-    return sorted(n for n in MODELS if fnmatch.fnmatchcase(n, pattern))
+def list_models(pattern: str = "*", *, task: str | None = None, dataset: str | None = None) -> list[str]:
+    """Registered model names matching the shell-style wildcard ``pattern``, sorted.
+
+    ``task`` keeps the models of one task (``"video-object-detection"``, ``"open-vocabulary-detection"``, ...: the
+    ``task`` of the registered models). ``dataset`` keeps the models with results on one benchmark (a name in
+    their ``datasets``, e.g. ``"imagenet_vid"`` or ``"lvis_v1_val"``; the ``_val`` suffix is optional, as in
+    ``evaluate``). An unknown task or dataset raises :class:`VfeHubError` listing the valid ones.
+    """
+    specs = [spec for name, spec in MODELS.items() if fnmatch.fnmatchcase(name, pattern)]
+    if task is not None:
+        _check_choice("task", task, {spec.task for spec in MODELS.values()})
+        specs = [spec for spec in specs if spec.task == task]
+    if dataset is not None:
+        stems = {d.removesuffix("_val") for spec in MODELS.values() for d in spec.datasets}
+        _check_choice("dataset", dataset, stems | {f"{stem}_val" for stem in stems})
+        stem = dataset.removesuffix("_val")
+        specs = [spec for spec in specs if stem in {d.removesuffix("_val") for d in spec.datasets}]
+    return sorted(spec.name for spec in specs)
+
+
+def _check_choice(what: str, value: str, valid: set[str]) -> None:
+    if value not in valid:
+        hint = close_matches(value, valid, n=1)
+        raise VfeHubError(f"Unknown {what} {value!r}." + (f" Did you mean {hint[0]!r}?" if hint else "")
+                          + f" Valid: {', '.join(sorted(valid))}.")

@@ -1,22 +1,42 @@
 """The data that flows through vfe_hub: a preprocessed batch in, :class:`Detections` out."""
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import torch
 
+from .errors import VfeHubError
+
 
 @dataclass
 class FrameInfo:
-    """Where a frame came from: ``name`` for people, ``source`` for re-reading it, ``sequence``/``index`` for video state."""
+    """Where a frame came from: ``name`` for people, ``source`` for re-reading it, ``sequence``/``index`` for video
+    state, ``size`` ``(H, W)`` of the input as given.
+
+    ``image_id`` is the frame's 1-based position over all the frames of one ``predict`` call (or one
+    :func:`vfe_hub.io.open_frames`), counted across sequences in input order: the first image or frame is 1, the
+    third frame of a second video after a 10-frame first one is 13. It is unique within a call; ``None`` for a
+    ``FrameInfo`` built by hand.
+    """
 
     name: str
     index: int
     sequence: str
     source: str | None
-    size: tuple[int, int]  # (H, W) of the input as given
+    size: tuple[int, int]
+    image_id: int | None = None
+
+
+_RECORD_COLUMNS = ("frame", "sequence", "index", "image_id", "x1", "y1", "x2", "y2", "score", "label", "class_name")
+"""The columns of :meth:`Detections.to_records`, followed by ``track_id`` for tracked detections."""
+
+
+class MissingDependencyError(VfeHubError, ImportError):
+    """An optional package (an extra of vfe_hub) that an export such as :meth:`Detections.to_df` needs is not
+    installed."""
 
 
 @dataclass
@@ -66,6 +86,15 @@ class Detections:
     def __len__(self) -> int:
         return self.boxes.shape[0]
 
+    def __repr__(self) -> str:
+        """One short line: the frame, the counts and the three best (class, score) pairs."""
+        name = self.frame.name if len(self.frame.name) <= 60 else "..." + self.frame.name[-57:]
+        order = self.scores.detach().cpu().argsort(descending=True)[:3].tolist()
+        top = [(self.class_names[int(self.labels[i])][:24], round(float(self.scores[i]), 2)) for i in order]
+        return (f"Detections(frame={name!r}, n={len(self)}, classes={len(self.class_names)}, "
+                f"masks={'no' if self.masks is None else 'yes'}, tracks={'no' if self.track_ids is None else 'yes'}, "
+                f"top={top})")
+
     @staticmethod
     def encode_masks(masks: torch.Tensor) -> list[dict]:
         """Run-length encode binary masks ``(N, H, W)`` (any device) into ``N`` pycocotools RLEs of size ``[H, W]``."""
@@ -91,10 +120,17 @@ class Detections:
         """COCO-style results: ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}`` per detection.
 
         With masks, each record also has ``"segmentation": {"size": [H, W], "counts": str}`` (the COCO / LVIS
-        results format). ``image_id`` defaults to the frame's name; category ids default to ``label + 1`` (1-based,
-        in ``class_names`` order, as the ImageNet VID and COCO-VID annotation files number them).
+        results format). ``image_id`` defaults to ``frame.image_id``, the frame's 1-based position over all the
+        frames of its ``predict`` call (see :class:`FrameInfo`), so the results of one call concatenated have
+        distinct integer ids, as ``pycocotools`` ``COCO.loadRes`` needs; pass ``image_id`` to use a dataset's own
+        ids. Category ids default to ``label + 1`` (1-based, in ``class_names`` order, as the ImageNet VID and
+        COCO-VID annotation files number them).
         """
-        image_id = self.frame.name if image_id is None else image_id
+        if image_id is None:
+            image_id = self.frame.image_id
+            if image_id is None:
+                raise VfeHubError(f"the detections of {self.frame.name} have no image id (their FrameInfo was built "
+                                  "without one): pass to_json(image_id=...)")
         boxes = self.boxes.detach().cpu().double().numpy()
         out = []
         for i, ((x1, y1, x2, y2), score, label) in enumerate(zip(boxes, self.scores.tolist(), self.labels.tolist())):
@@ -105,6 +141,42 @@ class Detections:
                 size, counts = self.masks[i]["size"], self.masks[i]["counts"]
                 out[-1]["segmentation"] = {"size": [int(n) for n in size], "counts": counts.decode("ascii")}
         return out
+
+    def to_records(self) -> list[dict[str, Any]]:
+        """One flat dict per detection, for tables: ``frame`` (the frame's name), ``sequence``, ``index``,
+        ``image_id`` (as in :meth:`to_json`), the box ``x1, y1, x2, y2`` in input pixels, ``score``, ``label``
+        (index into ``class_names``), ``class_name``, and ``track_id`` when the detections are tracked."""
+        f = self.frame
+        tracks = [[int(t)] for t in self.track_ids.tolist()] if self.track_ids is not None else [[]] * len(self)
+        rows = zip(self.boxes.detach().cpu().double().tolist(), self.scores.tolist(), self.labels.tolist(), tracks)
+        return [dict(zip(self._record_columns(), (f.name, f.sequence, f.index, f.image_id, *box, score, label,
+                                                  self.class_names[label], *track)))
+                for box, score, label, track in rows]
+
+    def to_df(self):
+        """:meth:`to_records` as a ``pandas.DataFrame``, one row per detection, with its columns even when there
+        is none (``pandas.concat`` the frames of a video). Needs pandas: ``pip install 'vfe_hub[pandas]'``."""
+        pandas = _optional("pandas", "pandas")
+        return pandas.DataFrame(self.to_records(), columns=self._record_columns())
+
+    def _record_columns(self) -> list[str]:
+        return [*_RECORD_COLUMNS, *(["track_id"] if self.track_ids is not None else [])]
+
+    def to_supervision(self):
+        """These detections as a ``supervision.Detections``: ``xyxy (N, 4)`` float32, ``confidence (N,)`` float32,
+        ``class_id (N,)`` int64 (the label), ``data["class_name"]`` the names as a numpy array, ``mask (N, H, W)``
+        bool when there are masks, ``tracker_id (N,)`` int64 when there are track ids, all on the CPU. Needs
+        supervision: ``pip install 'vfe_hub[supervision]'``."""
+        sv = _optional("supervision", "supervision")
+        labels = self.labels.detach().cpu().numpy().astype(np.int64)
+        return sv.Detections(
+            xyxy=self.boxes.detach().cpu().float().numpy().reshape(-1, 4),
+            mask=self.mask_tensor().cpu().numpy() if self.masks is not None else None,
+            confidence=self.scores.detach().cpu().float().numpy(),
+            class_id=labels,
+            tracker_id=self.track_ids.detach().cpu().numpy().astype(np.int64) if self.track_ids is not None else None,
+            data={"class_name": np.array([self.class_names[i] for i in labels], dtype=str)},
+        )
 
     def plot(self, image: Any = None, score_thr: float = 0.3, line_width: int = 2):
         """The frame with its detections drawn (a ``PIL.Image``), masks as translucent fills under the boxes.
@@ -127,12 +199,22 @@ class Detections:
             labels = [f"#{int(t)} {text}" for t, text in zip(self.track_ids[keep], labels)]
         colours = [_colour(int(l)) for l in self.labels[keep]]
         canvas = torch.from_numpy(array.copy()).permute(2, 0, 1)
-        if self.masks is not None and colours:
-            masks = _decode_masks([m for m, k in zip(self.masks, keep.tolist()) if k], self.frame.size)
-            canvas = draw_segmentation_masks(canvas, masks, alpha=0.5, colors=colours)
-        canvas = draw_bounding_boxes(canvas, self.boxes[keep].cpu().float(), labels=labels, colors=colours,
-                                     width=line_width)
+        if colours:  # with nothing kept the image comes back as it is (torchvision warns on drawing no box)
+            if self.masks is not None:
+                masks = _decode_masks([m for m, k in zip(self.masks, keep.tolist()) if k], self.frame.size)
+                canvas = draw_segmentation_masks(canvas, masks, alpha=0.5, colors=colours)
+            canvas = draw_bounding_boxes(canvas, self.boxes[keep].cpu().float(), labels=labels, colors=colours,
+                                         width=line_width)
         return Image.fromarray(canvas.permute(1, 2, 0).numpy())
+
+
+def _optional(module: str, extra: str) -> Any:
+    """Import an optional dependency, or say which extra of vfe_hub installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        raise MissingDependencyError(f"{module} is not installed; install it with pip install 'vfe_hub[{extra}]' "
+                                     f"(or pip install {module})") from error
 
 
 def _decode_masks(rles: list[dict], size: tuple[int, int]) -> torch.Tensor:
