@@ -1,9 +1,15 @@
-"""Throughput, latency and peak memory of a model for batch sizes 1, 4 and 16; prints a Markdown table.
+"""Throughput, latency and peak memory of models for batch sizes 1, 4 and 16; cached-load times; prints tables.
 
     python benchmarks/speed.py mamba_r101_dc5_vid --device cuda --dtype float16 --frames 64
+    python benchmarks/speed.py --device cpu --batch-sizes 1 4 --frames 8 --size 480 640 --torchvision --load
 
 Random weights are used unless --weights is given (speed does not depend on the values). Frames are a real
-photograph panned over time (scikit-image's sample data) at the model's input size; decoding is excluded.
+photograph panned over time (scikit-image's sample data) of ``--size``, resized by each model's own rule;
+decoding is excluded. ``--torchvision`` adds torchvision's ``maskrcnn_resnet50_fpn`` (its default resize, the
+same as DetPro's: 800 / 1333) on the same frames, and the ratio of each model's time per frame to it.
+``--load`` times a cached load of each model in a fresh process: the converted safetensors already on disk
+(a vfe_hub folder written here), ``vfe_hub.load`` to a model ready for its first frame, then that first frame,
+and the process's peak resident memory beside the weights' size (one copy of the weights is the floor).
 """
 from __future__ import annotations
 
@@ -48,6 +54,64 @@ def measure(model, clip: list[Frame], batch_size: int) -> tuple[float, float, fl
     return len(clip) / elapsed, 1000 * elapsed / -(-len(clip) // batch_size), peak
 
 
+def torchvision_row(clip: list[Frame], device: str, batch_size: int) -> float:
+    """Seconds per frame of torchvision's Mask R-CNN R50-FPN (random weights, 91 classes) over ``clip``."""
+    import torchvision
+
+    net = torchvision.models.detection.maskrcnn_resnet50_fpn(weights=None, weights_backbone=None).eval().to(device)
+    images = [torch.from_numpy(f.image).permute(2, 0, 1).float().div(255).to(device) for f in clip]
+    with torch.inference_mode():
+        net(images[:batch_size])
+        start = time.perf_counter()
+        for i in range(0, len(images), batch_size):
+            net(images[i:i + batch_size])
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+    return (time.perf_counter() - start) / len(images)
+
+
+_LOAD_PROBE = """
+import resource, sys, time
+start = time.perf_counter()
+import torch, vfe_hub
+from vfe_hub.io import Frame
+imported = time.perf_counter()
+model = vfe_hub.load(weights=sys.argv[1], device="cpu")
+loaded = time.perf_counter()
+model.predict(torch.zeros(3, 64, 64, dtype=torch.uint8))
+first = time.perf_counter()
+print(imported - start, loaded - imported, first - loaded, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+
+def load_rows(names: list[str]) -> None:
+    """Cached-load table: each model's random weights written as a vfe_hub folder, then loaded in a new process."""
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    from vfe_hub import cards, hub
+
+    print("\n| model | import s | load s | first frame s | peak RSS MiB | weights MiB |\n|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            spec = vfe_hub.registry.get_spec(name)
+            model = spec.build()
+            vocabulary = ({"classes": list(model.class_names), "category_ids": model.category_ids}
+                          if hasattr(model, "category_ids") else {})
+            folder = Path(tmp) / name
+            hub.write_model_dir(folder, model.state_dict(),
+                                {"name": name, "family": spec.family, "config": spec.config, **vocabulary},
+                                cards.render(spec))
+            size = (folder / hub.WEIGHTS_NAME).stat().st_size / 2**20
+            del model
+            out = subprocess.run([sys.executable, "-c", _LOAD_PROBE, str(folder)], capture_output=True, text=True,
+                                 check=True).stdout.split()
+            imported, loaded, first, rss = map(float, out[-4:])
+            print(f"| {name} | {imported:.2f} | {loaded:.2f} | {first:.2f} | {rss:.0f} | {size:.0f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("models", nargs="*", default=vfe_hub.list_models())
@@ -57,12 +121,17 @@ def main() -> None:
     parser.add_argument("--size", type=int, nargs=2, default=(720, 1280), metavar=("H", "W"))
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=(1, 4, 16))
     parser.add_argument("--weights", help="weights for the (single) model; default random")
+    parser.add_argument("--torchvision", action="store_true", help="add torchvision's Mask R-CNN R50-FPN as a baseline")
+    parser.add_argument("--load", action="store_true", help="also time a cached load of each model (fresh process)")
     args = parser.parse_args()
     device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu"
     print(f"torch {torch.__version__}, device {args.device} ({device_name}), dtype {args.dtype}, "
           f"{args.frames} frames of {args.size[0]}x{args.size[1]}\n")
-    print("| model | batch | frames/s | ms/batch | peak MiB |\n|---|---|---|---|---|")
     clip = frames(args.frames, *args.size)
+    baseline = {bs: torchvision_row(clip, args.device, bs) for bs in args.batch_sizes} if args.torchvision else {}
+    print("| model | batch | frames/s | ms/batch | peak MiB | time / torchvision Mask R-CNN |\n|---|---|---|---|---|---|")
+    for bs, seconds in baseline.items():
+        print(f"| torchvision maskrcnn_resnet50_fpn | {bs} | {1 / seconds:.2f} | {1000 * seconds * bs:.1f} | | 1.00 |")
     for name in args.models:
         if args.weights:
             model = vfe_hub.load(name, device=args.device, dtype=args.dtype, weights=args.weights)
@@ -71,7 +140,11 @@ def main() -> None:
             model.dtype = getattr(torch, args.dtype)
         for bs in args.batch_sizes:
             fps, ms, peak = measure(model, clip, bs)
-            print(f"| {name} | {bs} | {fps:.2f} | {ms:.1f} | {peak:.0f} |")
+            ratio = f"{1 / fps / baseline[bs]:.2f}" if bs in baseline else ""
+            print(f"| {name} | {bs} | {fps:.2f} | {ms:.1f} | {peak:.0f} | {ratio} |")
+        del model
+    if args.load:
+        load_rows(args.models)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from PIL import Image
 
 from media import panning_clip, photo, write_image, write_video
 from vfe_hub.errors import InputError
-from vfe_hub.io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, Frame, natural_key, open_frames, read_frame
+from vfe_hub.io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, Frame, FrameStore, natural_key, open_frames, read_frame
 
 LOSSY_TOLERANCE = 8.0  # mean abs difference (0-255) allowed after a lossy codec (jpeg, webp, H.264, mpeg4)
 
@@ -432,3 +432,37 @@ def test_bad_items_and_lists(tmp_path, clip, mp4):
 def test_extension_sets():
     assert {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"} == IMAGE_EXTENSIONS
     assert {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"} == VIDEO_EXTENSIONS
+
+
+def test_frame_store_gives_frames_back_in_any_order_from_disk(tmp_path):
+    """Video frames go to a temporary file, image files stay paths, arrays stay as given: each comes back equal,
+    with its identity, in any order."""
+    video = write_video(tmp_path / "clip.mp4", panning_clip(n=4, size=(48, 64)))
+    image = write_image(tmp_path / "still.png", photo("coffee", (30, 40)))
+    frames = list(open_frames([video, image, photo("chelsea", (20, 30))]))
+    with FrameStore() as store:
+        for frame in frames:
+            store.add(frame)
+        assert len(store) == len(frames) == 6
+        for i in (5, 2, 0, 4, 1, 3, 2):
+            got, want = store[i], frames[i]
+            assert np.array_equal(got.image, want.image) and got.image.dtype == np.uint8
+            assert (got.name, got.index, got.sequence, got.source, got.image_id) == (
+                want.name, want.index, want.sequence, want.source, want.image_id)
+
+
+def test_frame_store_keeps_decoded_video_frames_out_of_memory():
+    import tracemalloc
+
+    frame = np.full((240, 320, 3), 7, dtype=np.uint8)  # 230 KB each, 40 of them: 9.2 MB
+    tracemalloc.start()
+    try:
+        with FrameStore() as store:
+            before = tracemalloc.get_traced_memory()[0]
+            for i in range(40):
+                store.add(Frame(frame.copy(), f"clip.mp4#{i}", i, "clip.mp4", f"/videos/clip.mp4#{i}", i + 1))
+            held = tracemalloc.get_traced_memory()[0] - before
+            assert np.array_equal(store[39].image, frame)
+    finally:
+        tracemalloc.stop()
+    assert held < 1_000_000, f"{held} bytes held for 40 stored frames"

@@ -1,11 +1,14 @@
 """Behaviour every video model shares (MAMBA, STPN): predict on photographs and video, batching, protocols."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from media import panning_clip, photo, write_video
 from small_models import video_model
+from vfe_hub.errors import VfeHubError
+from vfe_hub.io import open_frames
 from vfe_hub.registry import get_spec
 
 NAMES = ["mamba_r101_dc5_vid", "stpn_swint_vid"]
@@ -82,11 +85,27 @@ def test_paper_protocol_is_deterministic_and_returns_frame_order(model, monkeypa
     assert not torch.equal(streaming[0].scores[:5], first[0].scores[:5]), "paper frame 0 sees the references"
 
 
+def test_paper_protocol_on_a_video_file_reads_frames_back_from_disk(model, monkeypatch, tmp_path):
+    """The paper protocol holds a video's decoded frames in a temporary file, not in memory: the results equal
+    those on the same frames given as arrays."""
+    monkeypatch.setattr(model, "paper_references", 3)
+    video = write_video(tmp_path / "clip.mp4", panning_clip(n=4, size=(120, 160)))
+    decoded = np.stack([f.image for f in open_frames(video)])
+    from_file = model.predict(video, protocol="paper", stream=True)
+    for a, b in zip(model.predict(decoded, protocol="paper"), from_file, strict=True):
+        assert torch.equal(a.labels, b.labels) and torch.equal(a.scores, b.scores) and torch.equal(a.boxes, b.boxes)
+
+
 def test_unknown_predict_option_suggests_the_closest(model):
     with pytest.raises(TypeError, match="did you mean 'protocol'"):
         model.predict(photo(), protcol="paper")
-    with pytest.raises(ValueError, match="streaming"):
+    with pytest.raises(VfeHubError, match="'streaming', 'paper'"):
         model.predict(photo(), protocol="offline")
+    with pytest.raises(VfeHubError, match="did you mean 'paper'"):
+        model.predict(photo(), protocol="papr")
+    for bad in (0, -1, "4", 2.0, True):
+        with pytest.raises(VfeHubError, match="batch_size must be a positive integer"):
+            model.predict(photo(), batch_size=bad)
 
 
 def test_pipeline_runs_the_model(model):

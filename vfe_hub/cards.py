@@ -102,6 +102,17 @@ Until the converted weights are reachable, a load fails naming these files and t
 `{conversion_command(spec)}`; then `vfe_hub.load(weights="<out_dir>")`."""
 
 
+_POST_PROCESSING = """Two deliberate differences from the original test code, both for exactness:
+
+- **Batching never changes results.** Every frame is padded exactly as it would be alone (frames of one batch are
+  grouped by padded size), so any `batch_size` gives the detections of one frame at a time, as the released
+  evaluations (one image per GPU) computed them.
+- **Class-wise NMS is exact.** Each class is suppressed on its own (`vfe_hub.layers.nms.multiclass_nms`). The
+  originals' `batched_nms` shifts the boxes of each class by an offset and runs one NMS (mmcv, below 10,000
+  boxes); the shift rounds coordinates, so a pair of boxes whose IoU lies within float rounding of the threshold
+  can be decided the other way there. This is rare: one detection of one frame in a full comparison run."""
+
+
 def render(spec: ModelSpec) -> str:
     """The whole model card as Markdown."""
     metric_rows = "\n".join(f"| {dataset} | {metric} | {value} |"
@@ -130,6 +141,8 @@ Paper{protocol}:
 {metric_rows}
 
 Reproduce with `python benchmarks/reproduce.py {spec.name} --root <data>`.
+
+{_POST_PROCESSING}
 
 ## Weights
 

@@ -47,11 +47,12 @@ import glob
 import logging
 import os
 import re
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
-from typing import Union
+from typing import BinaryIO, Union
 
 import av
 import numpy as np
@@ -509,3 +510,64 @@ def _tensor_frame(frames: torch.Tensor, i: int) -> np.ndarray:
     if frame.is_floating_point():
         frame = frame.float().mul(255).round().to(torch.uint8)
     return frame.permute(1, 2, 0).contiguous().numpy()
+
+
+# ---------------------------------------------------------------------------------------------------- random access
+
+
+class FrameStore:
+    """The frames of one sequence held by reference, for access in any order with bounded memory.
+
+    Image files are kept as their paths and decoded again on access; in-memory frames are kept as they are (the
+    caller holds those arrays anyway); decoded video frames are written to an unnamed temporary file (``H * W * 3``
+    bytes each, removed on :meth:`close`) and read back. Memory holds no decoded frame beyond in-memory inputs.
+    """
+
+    def __init__(self) -> None:
+        self._items: list[tuple[Frame, str | tuple[int, tuple[int, ...]] | None]] = []
+        self._spill: BinaryIO | None = None
+
+    def add(self, frame: Frame) -> None:
+        """Keep ``frame`` (appended; its position is its index in the store)."""
+        if frame.source is None:
+            self._items.append((frame, None))
+            return
+        bare = replace(frame, image=_NO_IMAGE)
+        if _suffix(frame.source) in IMAGE_EXTENSIONS:
+            self._items.append((bare, frame.source))
+            return
+        if self._spill is None:
+            self._spill = tempfile.TemporaryFile()
+        offset = self._spill.seek(0, os.SEEK_END)
+        self._spill.write(np.ascontiguousarray(frame.image).tobytes())
+        self._items.append((bare, (offset, frame.image.shape)))
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getitem__(self, position: int) -> Frame:
+        frame, where = self._items[position]
+        if where is None:
+            return frame
+        if isinstance(where, str):
+            return replace(frame, image=_load_image(where))
+        offset, shape = where
+        assert self._spill is not None
+        self._spill.seek(offset)
+        data = bytearray(self._spill.read(int(np.prod(shape))))
+        return replace(frame, image=np.frombuffer(data, dtype=np.uint8).reshape(shape))
+
+    def close(self) -> None:
+        if self._spill is not None:
+            self._spill.close()
+            self._spill = None
+        self._items.clear()
+
+    def __enter__(self) -> FrameStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+_NO_IMAGE = np.zeros((0, 0, 3), dtype=np.uint8)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from .. import engine
-from ..errors import VfeHubError, unknown_keyword_error
+from ..errors import VfeHubError, close_matches, unknown_keyword_error
 from ..progress import progress_bar
 from ..registry import MODELS, ModelSpec
 from ..structures import Detections, FrameInfo, ImageBatch
@@ -105,6 +105,8 @@ class Detector(nn.Module):
         (default: only on a terminal).
         """
         options = self._check_options(options)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise VfeHubError(f"batch_size must be a positive integer (frames run together), got {batch_size!r}")
         frames = self._frames(inputs, options)
         try:
             total = len(frames)  # type: ignore[arg-type]
@@ -127,6 +129,10 @@ class Detector(nn.Module):
         from ..evaluation.runner import evaluate_model
 
         return evaluate_model(self, dataset, **kwargs)
+
+
+#: the protocols of every video model: frames in order using only the past, or the published evaluation's
+PROTOCOLS = ("streaming", "paper")
 
 
 class VideoDetector(Detector):
@@ -169,8 +175,12 @@ class VideoDetector(Detector):
 
     def _check_options(self, options: dict[str, Any]) -> dict[str, Any]:
         options = super()._check_options(options)
-        if options["protocol"] not in ("streaming", "paper"):
-            raise ValueError(f"protocol must be 'streaming' or 'paper', got {options['protocol']!r}")
+        protocol = options["protocol"]
+        if protocol not in PROTOCOLS:
+            hint = close_matches(str(protocol), PROTOCOLS, n=1)
+            raise VfeHubError(f"protocol={protocol!r} is not a protocol of {self.spec.name}"
+                              + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                              + f"; use one of {', '.join(map(repr, PROTOCOLS))} (see the model card).")
         return options
 
     def _frames(self, inputs: Any, options: dict[str, Any]) -> Iterable:
@@ -194,8 +204,10 @@ class VideoDetector(Detector):
 class _PaperOrder:
     """Frames of each sequence in the paper protocol's order, with that sequence's references registered.
 
-    A sequence is held in memory while it runs. With ``paper_shuffle`` the frames after the first are shuffled
-    by one ``random.Random(10)`` driven over the sequences in order, as the released evaluation does.
+    A sequence is read once into a :class:`vfe_hub.io.FrameStore` (image paths, decoded video frames spilled to a
+    temporary file), so memory holds only the references and the frames in flight, on any video length. With
+    ``paper_shuffle`` the frames after the first are shuffled by one ``random.Random(10)`` driven over the
+    sequences in order, as the released evaluation does.
     """
 
     def __init__(self, model: VideoDetector, frames: Iterable) -> None:
@@ -206,12 +218,17 @@ class _PaperOrder:
         return len(self.frames)  # type: ignore[arg-type]
 
     def __iter__(self) -> Iterator:
+        from ..io import FrameStore
+
         rng = random.Random(10)
-        for _, group in itertools.groupby(self.frames, key=lambda f: f.sequence):
-            sequence = list(group)
-            refs = VideoDetector.reference_indices(len(sequence), self.model.paper_references)
-            self.model._reference_frames[sequence[0].sequence] = [sequence[i] for i in refs]
-            rest = sequence[1:]
-            if self.model.paper_shuffle:
-                rng.shuffle(rest)
-            yield from [sequence[0], *rest]
+        for key, group in itertools.groupby(self.frames, key=lambda f: f.sequence):
+            with FrameStore() as store:
+                for frame in group:
+                    store.add(frame)
+                refs = VideoDetector.reference_indices(len(store), self.model.paper_references)
+                self.model._reference_frames[key] = [store[i] for i in refs]
+                rest = list(range(1, len(store)))
+                if self.model.paper_shuffle:
+                    rng.shuffle(rest)
+                for i in (0, *rest):
+                    yield store[i]
