@@ -25,8 +25,8 @@ from vfe_hub.registry import Preprocess
 from vfe_hub.sharding import ShardError
 
 TESTS = Path(__file__).parent
-#: MAMBA at a smaller input still (frames of 120 x 160 run at 96 x 128)
-TINY = Preprocess(max_size=128, min_size=96, mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375),
+#: MAMBA at a smaller input still (frames of 120 x 160 run at 64 x 85, padded to 64 x 96)
+TINY = Preprocess(max_size=96, min_size=64, mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375),
                   size_divisor=16)
 
 

@@ -268,19 +268,19 @@ def evaluate(model: Detector, dataset: str, *, shard: tuple[int, int], out_dir: 
     is a single shard, or with ``wait=True`` on shard 0 (which waits for the others, then merges); else ``{}``.
 
     ``dataset_args`` are those of the dataset (:func:`vfe_hub.evaluation.runner.load_benchmark`); paths are
-    recorded absolute in the manifest.
+    (root, annotation file, a motion table file) are recorded absolute in the manifest.
     """
     from .evaluation.runner import dataset_name, load_benchmark, predict_units
 
-    dataset_args = {k: os.path.abspath(v) if k in ("root", "ann_file") and v is not None else v
+    dataset_args = {k: os.path.abspath(v) if isinstance(v, (str, os.PathLike)) and os.path.exists(v) else v
                     for k, v in dataset_args.items()}
     bench = load_benchmark(dataset, progress=progress, **dataset_args)
     bench.check_files()
     units = bench.units(model, batch_size)
     options, category_ids = bench.options_for(model), bench.category_ids(model)
     manifest = {"task": "evaluate", "dataset": dataset_name(dataset), "dataset_args": dataset_args,
-                "model": model.spec.name, "weights": model.weights_provenance, "options": options,
-                "batch_size": batch_size}
+                "model": model.spec.name, "weights": model.weights_provenance, "dtype": str(model.dtype),
+                "options": options, "batch_size": batch_size}
     run_shard(model, units, shard, out_dir, manifest,
               lambda indices: predict_units(model, units, indices, batch_size=batch_size, options=options,
                                             progress=progress, category_ids=category_ids))
@@ -308,7 +308,8 @@ def predict(model: Detector, inputs: Sequence[str], *, shard: tuple[int, int], o
         units.append(Unit((os.path.abspath(item),), tuple((position, k) for k in range(count))))
     options = model._check_options(options)
     manifest = {"task": "predict", "inputs": [unit.inputs[0] for unit in units], "model": model.spec.name,
-                "weights": model.weights_provenance, "options": options, "batch_size": batch_size}
+                "weights": model.weights_provenance, "dtype": str(model.dtype), "options": options,
+                "batch_size": batch_size}
     run_shard(model, units, shard, out_dir, manifest,
               lambda indices: predict_units(model, units, indices, batch_size=batch_size, options=options,
                                             progress=progress, image_ids=False))
@@ -332,6 +333,8 @@ def run_command(args: argparse.Namespace) -> dict[str, float] | None:
     common = {"shard": shard, "out_dir": args.out_dir, "batch_size": args.batch_size, "progress": not args.quiet,
               "wait": from_env}
     if args.command == "predict":
+        if args.output or args.save_dir:
+            raise ShardError(f"a sharded predict writes {RESULTS} into --out-dir; leave out --output and --save-dir.")
         predict(model, args.inputs, **common, **({"protocol": args.protocol} if args.protocol else {}))
         return None
     return evaluate(model, args.dataset, root=args.root, ann_file=args.ann_file, limit=args.limit, **common) or None
