@@ -226,14 +226,18 @@ def detpro_once(coco_root, detpro_dir, tmp_path_factory):
     return results.read_bytes(), metrics
 
 
-def test_image_shards_through_python_and_the_command_line(coco_root, detpro_dir, detpro_once, tiny_detpro,
-                                                           tmp_path, capsys):
+@pytest.mark.parametrize("count", [1, 3])
+def test_image_shards_equal_one_process(coco_root, detpro_dir, detpro_once, tiny_detpro, tmp_path, count):
     results, metrics = detpro_once
     model = vfe_hub.load(weights=detpro_dir)
-    for index in range(3):
-        model.evaluate("lvis_v1_val", root=coco_root, shard=(index, 3), out_dir=tmp_path / "python")
-    assert same_metrics(sharding.merge_and_score(tmp_path / "python"), metrics)
-    assert (tmp_path / "python" / "results.json").read_bytes() == results
+    for index in range(count):
+        model.evaluate("lvis_v1_val", root=coco_root, shard=(index, count), out_dir=tmp_path)
+    assert same_metrics(sharding.merge_and_score(tmp_path), metrics)
+    assert (tmp_path / "results.json").read_bytes() == results
+
+
+def test_image_shards_through_the_command_line(coco_root, detpro_dir, detpro_once, tiny_detpro, tmp_path, capsys):
+    results, metrics = detpro_once
     out = tmp_path / "cli"
     for index in range(2):
         assert cli.main(["evaluate", DETPRO, "lvis_v1_val", "--root", str(coco_root), "--weights", str(detpro_dir),

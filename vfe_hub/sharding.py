@@ -152,8 +152,8 @@ def _resume(part: Path, units: list[Unit], order: list[int]) -> list[int]:
     return done
 
 
-def run_shard(model: Detector, units: list[Unit], shard: tuple[int, int], out_dir: str | os.PathLike,
-              manifest: dict[str, Any], run: Callable[[list[int]], Any]) -> None:
+def run_shard(units: list[Unit], shard: tuple[int, int], out_dir: str | os.PathLike, manifest: dict[str, Any],
+              run: Callable[[list[int]], Any]) -> None:
     """Write shard ``shard = (i, n)`` of ``units`` into ``out_dir`` (module docstring for the files).
 
     ``run(indices)`` yields ``(unit, [(id, records)])`` for those units (:func:`~.evaluation.runner.predict_units`).
@@ -187,8 +187,11 @@ def wait_for_shards(out_dir: str | os.PathLike, poll_s: float = 5.0) -> None:
     """Block until every shard of ``out_dir`` has its completion marker (torchrun's rank 0 before merging)."""
     out_dir = Path(out_dir)
     count = read_manifest(out_dir)["shards"]
+    reported = None
     while missing := [i for i in range(count) if not (out_dir / f"{_name((i, count))}.done").is_file()]:
-        log.info("waiting for shard(s) %s of %d", ", ".join(map(str, missing)), count)
+        if missing != reported:
+            log.info("waiting for shard(s) %s of %d", ", ".join(map(str, missing)), count)
+            reported = missing
         time.sleep(poll_s)
 
 
@@ -281,7 +284,7 @@ def evaluate(model: Detector, dataset: str, *, shard: tuple[int, int], out_dir: 
     manifest = {"task": "evaluate", "dataset": dataset_name(dataset), "dataset_args": dataset_args,
                 "model": model.spec.name, "weights": model.weights_provenance, "dtype": str(model.dtype),
                 "options": options, "batch_size": batch_size}
-    run_shard(model, units, shard, out_dir, manifest,
+    run_shard(units, shard, out_dir, manifest,
               lambda indices: predict_units(model, units, indices, batch_size=batch_size, options=options,
                                             progress=progress, category_ids=category_ids))
     if shard[1] == 1 or (wait and shard[0] == 0):
@@ -310,7 +313,7 @@ def predict(model: Detector, inputs: Sequence[str], *, shard: tuple[int, int], o
     manifest = {"task": "predict", "inputs": [unit.inputs[0] for unit in units], "model": model.spec.name,
                 "weights": model.weights_provenance, "dtype": str(model.dtype), "options": options,
                 "batch_size": batch_size}
-    run_shard(model, units, shard, out_dir, manifest,
+    run_shard(units, shard, out_dir, manifest,
               lambda indices: predict_units(model, units, indices, batch_size=batch_size, options=options,
                                             progress=progress, image_ids=False))
     if shard[1] == 1 or (wait and shard[0] == 0):
