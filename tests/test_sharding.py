@@ -4,6 +4,7 @@ incomplete or of another run."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -167,6 +168,21 @@ def test_a_missing_shard_is_named(vid_root, tmp_path, capsys):
     assert "shard-00001-of-00003" in capsys.readouterr().err
     with pytest.raises(ShardError, match="no manifest.json"):
         sharding.merge_and_score(tmp_path / "elsewhere")
+
+
+def test_changed_and_repeated_shard_files_are_refused(vid_root, tmp_path):
+    for index in range(2):
+        Recorder().evaluate("imagenet_vid", root=vid_root, motion_iou="compute", shard=(index, 2), out_dir=tmp_path)
+    first, second = tmp_path / "shard-00000-of-00002.jsonl", tmp_path / "shard-00001-of-00002.jsonl"
+    original = second.read_bytes()
+    second.write_bytes(original + first.read_bytes())  # frames of shard 0 again
+    with pytest.raises(ShardError, match="does not match its marker shard-00001-of-00002.done"):
+        sharding.merge(tmp_path)
+    marker = tmp_path / "shard-00001-of-00002.done"
+    marker.write_text(json.dumps({**json.loads(marker.read_text()),
+                                  "sha256": hashlib.sha256(second.read_bytes()).hexdigest()}))
+    with pytest.raises(ShardError, match="shard-00001-of-00002 gives frame 1 a second time"):
+        sharding.merge(tmp_path)
 
 
 def test_shards_of_another_run_are_refused(vid_root, tmp_path):
