@@ -1,7 +1,9 @@
 """Full-size networks with random weights in the original layout, run at a small input size for fast CPU tests."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import json
 from pathlib import Path
 
@@ -9,6 +11,7 @@ import torch
 
 from original_layouts import (PickledConfig, clip_text_layout, detpro_layout, detpro_state, mamba_layout, random_state,
                               stpn_layout, write_mmcv_checkpoint)
+from vfe_hub import cli
 from vfe_hub.convert import convert_state_dict, table_for
 from vfe_hub.models.detpro import ORIGINAL_FORMAT
 from vfe_hub.registry import Preprocess, get_spec
@@ -128,3 +131,22 @@ def write_detpro_release(folder: Path, *, text_tower: tuple[int, int] | None = N
         torch.save(tensor, path)
     return {**paths, "state": state, "embeddings_tensor": embeddings, "context_tensors": context_tensors,
             "names": names}
+
+
+def convert_detpro(release: dict, out, *, contexts: bool = True) -> str:
+    """``vfe-hub convert`` of a synthetic release (:func:`write_detpro_release`); returns what it printed."""
+    args = ["convert", DETPRO, str(release["checkpoint"]), str(out), "--embeddings", str(release["embeddings"]),
+            "--categories", str(release["categories"])]
+    if contexts and release["contexts"]:
+        args += ["--contexts", *map(str, release["contexts"])]
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert cli.main(args) == 0
+    return printed.getvalue()
+
+
+def tiny_detpro_spec():
+    """DetPro's registry entry at the test size: the small input, :data:`FAST` and the :data:`TINY_TEXT` text tower
+    (a release written with ``text_tower=(64, 2)`` converts and loads under it)."""
+    spec = get_spec(DETPRO)
+    return dataclasses.replace(spec, preprocess=DETPRO_SMALL, config={**spec.config, "text_encoder": TINY_TEXT, **FAST})

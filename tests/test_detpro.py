@@ -3,9 +3,7 @@ score fusion against float64, open vocabularies through the test Hub, and the wa
 published."""
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import io
 import json
 import re
 import shutil
@@ -18,8 +16,8 @@ import torch.nn.functional as F
 import vfe_hub
 from media import photo
 from original_layouts import detpro_layout
-from small_models import (DETPRO, DETPRO_SMALL, FAST, LVIS_SPEAKER, MMDET_SPEAKER, TINY_TEXT, lvis_like_categories,
-                          small_spec, write_detpro_release)
+from small_models import (DETPRO, DETPRO_SMALL, FAST, LVIS_SPEAKER, MMDET_SPEAKER, TINY_TEXT, convert_detpro,
+                          lvis_like_categories, small_spec, write_detpro_release)
 from vfe_hub import cli, hub, registry, weights
 from vfe_hub.errors import ChecksumError, ConversionError, CorruptWeightsError, VfeHubError, WeightsNotFoundError
 from vfe_hub.layers.clip_text import CLIPTextEncoder
@@ -31,18 +29,6 @@ DRIVE_IDS = ("1ktTMZWFjUAGjzjlOdzxGfKQR8u9x_OmX", "1T-Ydo0YgneDbZYU2hu3wWm9MZ2pl
 OPEN_CLIP_VOCAB = open_clip.__file__.rsplit("/", 1)[0] + "/bpe_simple_vocab_16e6.txt.gz"
 
 
-def convert(release: dict, out, *, contexts: bool = True) -> str:
-    """``vfe-hub convert`` of a synthetic release; returns what it printed."""
-    args = ["convert", DETPRO, str(release["checkpoint"]), str(out), "--embeddings", str(release["embeddings"]),
-            "--categories", str(release["categories"])]
-    if contexts and release["contexts"]:
-        args += ["--contexts", *map(str, release["contexts"])]
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        assert cli.main(args) == 0
-    return printed.getvalue()
-
-
 @pytest.fixture(scope="module")
 def release(tmp_path_factory):
     """The released layout with the full CLIP ViT-B/32 (mixed float16 / float32) and two prompt contexts."""
@@ -52,7 +38,7 @@ def release(tmp_path_factory):
 @pytest.fixture(scope="module")
 def converted(release, tmp_path_factory):
     out = tmp_path_factory.mktemp("converted") / "detpro"
-    return out, convert(release, out)
+    return out, convert_detpro(release, out)
 
 
 @pytest.fixture(scope="module")
@@ -302,7 +288,7 @@ def tiny(tmp_path_factory):
     out = tmp_path_factory.mktemp("tiny") / "detpro"
     with pytest.MonkeyPatch.context() as mp:
         mp.setitem(registry.MODELS, DETPRO, patched)
-        convert(release, out)
+        convert_detpro(release, out)
     return out, release, patched
 
 
@@ -419,7 +405,7 @@ def test_companion_files_are_checked(tmp_path):
 
 def test_evaluates_on_an_lvis_layout(model, tmp_path):
     """model.evaluate runs DetPro over the images of an LVIS file and scores boxes and masks (random weights)."""
-    from test_evaluate_lvis_model import write_lvis
+    from benchmark_layouts import write_lvis
 
     write_lvis(tmp_path, categories=lvis_like_categories())
     metrics = model.evaluate("lvis_v1_val", root=tmp_path, batch_size=2, results_file=tmp_path / "results.json")

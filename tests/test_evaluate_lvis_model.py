@@ -10,36 +10,10 @@ import pytest
 import torch
 from torch import nn
 
-from media import photo, write_image
+from benchmark_layouts import CATEGORIES, write_lvis
 from small_models import small_spec
 from vfe_hub import Detector
 from vfe_hub.errors import DatasetError
-
-CATEGORIES = [{"id": 3, "name": "cat", "frequency": "r"}, {"id": 7, "name": "mug", "frequency": "c"},
-              {"id": 9, "name": "rocket", "frequency": "f"}]
-# (image id, folder, photo, [(category id, x1, y1, x2, y2)])
-IMAGES = [(11, "val2017", "chelsea", [(3, 20, 10, 90, 70), (7, 100, 40, 150, 100)]),
-          (4, "train2017", "coffee", [(9, 30, 30, 80, 110)])]
-
-
-def write_lvis(root: Path, categories: list[dict] = CATEGORIES) -> Path:
-    """COCO 2017 folders with two images and an LVIS v1 style annotation file with polygon masks."""
-    images, annotations = [], []
-    for image_id, folder, name, objects in IMAGES:
-        array = photo(name, (120, 160))
-        write_image(root / folder / f"{image_id:012d}.jpg", array)
-        images.append({"id": image_id, "height": 120, "width": 160, "neg_category_ids": [],
-                       "not_exhaustive_category_ids": [],
-                       "coco_url": f"http://images.cocodataset.org/{folder}/{image_id:012d}.jpg"})
-        for category, x1, y1, x2, y2 in objects:
-            polygon = [x1, y1, x2, y1, (x1 + x2) / 2, y2]  # a triangle: the mask differs from the box
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": category,
-                                "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1) / 2,
-                                "segmentation": [polygon]})
-    path = root / "annotations" / "lvis_v1_val.json"
-    path.parent.mkdir(parents=True)
-    path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
-    return path
 
 
 class Oracle(Detector):

@@ -1,47 +1,17 @@
 """model.evaluate: frames read from an ImageNet VID layout, results mapped to image ids, scored officially."""
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-from media import panning_clip, write_image
+from benchmark_layouts import write_vid
 from vfe_hub import VideoDetector
 from vfe_hub.errors import DatasetError
 from vfe_hub.evaluation import imagenet_vid_data
 from small_models import mamba, small_spec
-
-# (video, number of frames, objects per frame as (wordnet id, track id, x1, y1, x2, y2) moving 4 px per frame)
-VIDEOS = (("val/ILSVRC2015_val_00000000", 4, [("n02691156", 0, 10, 20, 70, 90)]),
-          ("val/ILSVRC2015_val_00000001", 3, [("n02391049", 0, 30, 10, 100, 60), ("n02084071", 1, 5, 5, 40, 50)]))
-
-
-def write_vid(root: Path) -> None:
-    """A two-video ILSVRC2015 layout: JPEG frames under Data/VID, XML under Annotations/VID, the video list."""
-    lines, first = [], 1
-    for video, count, objects in VIDEOS:
-        for k, frame in enumerate(panning_clip(n=count, size=(120, 160))):
-            write_image(root / "Data" / "VID" / video / f"{k:06d}.JPEG", frame)
-            ann = ET.Element("annotation")
-            size = ET.SubElement(ann, "size")
-            ET.SubElement(size, "width").text, ET.SubElement(size, "height").text = "160", "120"
-            for wnid, track, x1, y1, x2, y2 in objects:
-                obj = ET.SubElement(ann, "object")
-                for tag, value in (("trackid", track), ("name", wnid), ("occluded", 0), ("generated", 0)):
-                    ET.SubElement(obj, tag).text = str(value)
-                box = ET.SubElement(obj, "bndbox")
-                for tag, value in zip(("xmin", "ymin", "xmax", "ymax"), (x1 + 4 * k, y1, x2 + 4 * k, y2)):
-                    ET.SubElement(box, tag).text = str(value)
-            path = root / "Annotations" / "VID" / video / f"{k:06d}.xml"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            ET.ElementTree(ann).write(path)
-        lines.append(f"{video} {first} 0 {count}")
-        first += count
-    (root / "ImageSets" / "VID").mkdir(parents=True)
-    (root / "ImageSets" / "VID" / "VID_val_videos.txt").write_text("\n".join(lines) + "\n")
 
 
 class Oracle(VideoDetector):

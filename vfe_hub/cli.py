@@ -54,6 +54,23 @@ def _evaluate(args: argparse.Namespace) -> None:
     print(json.dumps(metrics, indent=2))
 
 
+def _sharded(run):
+    """``run``, unless --shard, --out-dir, --merge or a torchrun environment hand the command to vfe_hub.sharding."""
+    def dispatch(args: argparse.Namespace) -> None:
+        from . import sharding
+
+        merge = getattr(args, "merge", None)
+        if args.command == "evaluate" and not merge and None in (args.name, args.dataset, args.root):
+            raise VfeHubError("vfe-hub evaluate needs NAME DATASET --root DIR, or --merge DIR (a sharded run's "
+                              "folder).")
+        if not (args.shard or args.out_dir or merge or sharding.env_shard()):
+            return run(args)
+        metrics = sharding.run_command(args)
+        if metrics:
+            print(json.dumps(metrics, indent=2))
+    return dispatch
+
+
 def _dropped_summary(keys: list[str]) -> str:
     """Dropped keys grouped: ``*.num_batches_tracked`` and the first three name parts of the others."""
     groups: dict[str, int] = {}
@@ -103,13 +120,15 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(run=_info)
     for command, run in (("predict", _predict), ("evaluate", _evaluate)):
         s = sub.add_parser(command)
-        s.add_argument("name")
+        s.add_argument("name", nargs="?" if command == "evaluate" else None)
         s.add_argument("--device", default="cpu")
         s.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
         s.add_argument("--weights", help="local vfe_hub folder, .safetensors or original checkpoint")
         s.add_argument("--batch-size", type=int, default=1)
         s.add_argument("--quiet", action="store_true", help="no progress bar")
-        s.set_defaults(run=run)
+        s.add_argument("--shard", metavar="I/N", help="run only shard I of N (0 <= I < N) into --out-dir")
+        s.add_argument("--out-dir", help="folder of the shards' results (shared by all shards); resumable")
+        s.set_defaults(run=_sharded(run))
         if command == "predict":
             s.add_argument("inputs", nargs="+", help="images, folders, globs or videos")
             s.add_argument("--protocol", choices=["streaming", "paper"], help="video models only")
@@ -117,8 +136,9 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument("--save-dir", help="draw detections on the frames into this folder")
             s.add_argument("--score-thr", type=float, default=0.3, help="drawing threshold")
         else:
-            s.add_argument("dataset", help="e.g. imagenet_vid")
-            s.add_argument("--root", required=True, help="dataset root folder")
+            s.add_argument("dataset", nargs="?", help="e.g. imagenet_vid")
+            s.add_argument("--merge", metavar="DIR", help="merge the finished shards of DIR and score them (no model)")
+            s.add_argument("--root", help="dataset root folder (required unless --merge)")
             s.add_argument("--ann-file", help="annotation file (default: the dataset's usual one under --root)")
             s.add_argument("--limit", type=int, help="evaluate only the first N videos/images")
     s = sub.add_parser(

@@ -1,33 +1,134 @@
-"""Running a model over a benchmark and scoring it with the benchmark's official metric."""
+"""Running a model over a benchmark and scoring it with the benchmark's official metric.
+
+A benchmark is read into a :class:`Benchmark`: its frames grouped in sequences (a video, or a single image),
+each frame with its image id, and the scorer of COCO-style results. The model runs by *units*
+(:meth:`Benchmark.units`): a video model one whole video per ``predict`` call (its state never crosses videos),
+an image model ``batch_size`` consecutive images per call, so that every batch holds the same images however the
+run is split (:mod:`vfe_hub.sharding`). Results are ordered by image id, which for ImageNet VID is the
+(video, frame) order.
+"""
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from itertools import zip_longest
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from ..errors import DatasetError, close_matches
 from ..hub import atomic_write
+from ..progress import progress_bar
 from . import imagenet_vid, imagenet_vid_data, lvis, lvis_data
 
 if TYPE_CHECKING:
     from ..models.base import Detector
 
 
-def _write_results(records: list[dict], results_file: str | os.PathLike | None) -> None:
-    if results_file is not None:
-        atomic_write(Path(results_file), lambda tmp: tmp.write_text(json.dumps(records)))
+@dataclass(frozen=True)
+class FrameSequence:
+    """Frames that a video model must see together: ``source`` (a folder of frames, or one image file) and the
+    ``(image id, image file)`` of each of its frames, in frame order."""
+
+    source: str
+    frames: tuple[tuple[int, str], ...]
 
 
-def _imagenet_vid(model: Detector, *, root: str | os.PathLike, ann_file: str | os.PathLike | None = None,
-                  limit: int | None = None, protocol: str = "paper", batch_size: int = 1,
-                  progress: bool | None = None, motion_iou: str = "fgfa",
-                  results_file: str | os.PathLike | None = None) -> dict[str, float]:
+@dataclass(frozen=True)
+class Unit:
+    """What one ``predict`` call runs: its ``inputs`` and the id of each frame they yield, in order."""
+
+    inputs: tuple[str, ...]
+    ids: tuple[Any, ...]
+
+
+@dataclass
+class Benchmark:
+    """A dataset ready to run: ``sequences`` in dataset order, the scorer of COCO-style ``records`` (sorted by
+    image id), the ``predict`` options it asks of models that have them, and ``vocabulary``: the name of the
+    category set that the model must map its labels to (``model.category_ids``), if any."""
+
+    name: str
+    sequences: list[FrameSequence]
+    score: Callable[[list[dict]], dict[str, float]]
+    check_files: Callable[[], None]
+    predict_options: dict[str, Any] = field(default_factory=dict)
+    vocabulary: str | None = None
+
+    @property
+    def image_ids(self) -> list[int]:
+        return [image_id for seq in self.sequences for image_id, _ in seq.frames]
+
+    def units(self, model: Detector, batch_size: int) -> list[Unit]:
+        """Whole sequences for a :class:`~vfe_hub.VideoDetector`; blocks of ``batch_size`` images otherwise."""
+        from ..models.base import VideoDetector
+
+        if isinstance(model, VideoDetector):
+            return [Unit((seq.source,), tuple(i for i, _ in seq.frames)) for seq in self.sequences]
+        frames = [frame for seq in self.sequences for frame in seq.frames]
+        blocks = [frames[k:k + batch_size] for k in range(0, len(frames), max(batch_size, 1))]
+        return [Unit(tuple(path for _, path in block), tuple(i for i, _ in block)) for block in blocks]
+
+    def options_for(self, model: Detector) -> dict[str, Any]:
+        """The benchmark's ``predict`` options that ``model`` takes."""
+        return {k: v for k, v in self.predict_options.items() if k in model.predict_options}
+
+    def category_ids(self, model: Detector) -> list[int] | None:
+        """The model's label -> dataset category id map where the benchmark needs one (else label + 1)."""
+        if self.vocabulary is None:
+            return None
+        ids = getattr(model, "category_ids", None)
+        if ids is None:
+            raise DatasetError(f"{model.spec.name} has no {self.vocabulary} vocabulary (no category_ids); "
+                               f"{self.vocabulary} needs a model that predicts {self.vocabulary} categories.")
+        return ids
+
+
+def predict_units(model: Detector, units: Sequence[Unit], indices: Sequence[int], *, batch_size: int,
+                  options: dict[str, Any], progress: bool | None = None, category_ids: list[int] | None = None,
+                  image_ids: bool = True) -> Iterator[tuple[int, list[tuple[Any, list[dict]]]]]:
+    """Run ``units[u]`` for ``u`` in ``indices``, one ``predict`` call each; yield ``(u, [(id, records)])`` with
+    the COCO-style records (:meth:`~vfe_hub.Detections.to_json`) of each frame of the unit.
+
+    Records carry the frame's id as ``image_id`` (``image_ids=False``: the frame's name). Under the paper
+    protocol a video model's shuffle continues as if every unit before ``u`` had run in the same process
+    (:meth:`~vfe_hub.VideoDetector.paper_rng_states`).
+    """
+    from ..models.base import VideoDetector
+
+    states = (VideoDetector.paper_rng_states([len(unit.ids) for unit in units])
+              if isinstance(model, VideoDetector) and model.paper_shuffle else None)
+    missing = object()
+    with progress_bar(total=sum(len(units[u].ids) for u in indices), unit="frame", desc=model.spec.name,
+                      progress=progress) as bar:
+        for u in indices:
+            unit = units[u]
+            if states is not None:
+                model.paper_rng_state = states[u]
+            try:
+                items = []
+                detections = model.predict(list(unit.inputs), batch_size=batch_size, progress=False, stream=True,
+                                           **options)
+                for item_id, det in zip_longest(unit.ids, detections, fillvalue=missing):
+                    if item_id is missing or det is missing:
+                        raise DatasetError(f"{', '.join(unit.inputs)} gave a different number of frames than the "
+                                           f"{len(unit.ids)} listed for it; check that the folder holds exactly "
+                                           f"the frames of the annotations.")
+                    records = det.cpu().to_json(image_id=item_id if image_ids else None, category_ids=category_ids)
+                    items.append((item_id, records))
+                    bar.update(1)
+            finally:
+                if states is not None:
+                    model.paper_rng_state = None
+            yield u, items
+
+
+def _imagenet_vid(*, root: str | os.PathLike, ann_file: str | os.PathLike | None = None, limit: int | None = None,
+                  protocol: str = "paper", motion_iou: str = "fgfa", progress: bool | None = None) -> Benchmark:
     """ImageNet VID val: frames from ``<root>/Data/VID/<video>/``; ground truth from ``ann_file`` (COCO-VID JSON)
     or the XML annotations under ``root``; the first ``limit`` videos only if given (with the motion table sliced
-    alike). Returns :func:`vfe_hub.evaluation.imagenet_vid.evaluate`'s metrics."""
+    alike). Scored by :func:`vfe_hub.evaluation.imagenet_vid.evaluate`; video models run ``protocol``."""
     root = Path(root)
     gt = (imagenet_vid_data.load_coco_vid(ann_file) if ann_file
           else imagenet_vid_data.load_vid_xml(root, progress=progress))
@@ -38,22 +139,21 @@ def _imagenet_vid(model: Detector, *, root: str | os.PathLike, ann_file: str | o
         videos = gt.videos[:limit]
         count = sum(n for _, _, n in videos)
         gt, table = imagenet_vid_data.VidGroundTruth(gt.frames[:count], videos), table[:count]
-    folders = [str(root / "Data" / "VID" / name) for name, _, _ in gt.videos]
-    for folder in folders:
-        if not os.path.isdir(folder):
-            raise DatasetError(f"{folder} is missing: ImageNet VID frames are expected under <root>/Data/VID/.")
-    first_id = {os.path.normpath(f): first for f, (_, first, _) in zip(folders, gt.videos)}
-    results: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-    records = []
-    options = {"protocol": protocol} if "protocol" in model.predict_options else {}
-    for det in model.predict(folders, batch_size=batch_size, progress=progress, stream=True, **options):
-        image_id = first_id[os.path.normpath(det.frame.sequence)] + det.frame.index
-        det = det.cpu()
-        results[image_id] = (det.boxes.numpy(), det.scores.numpy(), det.labels.numpy() + 1)
-        if results_file is not None:
-            records.extend(det.to_json(image_id=image_id))
-    _write_results(records, results_file)
-    return imagenet_vid.evaluate(gt, results, motion_iou=table, progress=progress)
+    data = root / "Data" / "VID"
+    sequences = [FrameSequence(str(data / name), tuple((first + k, str(data / gt.frames[first + k - 1].file_name))
+                                                       for k in range(count)))
+                 for name, first, count in gt.videos]
+
+    def check_files() -> None:
+        for seq in sequences:
+            if not os.path.isdir(seq.source):
+                raise DatasetError(f"{seq.source} is missing: ImageNet VID frames are expected under "
+                                   f"<root>/Data/VID/.")
+
+    def score(records: list[dict]) -> dict[str, float]:
+        return imagenet_vid.evaluate(gt, records, motion_iou=table, progress=progress)
+
+    return Benchmark("imagenet_vid", sequences, score, check_files, {"protocol": protocol})
 
 
 def _lvis_subset(ann_file: Path, limit: int | None) -> lvis_data.LvisGroundTruth:
@@ -67,13 +167,12 @@ def _lvis_subset(ann_file: Path, limit: int | None) -> lvis_data.LvisGroundTruth
                                            "annotations": [a for a in data["annotations"] if a["image_id"] in ids]})
 
 
-def _lvis_v1(model: Detector, *, root: str | os.PathLike, ann_file: str | os.PathLike | None = None,
-             limit: int | None = None, batch_size: int = 1, progress: bool | None = None,
-             results_file: str | os.PathLike | None = None) -> dict[str, float]:
+def _lvis_v1(*, root: str | os.PathLike, ann_file: str | os.PathLike | None = None, limit: int | None = None,
+             progress: bool | None = None) -> Benchmark:
     """LVIS v1 val: images under the COCO root ``root`` (``train2017/`` and ``val2017/``), ground truth from
     ``ann_file`` (default ``<root>/annotations/lvis_v1_val.json``); the first ``limit`` images (by id) if given.
 
-    Returns the box metrics of :func:`vfe_hub.evaluation.lvis.evaluate` (300 detections per image) and, for
+    Scored by the box metrics of :func:`vfe_hub.evaluation.lvis.evaluate` (300 detections per image) and, for
     models with masks, the mask metrics prefixed ``mask_``. The model's ``category_ids`` map its labels to LVIS
     category ids.
     """
@@ -82,39 +181,69 @@ def _lvis_v1(model: Detector, *, root: str | os.PathLike, ann_file: str | os.Pat
     if not ann_file.is_file():
         raise DatasetError(f"{ann_file} is missing: pass ann_file=<lvis_v1_val.json> (from lvisdataset.org) or "
                            f"put it under <root>/annotations/.")
-    category_ids = getattr(model, "category_ids", None)
-    if category_ids is None:
-        raise DatasetError(f"{model.spec.name} has no LVIS vocabulary (no category_ids); LVIS needs a model that "
-                           f"predicts LVIS categories.")
     gt = _lvis_subset(ann_file, limit)
-    paths = {int(i): gt.image_path(root, int(i)) for i in gt.image_ids}
-    missing = [str(p) for p in paths.values() if not p.is_file()]
-    if missing:
-        raise DatasetError(f"{len(missing)} LVIS images are missing under {root}, e.g. {missing[0]}; LVIS v1 val "
-                           f"needs COCO 2017 train2017/ and val2017/ under root.")
-    image_id = {os.path.normpath(p): i for i, p in paths.items()}
-    records: list[dict] = []
-    for det in model.predict([str(p) for p in paths.values()], batch_size=batch_size, progress=progress,
-                             stream=True):
-        records.extend(det.cpu().to_json(image_id=image_id[os.path.normpath(det.frame.source)],
-                                         category_ids=category_ids))
-    _write_results(records, results_file)
-    metrics = lvis.evaluate(gt, records, iou_type="bbox", max_dets=300, progress=progress)
-    if records and "segmentation" in records[0]:
-        segm = lvis.evaluate(gt, records, iou_type="segm", max_dets=300, progress=progress)
-        metrics.update({f"mask_{k}": v for k, v in segm.items()})
-    return metrics
+    sequences = [FrameSequence(str(path), ((int(i), str(path)),))
+                 for i, path in ((i, gt.image_path(root, int(i))) for i in gt.image_ids)]
+
+    def check_files() -> None:
+        missing = [seq.source for seq in sequences if not os.path.isfile(seq.source)]
+        if missing:
+            raise DatasetError(f"{len(missing)} LVIS images are missing under {root}, e.g. {missing[0]}; LVIS v1 "
+                               f"val needs COCO 2017 train2017/ and val2017/ under root.")
+
+    def score(records: list[dict]) -> dict[str, float]:
+        metrics = lvis.evaluate(gt, records, iou_type="bbox", max_dets=300, progress=progress)
+        if records and "segmentation" in records[0]:
+            segm = lvis.evaluate(gt, records, iou_type="segm", max_dets=300, progress=progress)
+            metrics.update({f"mask_{k}": v for k, v in segm.items()})
+        return metrics
+
+    return Benchmark("lvis_v1", sequences, score, check_files, vocabulary="LVIS")
 
 
 DATASETS = {"imagenet_vid": _imagenet_vid, "lvis_v1": _lvis_v1}
 
 
-def evaluate_model(model: Detector, dataset: str, **kwargs: Any) -> dict[str, float]:
-    """Score ``model`` on ``dataset`` (``"imagenet_vid"``: :func:`_imagenet_vid`; ``"lvis_v1_val"``:
-    :func:`_lvis_v1`; see them for the arguments)."""
+def dataset_name(dataset: str) -> str:
+    """The canonical name of ``dataset`` (``"lvis_v1_val"`` -> ``"lvis_v1"``); :class:`DatasetError` if unknown."""
     name = dataset.removesuffix("_val")
     if name not in DATASETS:
         hint = close_matches(dataset, [f"{d}_val" for d in DATASETS])
         raise DatasetError(f"Unknown dataset {dataset!r}" + (f"; did you mean {hint[0]!r}?" if hint else "")
                            + f" Known: {', '.join(f'{d}_val' for d in DATASETS)}.")
-    return DATASETS[name](model, **kwargs)
+    return name
+
+
+def load_benchmark(dataset: str, **kwargs: Any) -> Benchmark:
+    """Read ``dataset``'s annotations (see :func:`_imagenet_vid` and :func:`_lvis_v1` for the arguments)."""
+    return DATASETS[dataset_name(dataset)](**kwargs)
+
+
+def evaluate_model(model: Detector, dataset: str, *, batch_size: int = 1, progress: bool | None = None,
+                   results_file: str | os.PathLike | None = None, shard: tuple[int, int] | None = None,
+                   out_dir: str | os.PathLike | None = None, **kwargs: Any) -> dict[str, float]:
+    """Score ``model`` on ``dataset`` (``"imagenet_vid"``: :func:`_imagenet_vid`; ``"lvis_v1_val"``:
+    :func:`_lvis_v1`; see them for the other arguments).
+
+    ``results_file`` receives the COCO-style results (sorted by image id). ``shard=(i, n)`` with ``out_dir`` runs
+    only shard ``i`` of ``n`` into ``out_dir`` (:func:`vfe_hub.sharding.evaluate`): the metrics come back only
+    when ``n == 1``; otherwise score the complete folder with :func:`vfe_hub.sharding.merge_and_score`.
+    """
+    if shard is not None or out_dir is not None:
+        from .. import sharding
+
+        if out_dir is None or results_file is not None:
+            raise DatasetError("shard=(i, n) needs out_dir=<a folder shared by the shards> (and no results_file: "
+                               "the merged results are written to out_dir).")
+        return sharding.evaluate(model, dataset, shard=shard or (0, 1), out_dir=out_dir, batch_size=batch_size,
+                                 progress=progress, **kwargs)
+    bench = load_benchmark(dataset, progress=progress, **kwargs)
+    bench.check_files()
+    units = bench.units(model, batch_size)
+    results = predict_units(model, units, range(len(units)), batch_size=batch_size, options=bench.options_for(model),
+                            progress=progress, category_ids=bench.category_ids(model))
+    items = sorted((item for _, unit_items in results for item in unit_items), key=lambda item: item[0])
+    records = [record for _, item_records in items for record in item_records]
+    if results_file is not None:
+        atomic_write(Path(results_file), lambda tmp: tmp.write_text(json.dumps(records)))
+    return bench.score(records)

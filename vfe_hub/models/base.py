@@ -149,6 +149,9 @@ class VideoDetector(Detector):
     paper_references = 14
     #: whether the paper protocol runs frames after the first in the released shuffled order
     paper_shuffle = False
+    #: the paper protocol's shuffle generator state at the next run's first sequence; ``None``: a fresh
+    #: ``random.Random(10)``, as the released evaluation starts (a shard continues it: :meth:`paper_rng_states`)
+    paper_rng_state: tuple | None = None
 
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__(spec)
@@ -172,6 +175,16 @@ class VideoDetector(Detector):
     def reference_indices(length: int, count: int) -> list[int]:
         """``count`` frame indices spread over a video of ``length`` frames: ``round(i * (length - 1) / (count - 1))``."""
         return sorted(round(i * (length - 1) / (count - 1)) for i in range(count))
+
+    @staticmethod
+    def paper_rng_states(lengths: Sequence[int]) -> list[tuple]:
+        """The paper protocol's shuffle generator state at the first frame of each sequence when sequences of
+        ``lengths`` frames run in this order (a shuffle's draws depend only on the number of frames it shuffles)."""
+        rng, states = random.Random(10), []
+        for length in lengths:
+            states.append(rng.getstate())
+            rng.shuffle([None] * (length - 1))
+        return states
 
     def _check_options(self, options: dict[str, Any]) -> dict[str, Any]:
         options = super()._check_options(options)
@@ -221,6 +234,8 @@ class _PaperOrder:
         from ..io import FrameStore
 
         rng = random.Random(10)
+        if self.model.paper_rng_state is not None:
+            rng.setstate(self.model.paper_rng_state)
         for key, group in itertools.groupby(self.frames, key=lambda f: f.sequence):
             with FrameStore() as store:
                 for frame in group:

@@ -1,0 +1,312 @@
+"""Sharded evaluation and prediction give exactly the results of one process: the plan, shards written and merged
+through Python, the command line and torchrun, a shard killed halfway and rerun, and the errors of a folder that is
+incomplete or of another run."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import vfe_hub
+from benchmark_layouts import VIDEOS, write_lvis, write_vid
+from small_models import (DETPRO, convert_detpro, lvis_like_categories, small_spec, tiny_detpro_spec,
+                          video_model, write_detpro_release)
+from vfe_hub import VideoDetector, cli, registry, sharding
+from vfe_hub.registry import Preprocess
+from vfe_hub.sharding import ShardError
+
+TESTS = Path(__file__).parent
+#: MAMBA at a smaller input still (frames of 120 x 160 run at 64 x 85, padded to 64 x 96)
+TINY = Preprocess(max_size=96, min_size=64, mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375),
+                  size_divisor=16)
+
+
+def same_metrics(a: dict[str, float], b: dict[str, float]) -> bool:
+    """Equal keys and values, NaN equal to NaN (classes without ground truth)."""
+    return a.keys() == b.keys() and all(a[k] == b[k] or (math.isnan(a[k]) and math.isnan(b[k])) for k in a)
+
+
+class Recorder(VideoDetector):
+    """A video model with the paper protocol's shuffle whose answers depend on the order it sees each video's frames:
+    one box per frame, scored by its position in that order. It raises after ``fail_after`` frames (a preempted
+    job)."""
+
+    paper_shuffle = True
+
+    def __init__(self, fail_after: int | None = None) -> None:
+        super().__init__(small_spec("mamba_r101_dc5_vid"))
+        self.anchor = nn.Parameter(torch.zeros(1))
+        self.fail_after = fail_after
+        self.seen: list[tuple[str, int]] = []
+
+    def forward(self, batch):
+        out = []
+        for frame in batch.frames:
+            if len(self.seen) == self.fail_after:
+                raise RuntimeError("preempted")
+            position = sum(sequence == frame.sequence for sequence, _ in self.seen)
+            self.seen.append((frame.sequence, frame.index))
+            box = torch.tensor([[10.0 + 4 * frame.index, 20.0, 70.0 + 4 * frame.index, 90.0]])
+            out.append(self.make_detections(frame, box, torch.tensor([1.0 / (1 + position)]), torch.tensor([0])))
+        return out
+
+
+@pytest.fixture(scope="module")
+def vid_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ILSVRC2015")
+    write_vid(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def recorded(vid_root, tmp_path_factory):
+    """One process, in memory: the Recorder's results file, metrics and order of frames, which is the order of one
+    ``predict`` call over all videos (the released evaluation's shuffle)."""
+    model, plain = Recorder(), Recorder()
+    results = tmp_path_factory.mktemp("one") / "results.json"
+    metrics = model.evaluate("imagenet_vid", root=vid_root, motion_iou="compute", results_file=results)
+    plain.predict([str(vid_root / "Data" / "VID" / video) for video, _, _ in VIDEOS], protocol="paper")
+    assert model.seen == plain.seen
+    return results.read_bytes(), metrics, model.seen
+
+
+# ------------------------------------------------------------------------------------------------- the plan
+
+def test_plan_gives_the_longest_units_to_the_least_loaded_shards():
+    # units by size: 0 (5), 2 (3), 3 (3), 4 (2), 1 (1); loads 5|0 -> 5|3 -> 5|6 -> 7|6 -> 7|7
+    assert sharding.plan([5, 1, 3, 3, 2], 2) == [[0, 4], [1, 2, 3]]
+    assert sharding.plan([1] * 7, 3) == [[0, 3, 6], [1, 4], [2, 5]]  # equal sizes: round robin
+    assert sharding.plan([4, 3], 3) == [[0], [1], []]
+    assert sharding.plan([2, 2, 2], 1) == [[0, 1, 2]]
+    with pytest.raises(ShardError, match="at least 1"):
+        sharding.plan([1], 0)
+
+
+def test_shard_from_text_and_from_torchrun(monkeypatch):
+    assert sharding.parse_shard("2/3") == (2, 3)
+    for bad in ("3/3", "1-3", "x/2"):
+        with pytest.raises(ShardError, match="I/N"):
+            sharding.parse_shard(bad)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert sharding.env_shard() is None
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert sharding.env_shard() == (3, 4) and sharding.rank_device("cpu") == "cpu"
+
+
+# ------------------------------------------------------------------------------------- a video model, by video
+
+def video_names(sequences) -> list[str]:
+    return sorted({Path(sequence).name for sequence in sequences})
+
+
+@pytest.mark.parametrize("count", [1, 2, 3])
+def test_video_shards_equal_one_process(vid_root, recorded, tmp_path, count):
+    results, metrics, seen = recorded
+    models = [Recorder() for _ in range(count)]
+    for index, model in enumerate(models):
+        scored = model.evaluate("imagenet_vid_val", root=vid_root, motion_iou="compute", shard=(index, count),
+                                out_dir=tmp_path)
+        assert same_metrics(scored, metrics) if count == 1 else scored == {}
+    assert sorted(p.name for p in tmp_path.glob("*.done")) == [f"shard-{i:05d}-of-{count:05d}.done"
+                                                               for i in range(count)]
+    assert same_metrics(sharding.merge_and_score(tmp_path), metrics)
+    assert (tmp_path / "results.json").read_bytes() == results
+    assert same_metrics(json.loads((tmp_path / "metrics.json").read_text()), metrics)
+    # whole videos, longest first to the least-loaded shard; each video's frames in the one-process shuffled order
+    names = [Path(video).name for video, _, _ in VIDEOS]
+    assert [video_names(s for s, _ in model.seen) for model in models] == [
+        [names[u] for u in units] for units in sharding.plan([n for _, n, _ in VIDEOS], count)]
+    for model in models:
+        for sequence in {s for s, _ in model.seen}:
+            assert [i for s, i in model.seen if s == sequence] == [i for s, i in seen if s == sequence]
+
+
+def test_the_paper_shuffle_continues_over_videos():
+    """A shard's video gets the generator state the one-process run reaches there, not a fresh one."""
+    states = VideoDetector.paper_rng_states([4, 3, 5])
+    rng = random.Random(10)
+    assert states[0] == rng.getstate()
+    rng.shuffle(list(range(3)))
+    assert states[1] == rng.getstate() and states[1] != states[0]
+
+
+def test_a_killed_shard_resumes_after_its_last_complete_video(vid_root, recorded, tmp_path):
+    results, metrics, _ = recorded
+    with pytest.raises(RuntimeError, match="preempted"):  # dies at the first frame of the second video
+        Recorder(fail_after=VIDEOS[0][1]).evaluate("imagenet_vid", root=vid_root, motion_iou="compute",
+                                                   shard=(0, 1), out_dir=tmp_path)
+    assert not list(tmp_path.glob("*.done")) and len((tmp_path / "shard-00000-of-00001.jsonl.part")
+                                                     .read_text().splitlines()) == VIDEOS[0][1]
+    rerun = Recorder()
+    assert same_metrics(rerun.evaluate("imagenet_vid", root=vid_root, motion_iou="compute", shard=(0, 1),
+                                       out_dir=tmp_path), metrics)
+    assert video_names(s for s, _ in rerun.seen) == [Path(VIDEOS[1][0]).name]  # the first video was not rerun
+    assert (tmp_path / "results.json").read_bytes() == results
+    again = Recorder()  # a complete shard is skipped
+    again.evaluate("imagenet_vid", root=vid_root, motion_iou="compute", shard=(0, 1), out_dir=tmp_path)
+    assert again.seen == []
+
+
+def test_a_missing_shard_is_named(vid_root, tmp_path, capsys):
+    for index in (0, 2):
+        Recorder().evaluate("imagenet_vid", root=vid_root, motion_iou="compute", shard=(index, 3), out_dir=tmp_path)
+    with pytest.raises(ShardError, match="shard-00001-of-00003"):
+        sharding.merge_and_score(tmp_path)
+    assert cli.main(["evaluate", "--merge", str(tmp_path)]) == 1
+    assert "shard-00001-of-00003" in capsys.readouterr().err
+    with pytest.raises(ShardError, match="no manifest.json"):
+        sharding.merge_and_score(tmp_path / "elsewhere")
+
+
+def test_changed_and_repeated_shard_files_are_refused(vid_root, tmp_path):
+    for index in range(2):
+        Recorder().evaluate("imagenet_vid", root=vid_root, motion_iou="compute", shard=(index, 2), out_dir=tmp_path)
+    first, second = tmp_path / "shard-00000-of-00002.jsonl", tmp_path / "shard-00001-of-00002.jsonl"
+    original = second.read_bytes()
+    second.write_bytes(original + first.read_bytes())  # frames of shard 0 again
+    with pytest.raises(ShardError, match="does not match its marker shard-00001-of-00002.done"):
+        sharding.merge(tmp_path)
+    marker = tmp_path / "shard-00001-of-00002.done"
+    marker.write_text(json.dumps({**json.loads(marker.read_text()),
+                                  "sha256": hashlib.sha256(second.read_bytes()).hexdigest()}))
+    with pytest.raises(ShardError, match="shard-00001-of-00002 gives frame 1 a second time"):
+        sharding.merge(tmp_path)
+
+
+def test_shards_of_another_run_are_refused(vid_root, tmp_path):
+    Recorder().evaluate("imagenet_vid", root=vid_root, motion_iou="compute", shard=(0, 2), out_dir=tmp_path)
+    with pytest.raises(ShardError, match="another run .*dataset_args"):
+        Recorder().evaluate("imagenet_vid", root=vid_root, motion_iou="compute", limit=1, shard=(1, 2),
+                            out_dir=tmp_path)
+    with pytest.raises(ShardError, match="another run .*shards"):
+        Recorder().evaluate("imagenet_vid", root=vid_root, motion_iou="compute", shard=(1, 3), out_dir=tmp_path)
+
+
+def test_predict_shards_by_input(vid_root, tmp_path):
+    folders = [str(vid_root / "Data" / "VID" / video) for video, _, _ in VIDEOS]
+    one = Recorder().predict(folders, protocol="paper")
+    for index in range(2):
+        sharding.predict(Recorder(), folders, shard=(index, 2), out_dir=tmp_path, protocol="paper")
+    assert sharding.merge_and_score(tmp_path) == {}
+    expected = [record for det in one for record in det.to_json()]
+    assert json.loads((tmp_path / "results.json").read_text()) == expected
+
+
+# ------------------------------------------------------------------------- real networks with random weights
+
+@pytest.fixture(scope="module")
+def coco_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("coco")
+    write_lvis(root, categories=lvis_like_categories())
+    return root
+
+
+@pytest.fixture(scope="module")
+def detpro_dir(tmp_path_factory):
+    """DetPro's release at the test size (tiny text tower), converted to a folder that any process can load with
+    the test-size registry entry (tests/small_cli.py)."""
+    release = write_detpro_release(tmp_path_factory.mktemp("release"), text_tower=(64, 2), seed=5)
+    out = tmp_path_factory.mktemp("detpro") / "weights"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(registry.MODELS, DETPRO, tiny_detpro_spec())
+        convert_detpro(release, out)
+    return out
+
+
+@pytest.fixture
+def tiny_detpro(monkeypatch):
+    monkeypatch.setitem(registry.MODELS, DETPRO, tiny_detpro_spec())
+
+
+@pytest.fixture(scope="module")
+def detpro_once(coco_root, detpro_dir, tmp_path_factory):
+    """DetPro in one process, in memory: the results file's bytes and the metrics."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(registry.MODELS, DETPRO, tiny_detpro_spec())
+        model = vfe_hub.load(weights=detpro_dir)
+    results = tmp_path_factory.mktemp("one") / "results.json"
+    metrics = model.evaluate("lvis_v1_val", root=coco_root, results_file=results)
+    assert json.loads(results.read_text())  # random weights still detect something
+    return results.read_bytes(), metrics
+
+
+@pytest.mark.parametrize("count", [1, 3])
+def test_image_shards_equal_one_process(coco_root, detpro_dir, detpro_once, tiny_detpro, tmp_path, count):
+    results, metrics = detpro_once
+    model = vfe_hub.load(weights=detpro_dir)
+    for index in range(count):
+        model.evaluate("lvis_v1_val", root=coco_root, shard=(index, count), out_dir=tmp_path)
+    assert same_metrics(sharding.merge_and_score(tmp_path), metrics)
+    assert (tmp_path / "results.json").read_bytes() == results
+
+
+def test_image_shards_through_the_command_line(coco_root, detpro_dir, detpro_once, tiny_detpro, tmp_path, capsys):
+    results, metrics = detpro_once
+    out = tmp_path / "cli"
+    for index in range(2):
+        assert cli.main(["evaluate", DETPRO, "lvis_v1_val", "--root", str(coco_root), "--weights", str(detpro_dir),
+                         "--shard", f"{index}/2", "--out-dir", str(out), "--quiet"]) == 0
+    capsys.readouterr()
+    assert cli.main(["evaluate", "--merge", str(out)]) == 0
+    assert same_metrics(json.loads(capsys.readouterr().out), metrics)
+    assert (out / "results.json").read_bytes() == results
+    manifest = sharding.read_manifest(out)
+    assert manifest["dataset"] == "lvis_v1" and manifest["dataset_args"]["root"] == str(coco_root)
+    assert manifest["model"] == DETPRO and manifest["shards"] == 2
+
+
+def test_torchrun_two_processes(coco_root, detpro_dir, detpro_once, tmp_path):
+    results, metrics = detpro_once
+    # torchrun would give each process one thread; the numbers are bitwise those of one process with as many
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS.parent), os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "0",
+         str(TESTS / "small_cli.py"), "evaluate", DETPRO, "lvis_v1_val", "--root", str(coco_root), "--weights",
+         str(detpro_dir), "--out-dir", str(tmp_path), "--quiet"],
+        env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert same_metrics(json.loads(done.stdout[done.stdout.index("{"):]), metrics)  # rank 0 scored, once
+    assert (tmp_path / "results.json").read_bytes() == results
+    assert sorted(p.name for p in tmp_path.glob("*.done")) == ["shard-00000-of-00002.done",
+                                                               "shard-00001-of-00002.done"]
+
+
+@pytest.fixture(scope="module")
+def mamba_tiny():
+    """MAMBA with random weights at a smaller input, with fewer proposals, memory rows and paper references."""
+    model = video_model("mamba_r101_dc5_vid", topk=10)
+    model.spec = dataclasses.replace(model.spec, preprocess=TINY)
+    model.proposals.max_per_img = 30
+    model.paper_references = 2
+    return model
+
+
+@pytest.fixture(scope="module")
+def mamba_once(vid_root, mamba_tiny, tmp_path_factory):
+    once = tmp_path_factory.mktemp("once") / "results.json"
+    metrics = mamba_tiny.evaluate("imagenet_vid", root=vid_root, motion_iou="compute", results_file=once)
+    assert json.loads(once.read_text())
+    return once.read_bytes(), metrics
+
+
+@pytest.mark.parametrize("count", [2, 3])
+def test_mamba_shards_equal_one_process(vid_root, mamba_tiny, mamba_once, tmp_path, count):
+    results, metrics = mamba_once
+    for index in range(count):
+        mamba_tiny.evaluate("imagenet_vid", root=vid_root, motion_iou="compute", shard=(index, count),
+                            out_dir=tmp_path)
+    assert same_metrics(sharding.merge_and_score(tmp_path), metrics)
+    assert (tmp_path / "results.json").read_bytes() == results
