@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -124,12 +123,11 @@ def _from_hub(spec: ModelSpec, expected: Shapes, revision: str | None, progress:
         return _from_vfe_hub_repo(spec, revision, progress)
     source = f"hf://{w.repo_id}/{w.filename}"
     cached = hub.converted_path(w, revision)
-    record = cached.with_suffix(".json")
-    if cached.is_file() and record.is_file():
-        state = hub.read_safetensors(cached)
+    found = hub.read_converted(cached)  # None when absent or damaged: then converted again from the original
+    if found is not None:
+        state, record = found
         check_state_dict(state, expected, f"The cached conversion {cached}")
-        provenance = hub.Provenance(source, revision, json.loads(record.read_text())["sha256"])
-        return LoadedWeights(state, provenance.as_dict())
+        return LoadedWeights(state, hub.Provenance(source, revision, record["sha256"]).as_dict())
     path, sha = hub.download(w, revision=revision, progress=progress)
     state = convert_original(spec, path, expected)
     provenance = hub.Provenance(source, revision, sha)

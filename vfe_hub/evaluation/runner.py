@@ -1,6 +1,7 @@
 """Running a model over a benchmark and scoring it with the benchmark's official metric."""
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from pathlib import Path
@@ -8,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import DatasetError, close_matches
+from ..errors import DatasetError, close_matches, unknown_keyword_error
 from ..hub import atomic_write
 from . import imagenet_vid, imagenet_vid_data, lvis, lvis_data
 
@@ -107,6 +108,9 @@ def _lvis_v1(model: Detector, *, root: str | os.PathLike, ann_file: str | os.Pat
 
 
 DATASETS = {"imagenet_vid": _imagenet_vid, "lvis_v1": _lvis_v1}
+#: what each dataset's ``root`` is
+ROOTS = {"imagenet_vid": "the ILSVRC folder, with Data/VID/<video>/ frames (and Annotations/VID/ without ann_file)",
+         "lvis_v1": "the COCO 2017 folder, with train2017/ and val2017/ (and annotations/lvis_v1_val.json)"}
 
 
 def evaluate_model(model: Detector, dataset: str, **kwargs: Any) -> dict[str, float]:
@@ -117,4 +121,10 @@ def evaluate_model(model: Detector, dataset: str, **kwargs: Any) -> dict[str, fl
         hint = close_matches(dataset, [f"{d}_val" for d in DATASETS])
         raise DatasetError(f"Unknown dataset {dataset!r}" + (f"; did you mean {hint[0]!r}?" if hint else "")
                            + f" Known: {', '.join(f'{d}_val' for d in DATASETS)}.")
-    return DATASETS[name](model, **kwargs)
+    run = DATASETS[name]
+    parameters = dict(list(inspect.signature(run).parameters.items())[1:])
+    if set(kwargs) - set(parameters):
+        raise unknown_keyword_error(f"evaluate({dataset!r})", sorted(set(kwargs) - set(parameters)), parameters)
+    if kwargs.get("root") is None:
+        raise DatasetError(f"evaluate({dataset!r}) needs root=<{ROOTS[name]}>.")
+    return run(model, **kwargs)
