@@ -3,14 +3,11 @@ from __future__ import annotations
 
 import inspect
 import os
-import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from . import weights as weights_mod
 from .errors import VfeHubError, WeightsNotFoundError, unknown_keyword_error
@@ -85,46 +82,6 @@ def _check_overrides(spec: ModelSpec, overrides: dict[str, Any]) -> None:
         raise unknown_keyword_error(f"load({spec.name!r})", unknown, [*own, *spec.config])
 
 
-_building = threading.local()
-
-
-def _register_on_meta(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
-    if param is not None and getattr(_building, "active", False):
-        param = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
-    _register_parameter(module, name, param)
-
-
-_register_parameter = nn.Module.register_parameter
-
-
-@contextmanager
-def _parameters_on_meta() -> Iterator[None]:
-    """Build modules whose parameters live on the ``meta`` device: no memory and no random initialisation (which
-    the weights replace anyway). Buffers and other tensors built in ``__init__`` (index tables, anchors) are made
-    as usual, so they are correct without the weights. Only the calling thread is affected."""
-    nn.Module.register_parameter = _register_on_meta  # type: ignore[method-assign]
-    _building.active = True
-    try:
-        yield
-    finally:
-        _building.active = False
-        # Another thread's build that loses the patch early just builds ordinary parameters, which load as well.
-        nn.Module.register_parameter = _register_parameter  # type: ignore[method-assign]
-
-
-def _materialise(model: nn.Module, device: torch.device) -> None:
-    """Give every ``meta`` parameter uninitialised storage on ``device`` (shared parameters stay shared), for the
-    strict load of the weights that fills all of them."""
-    made: dict[int, nn.Parameter] = {}
-    for module in model.modules():
-        for name, param in list(module.named_parameters(recurse=False)):
-            if param.is_meta:
-                if id(param) not in made:
-                    made[id(param)] = nn.Parameter(torch.empty_like(param, device=device),
-                                                   requires_grad=param.requires_grad)
-                module.register_parameter(name, made[id(param)])
-
-
 def load(name: str | None = None, *, device: torch.device | str | None = None, dtype: torch.dtype | str = torch.float32,
          weights: str | os.PathLike | None = None, revision: str | None = None, progress: bool | None = None,
          vocabulary: Sequence[str] | None = None, **overrides: Any) -> Detector:
@@ -144,13 +101,12 @@ def load(name: str | None = None, *, device: torch.device | str | None = None, d
     spec = get_spec(name if name is not None else _name_from_folder(weights))
     _check_overrides(spec, overrides)
     device, dtype = resolve_device(device), _dtype(dtype, spec.dtypes)
-    with _parameters_on_meta():
-        model = spec.build(**overrides)
+    model = weights_mod.empty_model(spec, **overrides)
     if vocabulary is not None and not model.open_vocabulary:
         model.set_vocabulary(vocabulary)  # raises before anything is downloaded: the classes of this model are fixed
     expected = {k: v.shape for k, v in model.state_dict().items()}
     loaded = weights_mod.resolve(spec, expected, weights=weights, revision=revision, progress=progress)
-    _materialise(model, device)
+    weights_mod.materialise(model, device)
     model.load_weights(loaded)
     model = set_dtype(model.to(device).eval(), dtype)
     if vocabulary is not None:

@@ -30,7 +30,8 @@ class CachedFile:
     """One cached file: its ``kind`` (``"converted"``, ``"original"``, ``"files"``, ``"embeddings"``, ...), the
     ``path`` a user sees, the ``blob`` holding its bytes (the same path, except in the Hugging Face cache), the
     ``size`` in bytes, the registry ``models`` it belongs to (empty: shared by several, or by none) and
-    ``expected``: ``(algorithm, hex digest)`` recorded or pinned for it, ``None`` when nothing was recorded."""
+    ``expected``: ``(algorithm, hex digest or its prefix)`` recorded or pinned for it, ``None`` when nothing was
+    recorded, and ``companions``: files that go with it (a conversion's ``.json`` record), counted in ``size``."""
 
     kind: str
     path: Path
