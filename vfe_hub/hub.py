@@ -35,7 +35,6 @@ from urllib.parse import urlsplit
 
 import torch
 from huggingface_hub import constants
-from huggingface_hub.utils import get_session
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
@@ -146,6 +145,8 @@ def fetch_url(url: str, *, sha256: str, filename: str, progress: bool | None = N
         raise DownloadError(f"{filename} is not in the cache ({target}) and HF_HUB_OFFLINE is set, so nothing is "
                             f"downloaded. Unset HF_HUB_OFFLINE once to download it from {url}, or place it there.")
 
+    from huggingface_hub.utils import get_session
+
     http = _http()
 
     def write(tmp: Path) -> None:
@@ -176,6 +177,8 @@ def fetch_url(url: str, *, sha256: str, filename: str, progress: bool | None = N
 
 def _http() -> ModuleType:
     """The HTTP library behind huggingface_hub's client (``httpx2``, or ``httpx`` for older releases)."""
+    from huggingface_hub.utils import get_session
+
     return importlib.import_module(type(get_session()).__module__.split(".")[0])
 
 
