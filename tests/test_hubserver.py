@@ -229,3 +229,21 @@ def test_stop_closes_the_port(fake_hub: FakeHub) -> None:
     address = urlsplit(fake_hub.endpoint)
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection((address.hostname, address.port), timeout=1)
+
+
+def test_refused_connection_is_retried_by_the_download_only(fake_hub: FakeHub, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What `vfe_hub.hub` relies on: for a file it has not cached, `hf_hub_download` answers a refused connection
+    by retrying with backoff (1 + 2 + 4 + 8 + 8 s of sleep), while one `get_hf_file_metadata` call does not retry."""
+    from huggingface_hub.utils import _http
+
+    fake_hub.add_file(REPO, "model.bin", WEIGHTS)
+    fake_hub.stop()
+    sleeps: list[float] = []
+    monkeypatch.setattr(_http, "time", types.SimpleNamespace(sleep=sleeps.append))
+
+    with pytest.raises(httpx2.ConnectError):
+        get_hf_file_metadata(hf_hub_url(REPO, "model.bin"))
+    assert sleeps == []
+    with pytest.raises(LocalEntryNotFoundError):
+        hf_hub_download(REPO, "model.bin")
+    assert sleeps == [1, 2, 4, 8, 8]

@@ -5,8 +5,12 @@ import dataclasses
 import hashlib
 import io
 import json
+import os
+import socket
+import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -67,12 +71,6 @@ def test_load_by_name_then_from_cache_with_the_server_stopped(served, original, 
     assert torch.equal(again.box_head.cls_score.weight, model.box_head.cls_score.weight)
     _offline(monkeypatch)
     assert vfe_hub.load(NAME).provenance()["sha256"] == prov["sha256"]
-
-
-def test_offline_without_cache_says_how_to_fix(served, monkeypatch):
-    _offline(monkeypatch)
-    with pytest.raises(DownloadError, match="HF_HUB_OFFLINE"):
-        vfe_hub.load(NAME)
 
 
 def test_revision_is_pinned(served, original):
@@ -263,3 +261,98 @@ def test_stpn_loads_through_the_same_hub_path(fake_hub, tmp_path, monkeypatch):
     video = write_video(tmp_path / "clip.mp4", panning_clip(n=2, size=(64, 96)))
     assert cli.main(["predict", name, str(video), "-o", str(out), "--quiet", "--score-thr", "0"]) == 0
     assert len({r["image_id"] for r in json.loads(out.read_text())}) == 2
+
+
+# ------------------------------------------------------------------------------------------------ no network
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _endpoint(monkeypatch, endpoint: str) -> None:
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+
+
+@pytest.mark.parametrize(("endpoint", "cause"), [
+    (f"http://127.0.0.1:{_closed_port()}", "127.0.0.1 is unreachable (ConnectError"),
+    ("http://vfe-hub-test.invalid", "no network: the host name vfe-hub-test.invalid cannot be resolved"),
+])
+def test_unreachable_hub_fails_at_once_with_the_cause_and_the_ways_out(served, monkeypatch, endpoint, cause):
+    _endpoint(monkeypatch, endpoint)
+    start = time.monotonic()
+    with pytest.raises(DownloadError) as info:
+        vfe_hub.load(NAME)
+    elapsed = time.monotonic() - start
+    message = str(info.value)
+    assert elapsed < 5, f"took {elapsed:.1f} s"  # huggingface_hub alone retries for about half a minute
+    assert cause in message and SPEC.weights.filename in message
+    assert all(way in message for way in ("weights=", "HF_HUB_OFFLINE=1", "HF_ENDPOINT"))
+
+
+def test_unreachable_hub_names_where_the_original_release_is(served, monkeypatch):
+    spec = registry.get_spec(NAME)
+    originals = {"epoch_6_model.pth": "https://example.org/release"}
+    monkeypatch.setitem(registry.MODELS, NAME, dataclasses.replace(
+        spec, weights=dataclasses.replace(spec.weights, originals=originals)))
+    _endpoint(monkeypatch, f"http://127.0.0.1:{_closed_port()}")
+    with pytest.raises(DownloadError, match="original release \\(epoch_6_model.pth: https://example.org/release\\)"):
+        vfe_hub.load(NAME)
+
+
+def test_offline_without_cache_names_offline_mode_and_the_ways_out(served, monkeypatch):
+    hub_server, _ = served
+    _offline(monkeypatch)
+    with pytest.raises(DownloadError) as info:
+        vfe_hub.load(NAME)
+    assert "HF_HUB_OFFLINE is set (offline mode) and the file is not in the cache" in str(info.value)
+    assert "weights=" in str(info.value) and not hub_server.requests
+
+
+def test_cached_weights_load_with_the_hub_unreachable(served):
+    hub_server, commit = served
+    vfe_hub.load(NAME)
+    hub.converted_path(SPEC.weights, commit[:7]).unlink()  # converted again from the original in the Hub cache
+    hub_server.stop()
+    start = time.monotonic()
+    assert vfe_hub.load(NAME).provenance()["revision"] == commit[:7]
+    assert time.monotonic() - start < 20
+
+
+# ------------------------------------------------------------------------------------------------ the cache
+
+
+def test_damaged_conversion_is_rebuilt_from_the_original(served, original):
+    hub_server, commit = served
+    vfe_hub.load(NAME)
+    cached = hub.converted_path(SPEC.weights, commit[:7])
+    record = json.loads(cached.with_suffix(".json").read_text())
+    good = cached.read_bytes()
+    key = "detector.roi_head.bbox_head.fc_cls.weight"
+    for damage in (good[:-1] + bytes([good[-1] ^ 1]), good[: len(good) // 2]):  # a flipped bit, a truncation
+        cached.write_bytes(damage)
+        model = vfe_hub.load(NAME)
+        assert torch.equal(model.box_head.cls_score.weight, original[0][key])
+        assert hub.sha256_of(cached) == record["converted_sha256"]
+    downloads = [r for r in hub_server.requests if r[0] == "GET"]
+    assert len(downloads) == 1  # rebuilt from the original in the Hugging Face cache, not downloaded again
+    cached.with_suffix(".json").write_text("{not json")
+    assert torch.equal(vfe_hub.load(NAME).box_head.cls_score.weight, original[0][key])
+    assert json.loads(cached.with_suffix(".json").read_text())["converted_sha256"] == record["converted_sha256"]
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_written_files_follow_the_umask(served, tmp_path, umask, mode):
+    previous = os.umask(umask)
+    try:
+        hub.atomic_write(tmp_path / "a.txt", lambda tmp: tmp.write_text("x"))
+        vfe_hub.load(NAME)
+    finally:
+        os.umask(previous)
+    cached = hub.converted_path(SPEC.weights, served[1][:7])
+    for path in (tmp_path / "a.txt", cached, cached.with_suffix(".json")):
+        assert stat.S_IMODE(path.stat().st_mode) == mode, path

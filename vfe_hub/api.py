@@ -1,7 +1,7 @@
 """The public entry points: :func:`load`, :func:`model_info` and :func:`list_models`."""
 from __future__ import annotations
 
-import json
+import inspect
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,13 +10,14 @@ from typing import Any
 import torch
 
 from . import weights as weights_mod
-from .errors import VfeHubError, WeightsNotFoundError
+from .errors import VfeHubError, WeightsNotFoundError, unknown_keyword_error
+from .hub import CONFIG_NAME, read_config
 from .models.base import Detector
-from .registry import get_spec, list_models
+from .registry import ModelSpec, get_spec, list_models
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
-__all__ = ["list_models", "load", "model_info"]
+__all__ = ["list_models", "load", "model_info", "resolve_device", "set_dtype"]
 
 
 def model_info(name: str) -> dict[str, Any]:
@@ -32,40 +33,88 @@ def _dtype(dtype: torch.dtype | str, supported: tuple[str, ...]) -> torch.dtype:
     return _DTYPES[key]
 
 
-def _device(device: torch.device | str) -> torch.device:
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise VfeHubError(f"device={str(device)!r} was requested but CUDA is not available here; use device='cpu'.")
-    return device
+def _devices() -> list[str]:
+    """The devices this machine offers: ``cpu``, ``cuda`` and ``cuda:<i>`` when CUDA is available, ``mps`` when
+    Apple's Metal is."""
+    devices = ["cpu"]
+    if torch.cuda.is_available():
+        devices += ["cuda", *(f"cuda:{i}" for i in range(torch.cuda.device_count()))]
+    if torch.backends.mps.is_available():
+        devices.append("mps")
+    return devices
+
+
+def resolve_device(device: torch.device | str | None) -> torch.device:
+    """``device`` checked against this machine (:class:`VfeHubError` naming the valid choices); ``None`` is the
+    first CUDA GPU when there is one, else the CPU."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    valid = _devices()
+    choices = f"valid here: {', '.join(repr(d) for d in valid)}, or None for the best available"
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise VfeHubError(f"device={device!r} is not a device name; {choices}.") from e
+    if str(parsed) not in valid:
+        if parsed.type == "cuda" and not torch.cuda.is_available():
+            why = "CUDA is not available here (no GPU, or a CPU-only build of PyTorch)"
+        elif parsed.type == "cuda":
+            why = f"this machine has {torch.cuda.device_count()} CUDA device(s)"
+        elif parsed.type == "mps":
+            why = "Apple's Metal (MPS) is not available here"
+        else:
+            why = f"vfe_hub runs on cpu, cuda or mps, not {parsed.type}"
+        raise VfeHubError(f"device={device!r} cannot be used: {why}; {choices}.")
+    return parsed
 
 
 def _name_from_folder(weights: str | os.PathLike | None) -> str:
-    config = Path(weights) / "config.json" if weights is not None else None
+    config = Path(weights) / CONFIG_NAME if weights is not None else None
     if config is None or not config.is_file():
         raise WeightsNotFoundError("load() needs a model name, or weights=<a vfe_hub folder with config.json>.")
-    return json.loads(config.read_text())["name"]
+    return read_config(config, required=("name",))["name"]
 
 
-def load(name: str | None = None, *, device: torch.device | str = "cpu", dtype: torch.dtype | str = torch.float32,
+def _check_overrides(spec: ModelSpec, overrides: dict[str, Any]) -> None:
+    unknown = sorted(set(overrides) - set(spec.config))
+    if unknown:
+        own = [n for n, p in inspect.signature(load).parameters.items() if p.kind is p.KEYWORD_ONLY]
+        raise unknown_keyword_error(f"load({spec.name!r})", unknown, [*own, *spec.config])
+
+
+def load(name: str | None = None, *, device: torch.device | str | None = None, dtype: torch.dtype | str = torch.float32,
          weights: str | os.PathLike | None = None, revision: str | None = None, progress: bool | None = None,
          vocabulary: Sequence[str] | None = None, **overrides: Any) -> Detector:
-    """Build the model ``name`` with its weights, on ``device``, in eval mode.
+    """Build the model ``name`` with its weights, on ``device`` (default: the GPU when CUDA is available, else
+    the CPU), in eval mode.
+
+    The weights are found and checked before the network gets memory: a missing file or an unreachable Hub fails
+    in moments, and no random initialisation is computed only to be overwritten.
 
     ``weights`` replaces the registry's Hub file with a local vfe_hub folder, ``.safetensors`` file or original
     checkpoint (converted on the fly); with a folder the name may be omitted. ``revision`` loads another commit
     of the registry's Hub repository. ``dtype`` float16/bfloat16 runs inference under autocast. ``vocabulary``
     (open-vocabulary models only) replaces the default classes with these names (see ``set_vocabulary``).
-    ``overrides`` replace entries of the model's config (e.g. ``seed``).
+    ``overrides`` replace entries of the model's config (``model_info(name)["config"]``, e.g. ``seed``); a
+    misspelt keyword raises :class:`~vfe_hub.errors.UnknownArgumentError` with the closest name.
     """
     spec = get_spec(name if name is not None else _name_from_folder(weights))
-    device, dtype = _device(device), _dtype(dtype, spec.dtypes)
-    model = spec.build(**overrides)
+    _check_overrides(spec, overrides)
+    device, dtype = resolve_device(device), _dtype(dtype, spec.dtypes)
+    model = weights_mod.empty_model(spec, **overrides)
     if vocabulary is not None and not model.open_vocabulary:
         model.set_vocabulary(vocabulary)  # raises before anything is downloaded: the classes of this model are fixed
     expected = {k: v.shape for k, v in model.state_dict().items()}
-    model.load_weights(weights_mod.resolve(spec, expected, weights=weights, revision=revision, progress=progress))
-    model.dtype = dtype
-    model = model.to(device).eval()
+    loaded = weights_mod.resolve(spec, expected, weights=weights, revision=revision, progress=progress)
+    weights_mod.materialise(model, device)
+    model.load_weights(loaded)
+    model = set_dtype(model.to(device).eval(), dtype)
     if vocabulary is not None:
         model.set_vocabulary(vocabulary, progress=progress)
+    return model
+
+
+def set_dtype(model: Detector, dtype: torch.dtype | str) -> Detector:
+    """Run ``model``'s inference in ``dtype`` (float16/bfloat16 under autocast; the weights stay float32)."""
+    model.dtype = _dtype(dtype, model.spec.dtypes)
     return model

@@ -109,6 +109,30 @@ def _publish(args: argparse.Namespace) -> None:
     print(f"uploaded {folder} to {args.repo_id} at revision {commit.oid}")
 
 
+def _cache(args: argparse.Namespace) -> None:
+    from . import cache
+
+    if args.action == "prune" and not (args.names or args.all):
+        raise VfeHubError("vfe-hub cache prune needs model names, or --all to remove everything vfe_hub cached.")
+    files = cache.entries(args.names)
+    if args.action == "list":
+        for f in files:
+            print(f"{f.kind:10s} {cache.human_size(f.size):>9s}  {','.join(f.models) or '-':28s} {f.path}")
+        print(f"{len(files)} files, {cache.human_size(sum(f.size for f in files))}")
+    elif args.action == "verify":
+        checked = cache.verify(files)
+        for f, ok in checked:
+            print(f"{'ok' if ok else 'DAMAGED' if ok is False else 'unchecked':9s} {f.kind:10s} {f.path}")
+        damaged = [f for f, ok in checked if ok is False]
+        if damaged:
+            raise VfeHubError(f"{len(damaged)} damaged file(s); remove them with `vfe-hub cache prune` (names or "
+                              f"--all) and load again to download or convert them anew.")
+    else:
+        for f in files:
+            print(f"removed {cache.human_size(f.size):>9s}  {f.path}")
+        print(f"freed {cache.human_size(cache.prune(files))} in {len(files)} files")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vfe-hub", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -162,6 +186,19 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--private", action="store_true")
     s.add_argument("--message", default="Upload vfe_hub weights")
     s.set_defaults(run=_publish)
+    s = sub.add_parser(
+        "cache", help="list, verify or remove what vfe_hub downloaded and converted",
+        description="The files vfe_hub keeps: converted weights, fetched data files and vocabulary embeddings (in "
+                    "VFE_HUB_CACHE, default ~/.cache/vfe_hub) and the registry's original files in the Hugging Face "
+                    "cache (HF_HUB_CACHE; other files there are left alone). verify hashes each file against its "
+                    "recorded or pinned sha256 and fails if one is damaged.",
+        epilog="examples:\n  vfe-hub cache list\n  vfe-hub cache verify mamba_r101_dc5_vid\n"
+               "  vfe-hub cache prune stpn_swint_vid\n  vfe-hub cache prune --all",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("action", choices=["list", "verify", "prune"])
+    s.add_argument("names", nargs="*", help="only the files of these models (default: all)")
+    s.add_argument("--all", action="store_true", help="prune: remove everything vfe_hub cached")
+    s.set_defaults(run=_cache)
     return p
 
 

@@ -36,6 +36,10 @@ class ConversionError(VfeHubError):
     """An original checkpoint whose keys or shapes do not match the model."""
 
 
+class UnknownArgumentError(VfeHubError, TypeError):
+    """A keyword argument that the function does not take (a misspelt name, usually)."""
+
+
 class InputError(VfeHubError, ValueError):
     """An input to ``predict`` that cannot be read (missing file, not an image or video, empty video)."""
 
@@ -49,11 +53,12 @@ def close_matches(word: str, candidates: Iterable[str], n: int = 3) -> list[str]
     return difflib.get_close_matches(word, list(candidates), n=n, cutoff=0.4)
 
 
-def unknown_keyword_error(where: str, given: Iterable[str], valid: Iterable[str]) -> TypeError:
-    """A ``TypeError`` for unknown keyword arguments, suggesting the closest valid names."""
+def unknown_keyword_error(where: str, given: Iterable[str], valid: Iterable[str]) -> UnknownArgumentError:
+    """An :class:`UnknownArgumentError` (a ``TypeError``) for unknown keyword arguments, suggesting the closest valid
+    names."""
     valid = sorted(valid)
     parts = []
     for name in given:
         hint = close_matches(name, valid, n=1)
         parts.append(f"{name!r}" + (f" (did you mean {hint[0]!r}?)" if hint else ""))
-    return TypeError(f"{where} got unknown keyword argument(s) {', '.join(parts)}; valid: {', '.join(valid)}")
+    return UnknownArgumentError(f"{where} got unknown keyword argument(s) {', '.join(parts)}; valid: {', '.join(valid)}")

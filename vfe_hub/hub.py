@@ -11,23 +11,30 @@ Cache layout (``VFE_HUB_CACHE``, default ``~/.cache/vfe_hub``)::
 
 Original downloads themselves live in the Hugging Face cache (``HF_HUB_CACHE``). Every file is written to a
 temporary name and renamed into place only after its sha256 was verified, so an interrupted or corrupt download
-never leaves a file that a later run would trust.
+never leaves a file that a later run would trust; files get the permissions of the process umask (shared caches).
+
+Every download, weights or data file, follows huggingface_hub's switches: ``HF_HUB_OFFLINE`` (no request at all),
+``HF_ENDPOINT`` (a mirror of the Hub) and its proxy settings; a connection that cannot be made fails at once
+(:class:`DownloadError` naming the cause and the ways out) instead of being retried for half a minute.
 """
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import logging
 import os
 import re
+import socket
 import tempfile
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
+from types import ModuleType
+from urllib.parse import urlsplit
 
 import torch
+from huggingface_hub import constants
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
@@ -71,6 +78,13 @@ class Provenance:
         return {"weights": self.source, "revision": self.revision, "sha256": self.sha256}
 
 
+def _umask() -> int:
+    """The process umask (read by setting it and restoring it at once: the only portable way)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(target: Path, write: Callable[[Path], None]) -> None:
     """Run ``write(tmp)`` on a temporary file beside ``target``, then rename it into place."""
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -78,6 +92,7 @@ def atomic_write(target: Path, write: Callable[[Path], None]) -> None:
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the permissions open() would
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
@@ -91,31 +106,67 @@ def github_url(repo: str, commit: str, path: str) -> str:
     return f"{endpoint.rstrip('/')}/{repo}/raw/{commit}/{path}"
 
 
+def offline() -> bool:
+    """Whether huggingface_hub's offline mode (``HF_HUB_OFFLINE=1``) is on: then nothing is requested."""
+    return constants.is_offline_mode()
+
+
+_WAYS_OUT = ("Ways out: pass weights=<a local file or folder>; set HF_HUB_OFFLINE=1 on a machine whose cache "
+             "already holds the files (HF_HUB_CACHE, VFE_HUB_CACHE); set HF_ENDPOINT to a reachable mirror of the Hub")
+
+
+def unreachable(url: str, error: Exception, *, ways_out: str = _WAYS_OUT) -> DownloadError:
+    """A :class:`DownloadError` for a connection to ``url`` that could not be made, naming the cause: no network
+    (the host name does not resolve) or the host is unreachable (refused, timed out, proxy error)."""
+    host = urlsplit(url).hostname or url
+    try:
+        socket.getaddrinfo(host, None)
+        cause = f"{host} is unreachable ({type(error).__name__}: {error})"
+    except OSError:
+        cause = f"no network: the host name {host} cannot be resolved"
+    return DownloadError(f"Cannot download {url}: {cause}. {ways_out}.")
+
+
 def fetch_url(url: str, *, sha256: str, filename: str, progress: bool | None = None) -> Path:
     """Download ``url`` once into the cache and return its path; the content must have the given ``sha256``.
 
-    Raises :class:`DownloadError` when the server cannot be reached or answers an error (or ``HF_HUB_OFFLINE``
-    is set and the file is not cached) and :class:`ChecksumError` when the bytes are not the pinned ones.
+    The cached copy is hashed at every call (these files are small) and downloaded again when damaged. Raises
+    :class:`DownloadError` when the server cannot be reached or answers an error, or ``HF_HUB_OFFLINE`` is set
+    and the file is not cached, and :class:`ChecksumError` when the bytes are not the pinned ones.
     """
     target = cache_dir() / "files" / sha256[:16] / filename
     if target.is_file():
-        return target
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
-        raise DownloadError(f"{filename} is not in the cache ({target}) and HF_HUB_OFFLINE is set; "
-                            f"unset HF_HUB_OFFLINE once to download it from {url}.")
+        if sha256_of(target) == sha256:
+            return target
+        log.warning("%s is damaged (its sha256 is not %s); downloading it again.", target, sha256)
+        target.unlink()
+    ways_out = f"Ways out: place the file at {target}; set {GITHUB_ENDPOINT_ENV} to a reachable mirror"
+    if offline():
+        raise DownloadError(f"{filename} is not in the cache ({target}) and HF_HUB_OFFLINE is set, so nothing is "
+                            f"downloaded. Unset HF_HUB_OFFLINE once to download it from {url}, or place it there.")
+
+    from huggingface_hub.utils import get_session
+
+    http = _http()
 
     def write(tmp: Path) -> None:
         digest = hashlib.sha256()
         try:
-            with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as out:
+            with get_session().stream("GET", url, follow_redirects=True,
+                                      timeout=constants.HF_HUB_DOWNLOAD_TIMEOUT) as response, open(tmp, "wb") as out:
+                if response.status_code != 200:
+                    raise DownloadError(f"Could not download {url}: the server answered HTTP {response.status_code}. "
+                                        f"{ways_out}.")
                 total = int(response.headers.get("Content-Length") or 0) or None
                 with progress_bar(total=total, unit="B", unit_scale=True, desc=filename, progress=progress) as bar:
-                    while block := response.read(1 << 20):
+                    for block in response.iter_bytes(1 << 20):
                         out.write(block)
                         digest.update(block)
                         bar.update(len(block))
-        except (urllib.error.URLError, OSError) as e:
-            raise DownloadError(f"Could not download {url}: {e}. Check the network, or place the file at {target}.") from e
+        except http.TransportError as e:
+            if isinstance(e, _connection_errors()):
+                raise unreachable(url, e, ways_out=ways_out) from e
+            raise DownloadError(f"Could not download {url}: {type(e).__name__}: {e}. {ways_out}.") from e
         if digest.hexdigest() != sha256:
             raise ChecksumError(f"{url} has sha256 {digest.hexdigest()}, expected {sha256}: the download is corrupt "
                                 f"or the file changed upstream. Nothing was cached; try again.")
@@ -124,14 +175,37 @@ def fetch_url(url: str, *, sha256: str, filename: str, progress: bool | None = N
     return target
 
 
+def _http() -> ModuleType:
+    """The HTTP library behind huggingface_hub's client (``httpx2``, or ``httpx`` for older releases)."""
+    from huggingface_hub.utils import get_session
+
+    return importlib.import_module(type(get_session()).__module__.split(".")[0])
+
+
+def _connection_errors() -> tuple[type[Exception], ...]:
+    """The errors of huggingface_hub's HTTP client that mean no connection could be made."""
+    http = _http()
+    return http.ConnectError, http.ConnectTimeout, http.ProxyError
+
+
+def _ways_out(weights: WeightsSpec) -> str:
+    """The ways out of a failed Hub download, with the places of the original release when the registry has them."""
+    originals = "; ".join(f"{name}: {where}" for name, where in weights.originals.items())
+    return _WAYS_OUT + (f"; or download the original release ({originals}) and convert it" if originals else "")
+
+
 def _hub_error(weights: WeightsSpec, revision: str, error: Exception) -> WeightsNotFoundError | DownloadError:
     from huggingface_hub.errors import (EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError,
                                         RevisionNotFoundError)
 
     where = f"{weights.filename!r} in Hub repo {weights.repo_id!r} at revision {revision!r}"
     if isinstance(error, LocalEntryNotFoundError):
-        return DownloadError(f"Cannot download {where}: the Hub is unreachable or HF_HUB_OFFLINE is set, and the "
-                             f"file is not cached. Connect once (or unset HF_HUB_OFFLINE), or pass weights=<local file>.")
+        if offline():
+            return DownloadError(f"Cannot load {where}: HF_HUB_OFFLINE is set (offline mode) and the file is not "
+                                 f"in the cache ({constants.HF_HUB_CACHE}). {_ways_out(weights)}, or unset "
+                                 f"HF_HUB_OFFLINE once to download it.")
+        return DownloadError(f"Cannot download {where} from {constants.ENDPOINT}, and the file is not cached "
+                             f"({error}). {_ways_out(weights)}.")
     if isinstance(error, RepositoryNotFoundError):
         what = "the repository does not exist (or is private)"
     elif isinstance(error, RevisionNotFoundError):
@@ -142,6 +216,26 @@ def _hub_error(weights: WeightsSpec, revision: str, error: Exception) -> Weights
         return DownloadError(f"Could not download {where}: {error}")
     return WeightsNotFoundError(f"Cannot download {where}: {what}. Check the name, or pass weights=<local file or "
                                 f"folder> (an original checkpoint is converted on the fly; `vfe-hub convert` writes one).")
+
+
+def _check_reachable(weights: WeightsSpec, revision: str | None) -> None:
+    """Fail at once when a file that is not cached cannot be downloaded because the Hub cannot be reached.
+
+    huggingface_hub answers a failed connection for a file it has not cached by retrying with backoff (about half
+    a minute) before giving up; one metadata request without retries tells the same in a moment. Other answers
+    (not found, server errors) are left to the download itself, which reports or retries them.
+    """
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
+
+    if offline() or isinstance(try_to_load_from_cache(weights.repo_id, weights.filename, revision=revision), str):
+        return
+    url = hf_hub_url(weights.repo_id, weights.filename, revision=revision)
+    try:
+        get_hf_file_metadata(url, timeout=constants.HF_HUB_ETAG_TIMEOUT)
+    except _connection_errors() as e:
+        raise unreachable(url, e, ways_out=_ways_out(weights)) from e
+    except Exception:  # noqa: BLE001 - any other answer is the download's to report (or retry)
+        pass
 
 
 def _expected_sha(weights: WeightsSpec, revision: str, blob: Path) -> str | None:
@@ -162,6 +256,7 @@ def download(weights: WeightsSpec, *, revision: str | None = None, progress: boo
 
     revision = revision or weights.revision
     kwargs = {} if show_progress(progress) else {"tqdm_class": SilentTqdm}
+    _check_reachable(weights, revision)
     try:
         path = Path(hf_hub_download(weights.repo_id, weights.filename, revision=revision, **kwargs))
     except Exception as e:  # huggingface_hub raises many types; translate the ones users can act on
@@ -268,12 +363,50 @@ def _write_safetensors(target: Path, state: Mapping[str, torch.Tensor]) -> str:
     return sha256_of(target)
 
 
+def _file_stamp(path: Path) -> dict[str, int]:
+    stat = path.stat()
+    return {"converted_size": stat.st_size, "converted_mtime_ns": stat.st_mtime_ns}
+
+
 def save_converted(state: Mapping[str, torch.Tensor], target: Path, provenance: Provenance) -> str:
-    """Write ``state`` as safetensors at ``target`` atomically, with a ``.json`` provenance beside it; returns its sha256."""
+    """Write ``state`` as safetensors at ``target`` atomically, with a ``.json`` record beside it (provenance, the
+    converted file's sha256, size and modification time); returns its sha256."""
     digest = _write_safetensors(target, state)
-    record = {**provenance.as_dict(), "converted_sha256": digest}
-    atomic_write(target.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(record, indent=2)))
+    _write_record(target, {**provenance.as_dict(), "converted_sha256": digest})
     return digest
+
+
+def _write_record(target: Path, record: dict) -> None:
+    record = {**record, **_file_stamp(target)}
+    atomic_write(target.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(record, indent=2)))
+
+
+def read_converted(target: Path) -> tuple[dict[str, torch.Tensor], dict] | None:
+    """The state and record of a conversion cached by :func:`save_converted`, or ``None`` when there is none or it
+    is damaged (then both files are removed, so that the caller converts the original again).
+
+    Cost: hashing a few hundred MB at every load would take about a second, so the file is trusted when its size and
+    modification time are the recorded ones (a rewrite or truncation changes them); otherwise its sha256 is compared
+    with the recorded one (and the record refreshed when it matches, e.g. after a copy). ``vfe-hub cache verify``
+    hashes every file.
+    """
+    record_file = target.with_suffix(".json")
+    if not (target.is_file() and record_file.is_file()):
+        return None
+    try:
+        record = json.loads(record_file.read_text())
+        if {"sha256", "converted_sha256"} - set(record):
+            raise KeyError(f"{record_file.name} lacks the sha256 entries")
+        if any(record.get(k) != v for k, v in _file_stamp(target).items()):
+            if sha256_of(target) != record["converted_sha256"]:
+                raise ChecksumError(f"its sha256 is not the recorded {record['converted_sha256']}")
+            _write_record(target, record)
+        return read_safetensors(target), record
+    except (ValueError, KeyError, TypeError, AttributeError, ChecksumError, CorruptWeightsError) as e:
+        log.warning("The cached conversion %s is damaged (%s); converting the original again.", target, e)
+        target.unlink(missing_ok=True)
+        record_file.unlink(missing_ok=True)
+        return None
 
 
 def write_model_dir(out_dir: Path, state: Mapping[str, torch.Tensor], config: dict, card: str,
@@ -290,12 +423,22 @@ def write_model_dir(out_dir: Path, state: Mapping[str, torch.Tensor], config: di
     return digest
 
 
-def read_config(config_file: Path) -> dict:
-    """A ``config.json`` of vfe_hub weights as a dict (:class:`CorruptWeightsError` if it is not JSON)."""
+def read_config(config_file: Path, required: tuple[str, ...] = ()) -> dict:
+    """A ``config.json`` of vfe_hub weights as a dict; :class:`CorruptWeightsError` naming the file if it is not a
+    JSON object or lacks one of the ``required`` keys."""
     try:
-        return json.loads(config_file.read_text())
-    except json.JSONDecodeError as e:
-        raise CorruptWeightsError(f"{config_file} is not valid JSON ({e}).") from e
+        config = json.loads(config_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CorruptWeightsError(f"{config_file} is not valid JSON ({e}). Write the folder again with "
+                                  f"`vfe-hub convert`.") from e
+    if not isinstance(config, dict):
+        raise CorruptWeightsError(f"{config_file} holds a JSON {type(config).__name__}, not an object: it is not a "
+                                  f"vfe_hub config. Write the folder again with `vfe-hub convert`.")
+    missing = [key for key in required if key not in config]
+    if missing:
+        raise CorruptWeightsError(f"{config_file} is not a vfe_hub config: it lacks {', '.join(map(repr, missing))}"
+                                  f" (written by `vfe-hub convert`, it holds at least {', '.join(required)}).")
+    return config
 
 
 def check_sha256(path: Path, expected: str | None, where: str) -> None:
@@ -313,7 +456,7 @@ def read_model_dir(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
         if not f.is_file():
             raise WeightsNotFoundError(f"{path} is not a vfe_hub weights folder: {f.name} is missing. "
                                        f"`vfe-hub convert NAME ORIGINAL.pth {path}` writes one.")
-    config = read_config(config_file)
-    check_sha256(weights_file, config.get("sha256"), str(config_file))
+    config = read_config(config_file, required=("name", "sha256"))
+    check_sha256(weights_file, config["sha256"], str(config_file))
     return config, read_safetensors(weights_file)
 

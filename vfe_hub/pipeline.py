@@ -1,10 +1,13 @@
 """Task pipelines: ``pipeline("video-object-detection", model=...)`` returns a callable over inputs."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from .api import load
-from .errors import UnknownModelError, close_matches
+import torch
+
+from .api import load, resolve_device, set_dtype
+from .errors import UnknownModelError, VfeHubError, close_matches
 from .models.base import Detector
 from .registry import MODELS, get_spec
 
@@ -38,8 +41,9 @@ def pipeline(task: str, model: str | Detector | None = None, *, batch_size: int 
              **load_kwargs: Any) -> Pipeline:
     """A :class:`Pipeline` for ``task`` with ``model`` (a name, a loaded model, or the task's default).
 
-    ``load_kwargs`` go to :func:`vfe_hub.load`; ``vocabulary=[...]`` (open-vocabulary models) also applies to a
-    model given loaded.
+    ``load_kwargs`` go to :func:`vfe_hub.load` (``device`` defaults to the GPU when there is one). With a loaded
+    model, ``device`` moves it, ``dtype`` sets its inference dtype and ``vocabulary`` (open-vocabulary models)
+    replaces its classes; the arguments that only loading can apply (weights, revision, config entries) are refused.
     """
     known = tasks()
     if task not in known:
@@ -53,6 +57,23 @@ def pipeline(task: str, model: str | Detector | None = None, *, batch_size: int 
             raise UnknownModelError(f"{model!r} solves {get_spec(model).task!r}, not {task!r}; models for {task!r}: "
                                     f"{', '.join(known[task])}.")
         model = load(model, progress=progress, **load_kwargs)
-    elif load_kwargs.get("vocabulary") is not None:
-        model.set_vocabulary(load_kwargs["vocabulary"], progress=progress)
+    else:
+        model = _apply(model, progress=progress, **load_kwargs)
     return Pipeline(task, model, batch_size=batch_size, progress=progress)
+
+
+def _apply(model: Detector, *, progress: bool | None, device: torch.device | str | None = None,
+           dtype: torch.dtype | str | None = None, vocabulary: Sequence[str] | None = None,
+           **load_only: Any) -> Detector:
+    """Apply to an already loaded ``model`` the load arguments that can be applied after loading."""
+    if load_only:
+        raise VfeHubError(f"pipeline(model=<loaded {model.spec.name}>) cannot apply {', '.join(sorted(load_only))}: "
+                          f"these take effect when loading. Pass model={model.spec.name!r} (a name) to load it with "
+                          f"them, or leave them out.")
+    if device is not None:
+        model = model.to(resolve_device(device))
+    if dtype is not None:
+        model = set_dtype(model, dtype)
+    if vocabulary is not None:
+        model.set_vocabulary(vocabulary, progress=progress)
+    return model

@@ -3,15 +3,17 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import json
 import os
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import torch
+from torch import nn
 
 from . import hub
 from .convert import check_state_dict, convert_state_dict, table_for
@@ -55,6 +57,51 @@ def _family(spec: ModelSpec) -> ModuleType:
     return importlib.import_module(f"vfe_hub.models.{spec.family}")
 
 
+_building = threading.local()
+_register_parameter = nn.Module.register_parameter
+
+
+def _register_on_meta(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
+    if param is not None and getattr(_building, "active", False):
+        param = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+    _register_parameter(module, name, param)
+
+
+@contextmanager
+def _parameters_on_meta() -> Iterator[None]:
+    """Build modules whose parameters live on the ``meta`` device: no memory and no random initialisation (which
+    the weights replace anyway). Buffers and other tensors built in ``__init__`` (index tables, anchors) are made
+    as usual, so they are correct without the weights. Only the calling thread is affected."""
+    nn.Module.register_parameter = _register_on_meta  # type: ignore[method-assign]
+    _building.active = True
+    try:
+        yield
+    finally:
+        _building.active = False
+        # Another thread's build that loses the patch early just builds ordinary parameters, which load as well.
+        nn.Module.register_parameter = _register_parameter  # type: ignore[method-assign]
+
+
+def empty_model(spec: ModelSpec, **overrides: Any) -> Detector:
+    """The network of ``spec`` (``overrides`` replace config entries) with its parameters on the ``meta`` device:
+    its state dict gives the expected keys and shapes at no cost; :func:`materialise` then gives it memory."""
+    with _parameters_on_meta():
+        return spec.build(**overrides)
+
+
+def materialise(model: nn.Module, device: torch.device) -> None:
+    """Give every ``meta`` parameter uninitialised storage on ``device`` (shared parameters stay shared), for the
+    strict load of the weights that fills all of them."""
+    made: dict[int, nn.Parameter] = {}
+    for module in model.modules():
+        for name, param in list(module.named_parameters(recurse=False)):
+            if param.is_meta:
+                if id(param) not in made:
+                    made[id(param)] = nn.Parameter(torch.empty_like(param, device=device),
+                                                   requires_grad=param.requires_grad)
+                module.register_parameter(name, made[id(param)])
+
+
 def conversion_command(spec: ModelSpec) -> str:
     """The command that converts ``spec``'s original release into a vfe_hub folder ``<out_dir>``."""
     options = getattr(_family(spec), "CONVERT_OPTIONS", "")
@@ -70,12 +117,12 @@ def conversion_hint(spec: ModelSpec) -> str:
 
 def convert_checkpoint(spec: ModelSpec, path: Path, model: Detector | None = None, **inputs: Any) -> Converted:
     """Convert the original checkpoint ``path`` of ``spec`` strictly into vfe_hub's layout, for ``model`` (default:
-    ``spec.build()``; its state dict gives the expected keys and shapes).
+    :func:`empty_model`; its state dict gives the expected keys and shapes).
 
     Families whose release has more than a checkpoint (class embeddings, vocabularies) take those files as
-    ``inputs`` (their module's ``convert``); the others take none.
+    ``inputs`` (their module's ``convert``); the others take none. Only the model's keys and shapes are used.
     """
-    model = model if model is not None else spec.build()
+    model = model if model is not None else empty_model(spec)
     family = _family(spec)
     if hasattr(family, "convert"):
         return family.convert(model, Path(path), **inputs)
@@ -124,12 +171,11 @@ def _from_hub(spec: ModelSpec, expected: Shapes, revision: str | None, progress:
         return _from_vfe_hub_repo(spec, revision, progress)
     source = f"hf://{w.repo_id}/{w.filename}"
     cached = hub.converted_path(w, revision)
-    record = cached.with_suffix(".json")
-    if cached.is_file() and record.is_file():
-        state = hub.read_safetensors(cached)
+    found = hub.read_converted(cached)  # None when absent or damaged: then converted again from the original
+    if found is not None:
+        state, record = found
         check_state_dict(state, expected, f"The cached conversion {cached}")
-        provenance = hub.Provenance(source, revision, json.loads(record.read_text())["sha256"])
-        return LoadedWeights(state, provenance.as_dict())
+        return LoadedWeights(state, hub.Provenance(source, revision, record["sha256"]).as_dict())
     path, sha = hub.download(w, revision=revision, progress=progress)
     state = convert_original(spec, path, expected)
     provenance = hub.Provenance(source, revision, sha)

@@ -9,6 +9,7 @@ run is split (:mod:`vfe_hub.sharding`). Results are ordered by image id, which f
 """
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -17,7 +18,7 @@ from itertools import zip_longest
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import DatasetError, close_matches
+from ..errors import DatasetError, close_matches, unknown_keyword_error
 from ..hub import atomic_write
 from ..progress import progress_bar
 from . import imagenet_vid, imagenet_vid_data, lvis, lvis_data
@@ -202,6 +203,9 @@ def _lvis_v1(*, root: str | os.PathLike, ann_file: str | os.PathLike | None = No
 
 
 DATASETS = {"imagenet_vid": _imagenet_vid, "lvis_v1": _lvis_v1}
+#: what each dataset's ``root`` is
+ROOTS = {"imagenet_vid": "the ILSVRC folder, with Data/VID/<video>/ frames (and Annotations/VID/ without ann_file)",
+         "lvis_v1": "the COCO 2017 folder, with train2017/ and val2017/ (and annotations/lvis_v1_val.json)"}
 
 
 def dataset_name(dataset: str) -> str:
@@ -215,8 +219,17 @@ def dataset_name(dataset: str) -> str:
 
 
 def load_benchmark(dataset: str, **kwargs: Any) -> Benchmark:
-    """Read ``dataset``'s annotations (see :func:`_imagenet_vid` and :func:`_lvis_v1` for the arguments)."""
-    return DATASETS[dataset_name(dataset)](**kwargs)
+    """Read ``dataset``'s annotations (see :func:`_imagenet_vid` and :func:`_lvis_v1` for the arguments).
+
+    Unknown arguments raise with the closest valid names; a missing ``root`` says what the folder holds."""
+    name = dataset_name(dataset)
+    read = DATASETS[name]
+    parameters = inspect.signature(read).parameters
+    if set(kwargs) - set(parameters):
+        raise unknown_keyword_error(f"evaluate({dataset!r})", sorted(set(kwargs) - set(parameters)), parameters)
+    if kwargs.get("root") is None:
+        raise DatasetError(f"evaluate({dataset!r}) needs root=<{ROOTS[name]}>.")
+    return read(**kwargs)
 
 
 def evaluate_model(model: Detector, dataset: str, *, batch_size: int = 1, progress: bool | None = None,
