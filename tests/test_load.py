@@ -226,8 +226,9 @@ def test_cli_predict_writes_results_and_drawings(converted_dir, tmp_path):
     args = ["predict", NAME, str(image), "--weights", str(converted_dir), "-o", str(out), "--save-dir",
             str(tmp_path / "drawn"), "--quiet", "--score-thr", "0"]
     assert cli.main(args) == 0
-    records = json.loads(out.read_text())
-    assert records and all(r["image_id"] == str(image) and len(r["bbox"]) == 4 for r in records)
+    document = json.loads(out.read_text())
+    assert [i["name"] for i in document["images"]] == [str(image)]
+    assert document["results"] and all(r["image_id"] == 1 and len(r["bbox"]) == 4 for r in document["results"])
     [drawn] = (tmp_path / "drawn").iterdir()
     assert drawn.suffix == ".jpg"
 
@@ -262,4 +263,4 @@ def test_stpn_loads_through_the_same_hub_path(fake_hub, tmp_path, monkeypatch):
 
     video = write_video(tmp_path / "clip.mp4", panning_clip(n=2, size=(64, 96)))
     assert cli.main(["predict", name, str(video), "-o", str(out), "--quiet", "--score-thr", "0"]) == 0
-    assert len({r["image_id"] for r in json.loads(out.read_text())}) == 2
+    assert len({r["image_id"] for r in json.loads(out.read_text())["results"]}) == 2
