@@ -59,6 +59,7 @@ def test_every_command_has_help_and_an_example(capsys):
         assert f"usage: vfe-hub {command}" in text and "\nExample:\n  vfe-hub " + command in text
 
 
+@pytest.mark.slow
 def test_version_and_python_m(capsys):
     with pytest.raises(SystemExit) as exit_:
         cli.main(["--version"])
@@ -69,6 +70,7 @@ def test_version_and_python_m(capsys):
 
 # ------------------------------------------------------------------------------------------------ Unix behaviour
 
+@pytest.mark.slow
 def test_closed_pipe_stops_quietly():
     """``vfe-hub list | head -0``: the reader is gone before the first write."""
     process = subprocess.Popen([sys.executable, "-m", "vfe_hub", "list"], stdout=subprocess.PIPE,

@@ -49,6 +49,7 @@ def _offline(monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
 
 
+@pytest.mark.slow
 def test_load_by_name_then_from_cache_with_the_server_stopped(served, original, monkeypatch):
     hub_server, commit = served
     state, data = original
@@ -75,6 +76,7 @@ def test_offline_without_cache_says_how_to_fix(served, monkeypatch):
         vfe_hub.load(NAME)
 
 
+@pytest.mark.slow
 def test_revision_is_pinned(served, original):
     hub_server, commit = served
     newer = random_state(mamba_layout(), seed=2)
@@ -98,6 +100,7 @@ def test_missing_file_names_repo_file_and_revision(served, monkeypatch):
         vfe_hub.load(NAME, revision="0" * 40)
 
 
+@pytest.mark.slow
 def test_corrupt_download_is_rejected_and_not_kept(served):
     hub_server, commit = served
     hub_server.corrupt(SPEC.weights.repo_id, SPEC.weights.filename)
@@ -116,6 +119,7 @@ def test_pinned_sha256_mismatch(served, monkeypatch):
         vfe_hub.load(NAME)
 
 
+@pytest.mark.slow
 def test_truncated_download_fails_cleanly(served):
     hub_server, commit = served
     hub_server.truncate(SPEC.weights.repo_id, SPEC.weights.filename)
@@ -134,6 +138,7 @@ def converted_dir(original, tmp_path_factory):
     return root / "out"
 
 
+@pytest.mark.slow
 def test_convert_writes_a_loadable_folder(converted_dir, original):
     assert sorted(p.name for p in converted_dir.iterdir()) == ["README.md", "config.json", "model.safetensors"]
     config = json.loads((converted_dir / "config.json").read_text())
@@ -201,6 +206,7 @@ def test_torch_hub_entry_point(converted_dir):
     assert SPEC.summary in getattr(hubconf, NAME).__doc__
 
 
+@pytest.mark.slow
 def test_cli_list_and_info():
     out = subprocess.run([sys.executable, "-m", "vfe_hub.cli", "list", "*vid*"], capture_output=True, text=True,
                          check=True).stdout
@@ -218,6 +224,7 @@ def test_unavailable_device_is_a_clear_error(converted_dir, monkeypatch):
         vfe_hub.load(weights=converted_dir, device="cuda")
 
 
+@pytest.mark.slow
 def test_cli_predict_writes_results_and_drawings(converted_dir, tmp_path):
     from media import photo, write_image
 
@@ -233,6 +240,7 @@ def test_cli_predict_writes_results_and_drawings(converted_dir, tmp_path):
     assert drawn.suffix == ".jpg"
 
 
+@pytest.mark.slow
 def test_stpn_loads_through_the_same_hub_path(fake_hub, tmp_path, monkeypatch):
     """STPN's entry pins the released file's sha256: the synthetic file is refused under it, and loads by name,
     through torch.hub, the pipeline and the CLI once the pin is the synthetic file's."""

@@ -21,6 +21,7 @@ from . import __version__, api, cards, hub
 from .errors import VfeHubError
 from .evaluation.runner import DATASETS
 from .io import open_frames
+from .models.base import Detector
 from .registry import get_spec
 from .results_writer import ResultsWriter
 
@@ -50,14 +51,14 @@ def _info(args: argparse.Namespace) -> None:
     print(json.dumps(api.model_info(args.name), indent=2))
 
 
-def _load(args: argparse.Namespace, name: str | None) -> Any:
+def _load(args: argparse.Namespace, name: str | None) -> Detector:
     """``api.load`` with the command line's options; ``device`` only when given, so the library chooses."""
     options = {"device": args.device} if args.device else {}
     return api.load(name, dtype=args.dtype, weights=args.weights, progress=args.progress, **options)
 
 
-def _predict_to_files(args: argparse.Namespace, model: Any, inputs: list[str], output: str | os.PathLike[str] | None,
-                      save_dir: str | os.PathLike[str] | None) -> ResultsWriter:
+def _predict_to_files(args: argparse.Namespace, model: Detector, inputs: list[str],
+                      output: str | os.PathLike[str] | None, save_dir: Path | None) -> ResultsWriter:
     """Run ``model`` on ``inputs``, streaming each frame's results to ``output`` (see
     :mod:`vfe_hub.results_writer`) and drawing them into ``save_dir``."""
     options = {"protocol": args.protocol} if args.protocol else {}
@@ -68,19 +69,21 @@ def _predict_to_files(args: argparse.Namespace, model: Any, inputs: list[str], o
     # Results come in input order; drawing takes each frame from one more sequential decode (plot() without an
     # image would re-read a video from its start for every frame).
     frames = open_frames(inputs) if save_dir else itertools.repeat(None)
+    if save_dir:
+        save_dir.mkdir(parents=True, exist_ok=True)
     with ResultsWriter(output, provenance) as writer:
         for det, frame in zip(detections, frames):
             writer.write(det)
             if frame is not None:
-                Path(save_dir).mkdir(parents=True, exist_ok=True)
                 name = f"{Path(det.frame.name.replace('#', '_')).stem}_{det.frame.index:06d}.jpg"
-                det.plot(frame.image, score_thr=args.score_thr).save(Path(save_dir) / name)
+                det.plot(frame.image, score_thr=args.score_thr).save(save_dir / name)
     return writer
 
 
 def _predict(args: argparse.Namespace) -> None:
     open_frames(args.inputs)  # a missing or unreadable input fails here, before the model is loaded
-    writer = _predict_to_files(args, _load(args, args.name), args.inputs, args.output, args.save_dir)
+    save_dir = Path(args.save_dir) if args.save_dir else None
+    writer = _predict_to_files(args, _load(args, args.name), args.inputs, args.output, save_dir)
     if args.output:
         print(f"{writer.frames} frames, {writer.detections} detections -> {args.output}", file=sys.stderr)
 
