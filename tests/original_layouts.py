@@ -1,6 +1,6 @@
 """Synthetic checkpoints in the original code bases' key layouts (random tensors, the released shapes).
 
-The layouts are written out from the published module definitions (see ``../shared/reference/``), independently
+The layouts are written out from the published module definitions (the original code bases), independently
 of vfe_hub's own modules, so that a conversion test checks vfe_hub against the original and not against itself.
 """
 from __future__ import annotations

@@ -161,6 +161,7 @@ def test_key_names_and_shapes_are_openai_clips():
     assert got == expected
 
 
+@pytest.mark.slow
 def test_text_tower_equals_float64_reference(tokenizer):
     torch.manual_seed(0)
     model = perturbed(CLIPTextEncoder(**SMALL))
@@ -203,6 +204,7 @@ def test_context_path_equals_float64_reference(tokenizer):
         model(tokenizer(["cat"]), context)  # no room for eight context vectors before EOT
 
 
+@pytest.mark.slow
 def test_text_tower_equals_open_clip_quickgelu():
     torch.manual_seed(2)
     reference = perturbed(open_clip.create_model("ViT-B-32-quickgelu"))  # random init: nothing is downloaded
@@ -236,6 +238,7 @@ def test_prompt_texts():
     assert detpro_prompt("bow_(weapon)", 2) == "X X bow weapon."
 
 
+@pytest.mark.slow
 def test_class_embeddings_detpro_and_vild_modes(tokenizer):
     torch.manual_seed(3)
     encoder = perturbed(CLIPTextEncoder(**SMALL))

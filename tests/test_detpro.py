@@ -52,6 +52,7 @@ def model(converted):
 # ------------------------------------------------------------------------------------------------ conversion
 
 
+@pytest.mark.slow
 def test_release_converts_strictly(release, converted):
     out, printed = converted
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors",
@@ -157,6 +158,7 @@ def test_conversion_names_the_offending_key(release, in_memory, fault, needle):
     assert needle in str(info.value)
 
 
+@pytest.mark.slow
 def test_conversion_inputs_are_checked(release, in_memory, tmp_path):
     coco = tmp_path / "instances_val2017.json"
     coco.write_text(json.dumps({"categories": [{"id": i, "name": f"c{i}", "frequency": "f"} for i in range(80)]}))
@@ -194,6 +196,7 @@ def _inside(det, size):
     assert ((det.scores > 1e-4) & (det.scores <= 1)).all() and torch.all(det.scores[:-1] >= det.scores[1:])
 
 
+@pytest.mark.slow
 def test_predict_on_a_photograph(model, converted):
     image = photo("chelsea")
     [det] = model.predict(image)
@@ -214,6 +217,7 @@ def test_predict_on_a_photograph(model, converted):
     assert records[0]["segmentation"]["size"] == [300, 451] and isinstance(records[0]["segmentation"]["counts"], str)
 
 
+@pytest.mark.slow
 def test_batch_of_different_sizes_equals_one_at_a_time(model):
     """Coffee (400 x 600) and the astronaut crop (240 x 360) share a padded size and run together; chelsea
     (300 x 451) runs alone: each image sees the padding it has alone."""
@@ -265,6 +269,7 @@ def _roi_embeddings(model, monkeypatch, image) -> tuple[torch.Tensor, torch.Tens
     return text, image_embedding, fused
 
 
+@pytest.mark.slow
 def test_score_fusion_equals_float64_base_novel_rule(model, monkeypatch):
     text, image, fused = _roi_embeddings(model, monkeypatch, photo("coffee"))
     assert fused.shape == (FAST["proposals"], 1203) and model.novel.sum() == 301 and model.score_lambda is None
@@ -299,6 +304,7 @@ def _expected_embeddings(folder, names, contexts=True):
     return class_embeddings(encoder.eval(), clip_tokenizer(OPEN_CLIP_VOCAB), names, contexts=ctx)
 
 
+@pytest.mark.slow
 def test_vocabulary_through_the_hub(fake_hub, github, tiny, tmp_path, monkeypatch):
     folder, _, patched = tiny
     shutil.copyfile(OPEN_CLIP_VOCAB, github)
@@ -326,6 +332,7 @@ def test_vocabulary_through_the_hub(fake_hub, github, tiny, tmp_path, monkeypatc
     assert piped.model.class_names == ("zebra", "teapot") and runs == []
 
 
+@pytest.mark.slow
 def test_vocabulary_from_a_folder_with_and_without_contexts(github, tiny, tmp_path, monkeypatch):
     folder, _, patched = tiny
     shutil.copyfile(OPEN_CLIP_VOCAB, github)
@@ -351,6 +358,7 @@ def test_vocabulary_from_a_folder_with_and_without_contexts(github, tiny, tmp_pa
     assert not torch.allclose(vild.class_embeddings, _expected_embeddings(folder, ["zebra", "teapot"]), atol=1e-2)
 
 
+@pytest.mark.slow
 def test_transfer_rule_for_custom_vocabularies(github, tiny, monkeypatch):
     folder, _, patched = tiny
     shutil.copyfile(OPEN_CLIP_VOCAB, github)
@@ -403,6 +411,7 @@ def test_companion_files_are_checked(tmp_path):
         files.path(path.name)
 
 
+@pytest.mark.slow
 def test_evaluates_on_an_lvis_layout(model, tmp_path):
     """model.evaluate runs DetPro over the images of an LVIS file and scores boxes and masks (random weights)."""
     from benchmark_layouts import write_lvis

@@ -22,7 +22,8 @@ from vfe_hub.evaluation.imagenet_vid_data import (FGFA_COMMIT, FGFA_MOTION_IOU_F
                                                   FGFA_REPO, WORDNET_IDS, read_motion_iou_mat)
 from vfe_hub.registry import IMAGENET_VID_CLASSES
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "imagenet_vid"
+#: FGFA's motion-IoU table, a copy kept with the tests (provenance and licence: tests/data/README.md)
+FGFA_TABLE = Path(__file__).resolve().parent / "data" / "imagenet_vid" / "vid_groundtruth_motion_iou.mat"
 
 # np.argsort(kind="quicksort") of numpy 1.23.5 (the numpy of the original evaluation) on arrays with ties:
 # ((arange(150) * 37) % 11) as float32, and KILLER, a median-of-3 adversary with ties that drives numpy's introsort
@@ -741,16 +742,8 @@ def github(github_raw: Path) -> Path:
     return target
 
 
-def shared_table() -> Path:
-    path = SHARED / "vid_groundtruth_motion_iou.mat"
-    if not path.is_file():
-        pytest.fail(f"{path} is missing: the tests need FGFA's motion-IoU table in the shared data folder "
-                    f"(../shared/data/imagenet_vid/ beside the repository root).")
-    return path
-
-
 def test_fgfa_table_through_the_download_path(github, tmp_path):
-    github.symlink_to(shared_table())
+    github.symlink_to(FGFA_TABLE)
     table = motion_iou_table("fgfa")
     assert hashlib.sha256(next((tmp_path / "cache").rglob("*.mat")).read_bytes()).hexdigest() == FGFA_MOTION_IOU_SHA256
     assert len(table) == 176_126
@@ -765,7 +758,7 @@ def test_fgfa_table_through_the_download_path(github, tmp_path):
 
 
 def test_fgfa_table_with_wrong_checksum_is_rejected(github, tmp_path):
-    github.write_bytes(shared_table().read_bytes()[:-1] + b"\0")
+    github.write_bytes(FGFA_TABLE.read_bytes()[:-1] + b"\0")
     with pytest.raises(ChecksumError):
         motion_iou_table("fgfa")
     assert not list((tmp_path / "cache").rglob("*.mat"))

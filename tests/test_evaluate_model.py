@@ -60,6 +60,7 @@ def test_limit_scores_the_first_videos_only(vid_root, tmp_path):
     assert len(out.read_text()) > 0 and {r["image_id"] for r in __import__("json").loads(out.read_text())} == {1, 2, 3, 4}
 
 
+@pytest.mark.slow
 def test_mamba_runs_on_the_benchmark_layout(vid_root):
     metrics = mamba().evaluate("imagenet_vid", root=vid_root, motion_iou="compute", batch_size=2)
     assert {"AP50", "AP50_fast", "AP50_medium", "AP50_slow", "AP50/zebra"} <= set(metrics)

@@ -17,6 +17,7 @@ from vfe_hub.layers.roi import pool_rois
 from vfe_hub.layers.rpn import ProposalSelector
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("style", ["pytorch", "caffe"])
 def test_resnet_equals_torchvision_with_the_same_weights(style):
     """torchvision's ResNet is the pytorch style; moving each first block's stride from its 3x3 conv to its first

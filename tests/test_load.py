@@ -53,6 +53,7 @@ def _offline(monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
 
 
+@pytest.mark.slow
 def test_load_by_name_then_from_cache_with_the_server_stopped(served, original, monkeypatch):
     hub_server, commit = served
     state, data = original
@@ -73,6 +74,7 @@ def test_load_by_name_then_from_cache_with_the_server_stopped(served, original, 
     assert vfe_hub.load(NAME).provenance()["sha256"] == prov["sha256"]
 
 
+@pytest.mark.slow
 def test_revision_is_pinned(served, original):
     hub_server, commit = served
     newer = random_state(mamba_layout(), seed=2)
@@ -96,6 +98,7 @@ def test_missing_file_names_repo_file_and_revision(served, monkeypatch):
         vfe_hub.load(NAME, revision="0" * 40)
 
 
+@pytest.mark.slow
 def test_corrupt_download_is_rejected_and_not_kept(served):
     hub_server, commit = served
     hub_server.corrupt(SPEC.weights.repo_id, SPEC.weights.filename)
@@ -114,6 +117,7 @@ def test_pinned_sha256_mismatch(served, monkeypatch):
         vfe_hub.load(NAME)
 
 
+@pytest.mark.slow
 def test_truncated_download_fails_cleanly(served):
     hub_server, commit = served
     hub_server.truncate(SPEC.weights.repo_id, SPEC.weights.filename)
@@ -132,6 +136,7 @@ def converted_dir(original, tmp_path_factory):
     return root / "out"
 
 
+@pytest.mark.slow
 def test_convert_writes_a_loadable_folder(converted_dir, original):
     assert sorted(p.name for p in converted_dir.iterdir()) == ["README.md", "config.json", "model.safetensors"]
     config = json.loads((converted_dir / "config.json").read_text())
@@ -199,6 +204,7 @@ def test_torch_hub_entry_point(converted_dir):
     assert SPEC.summary in getattr(hubconf, NAME).__doc__
 
 
+@pytest.mark.slow
 def test_cli_list_and_info():
     out = subprocess.run([sys.executable, "-m", "vfe_hub.cli", "list", "*vid*"], capture_output=True, text=True,
                          check=True).stdout
@@ -216,6 +222,7 @@ def test_unavailable_device_is_a_clear_error(converted_dir, monkeypatch):
         vfe_hub.load(weights=converted_dir, device="cuda")
 
 
+@pytest.mark.slow
 def test_cli_predict_writes_results_and_drawings(converted_dir, tmp_path):
     from media import photo, write_image
 
@@ -224,12 +231,14 @@ def test_cli_predict_writes_results_and_drawings(converted_dir, tmp_path):
     args = ["predict", NAME, str(image), "--weights", str(converted_dir), "-o", str(out), "--save-dir",
             str(tmp_path / "drawn"), "--quiet", "--score-thr", "0"]
     assert cli.main(args) == 0
-    records = json.loads(out.read_text())
-    assert records and all(r["image_id"] == str(image) and len(r["bbox"]) == 4 for r in records)
+    document = json.loads(out.read_text())
+    assert [i["name"] for i in document["images"]] == [str(image)]
+    assert document["results"] and all(r["image_id"] == 1 and len(r["bbox"]) == 4 for r in document["results"])
     [drawn] = (tmp_path / "drawn").iterdir()
     assert drawn.suffix == ".jpg"
 
 
+@pytest.mark.slow
 def test_stpn_loads_through_the_same_hub_path(fake_hub, tmp_path, monkeypatch):
     """STPN's entry pins the released file's sha256: the synthetic file is refused under it, and loads by name,
     through torch.hub, the pipeline and the CLI once the pin is the synthetic file's."""
@@ -260,7 +269,7 @@ def test_stpn_loads_through_the_same_hub_path(fake_hub, tmp_path, monkeypatch):
 
     video = write_video(tmp_path / "clip.mp4", panning_clip(n=2, size=(64, 96)))
     assert cli.main(["predict", name, str(video), "-o", str(out), "--quiet", "--score-thr", "0"]) == 0
-    assert len({r["image_id"] for r in json.loads(out.read_text())}) == 2
+    assert len({r["image_id"] for r in json.loads(out.read_text())["results"]}) == 2
 
 
 # ------------------------------------------------------------------------------------------------ no network

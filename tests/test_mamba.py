@@ -15,6 +15,7 @@ def original_state():
     return random_state(mamba_layout(), seed=0)
 
 
+@pytest.mark.slow
 def test_released_layout_converts_strictly(original_state):
     net = get_spec("mamba_r101_dc5_vid").build()
     expected = {k: v.shape for k, v in net.state_dict().items()}

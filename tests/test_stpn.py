@@ -78,6 +78,7 @@ class _Recorder:
             h.remove()
 
 
+@pytest.mark.slow
 def test_paper_protocol_prompts_from_unprompted_references():
     model = video_model("stpn_swint_vid")
     frames = panning_clip(n=5, size=(120, 160))
@@ -95,6 +96,7 @@ def test_paper_protocol_prompts_from_unprompted_references():
     assert rec.predictor_inputs[0].shape == (14 * rec.plain_outputs[0].shape[-2] * rec.plain_outputs[0].shape[-1], 96)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("batch_size", [1, 4])
 def test_streaming_prompt_is_refreshed_from_frames_already_seen(batch_size):
     model = video_model("stpn_swint_vid", prompt_interval=2)
@@ -110,6 +112,7 @@ def test_streaming_prompt_is_refreshed_from_frames_already_seen(batch_size):
     assert sum(n for n, p in rec.backbone if not p) == 3 and sum(n for n, p in rec.backbone if p) == 5
 
 
+@pytest.mark.slow
 def test_streaming_references_are_a_bounded_window():
     model = video_model("stpn_swint_vid", prompt_interval=1)
     model.paper_references = 3  # the window length (14 by default); 3 keeps the test short

@@ -56,6 +56,7 @@ def _torchvision_swin_t_from(ours: SwinTransformer) -> torch.nn.Module:
     return tv
 
 
+@pytest.mark.slow
 def test_plain_path_equals_torchvision_swin_t():
     ours = _random_(SwinTransformer(), seed=0)
     tv = _torchvision_swin_t_from(ours)
@@ -155,6 +156,7 @@ def _swin_ref(model: SwinTransformer, image: torch.Tensor, prompts: torch.Tensor
     return outs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", [(60, 76), (45, 64)])
 def test_prompted_swin_equals_float64_reference(size):
     """Two stages of small width keep the loop-by-loop reference fast; sizes force window padding, odd merges

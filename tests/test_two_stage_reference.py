@@ -128,6 +128,7 @@ def _ours(model):
     return backbone, fpn, rpn, box_head, mask_head
 
 
+@pytest.mark.slow
 def test_detections_equal_torchvision(reference):
     model, image, images, seen, result = reference
     backbone, fpn, rpn, box_head, mask_head = _ours(model)
@@ -159,6 +160,7 @@ def test_detections_equal_torchvision(reference):
     assert scores.min() > 0.05 and len(labels.unique()) >= 5
 
 
+@pytest.mark.slow
 def test_masks_equal_torchvision(reference):
     model, image, images, seen, result = reference
     backbone, fpn, _, _, mask_head = _ours(model)

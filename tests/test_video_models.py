@@ -32,6 +32,7 @@ def _check(det, size, num_classes=30):
     assert ((det.labels >= 0) & (det.labels < num_classes)).all()
 
 
+@pytest.mark.slow
 def test_predict_on_a_photograph(model):
     image = photo("chelsea")  # 300 x 451, resized up to 192 x 289 -> padded 192 x 304
     [det] = model.predict(image)
@@ -46,6 +47,7 @@ def test_predict_on_a_photograph(model):
     assert drawn.size == (image.shape[1], image.shape[0])
 
 
+@pytest.mark.slow
 def test_video_batch_of_four_equals_one_at_a_time(model, tmp_path):
     """Networks run batched; the video state (memory, prompt) is updated frame by frame in order either way.
 
@@ -64,6 +66,7 @@ def test_video_batch_of_four_equals_one_at_a_time(model, tmp_path):
         assert torch.allclose(a.boxes, b.boxes, atol=1e-3) and torch.allclose(a.scores, b.scores, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_state_makes_later_frames_depend_on_earlier_ones(model):
     frames = panning_clip(n=3, size=(120, 160))
     alone = model.predict(frames[2])[0]
@@ -73,6 +76,7 @@ def test_state_makes_later_frames_depend_on_earlier_ones(model):
     assert torch.equal(in_sequence.scores, again.scores), "a run must be repeatable"
 
 
+@pytest.mark.slow
 def test_paper_protocol_is_deterministic_and_returns_frame_order(model, monkeypatch):
     monkeypatch.setattr(model, "paper_references", 4)  # 14 in use (test_stpn checks it); 4 keeps this test short
     frames = panning_clip(n=6, size=(120, 160))
@@ -117,6 +121,7 @@ def test_pipeline_runs_the_model(model):
     assert "video-object-detection" in repr(det)
 
 
+@pytest.mark.slow
 def test_half_precision_runs_under_autocast(model):
     """bfloat16 autocast (on CPU here; float16 is the same code path on CUDA): valid results, tagged with the dtype."""
     model.dtype = torch.bfloat16

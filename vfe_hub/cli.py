@@ -1,18 +1,45 @@
-"""The ``vfe-hub`` command line: list, info, predict, evaluate, convert, publish."""
+"""The vfe-hub command line: demo, list, info, predict, evaluate, convert, publish, cache.
+
+Errors print one line, "vfe-hub: error: ...", on stderr and exit with status 1 (2 for a wrong command line,
+130 on Ctrl-C); --debug shows the traceback instead. Inputs are checked before a model is loaded. Progress
+bars appear only on a terminal (--progress / --quiet override); -v shows vfe_hub's INFO messages.
+"""
 from __future__ import annotations
 
 import argparse
 import itertools
 import json
 import logging
+import os
+import signal
 import sys
+from importlib import resources
 from pathlib import Path
+from typing import Any
 
-from . import api, cards, hub
+from . import __version__, api, cards, hub
 from .errors import VfeHubError
+from .evaluation.runner import DATASETS
 from .io import open_frames
+from .models.base import Detector
 from .registry import get_spec
+from .results_writer import ResultsWriter
 
+DEMO_MODEL = "mamba_r101_dc5_vid"
+DEMO_CLIP = "demo_clip.mp4"
+
+
+class _StderrHandler(logging.StreamHandler):
+    """A logging handler that writes to whatever ``sys.stderr`` is when a message comes."""
+
+    stream = property(lambda self: sys.stderr, lambda self, value: None)
+
+
+_LOG_HANDLER = _StderrHandler()
+_LOG_HANDLER.setFormatter(logging.Formatter("vfe-hub: %(levelname)s: %(message)s"))
+
+
+# ------------------------------------------------------------------------------------------------ commands
 
 def _list(args: argparse.Namespace) -> None:
     for name in api.list_models(args.pattern):
@@ -24,33 +51,55 @@ def _info(args: argparse.Namespace) -> None:
     print(json.dumps(api.model_info(args.name), indent=2))
 
 
-def _predict(args: argparse.Namespace) -> None:
-    model = api.load(args.name, device=args.device, dtype=args.dtype, weights=args.weights)
+def _load(args: argparse.Namespace, name: str | None) -> Detector:
+    """``api.load`` with the command line's options; ``device`` only when given, so the library chooses."""
+    options = {"device": args.device} if args.device else {}
+    return api.load(name, dtype=args.dtype, weights=args.weights, progress=args.progress, **options)
+
+
+def _predict_to_files(args: argparse.Namespace, model: Detector, inputs: list[str],
+                      output: str | os.PathLike[str] | None, save_dir: Path | None) -> ResultsWriter:
+    """Run ``model`` on ``inputs``, streaming each frame's results to ``output`` (see
+    :mod:`vfe_hub.results_writer`) and drawing them into ``save_dir``."""
     options = {"protocol": args.protocol} if args.protocol else {}
-    results, out = [], []
-    detections = model.predict(args.inputs, batch_size=args.batch_size, stream=True, progress=not args.quiet, **options)
+    provenance = {**model.provenance(), "vfe_hub": __version__,
+                  "protocol": {**model.predict_options, **options}.get("protocol")}
+    detections = model.predict(inputs, batch_size=args.batch_size, stream=True, progress=args.progress,
+                               **options)
     # Results come in input order; drawing takes each frame from one more sequential decode (plot() without an
     # image would re-read a video from its start for every frame).
-    frames = open_frames(args.inputs) if args.save_dir else itertools.repeat(None)
-    for det, frame in zip(detections, frames):
-        out.extend(det.to_json())
-        if frame is not None:
-            Path(args.save_dir).mkdir(parents=True, exist_ok=True)
-            name = Path(det.frame.name.replace("#", "_")).stem
-            det.plot(frame.image, score_thr=args.score_thr).save(Path(args.save_dir) / f"{name}_{det.frame.index:06d}.jpg")
-        results.append(len(det))
-    text = json.dumps(out)
+    frames = open_frames(inputs) if save_dir else itertools.repeat(None)
+    if save_dir:
+        save_dir.mkdir(parents=True, exist_ok=True)
+    with ResultsWriter(output, provenance) as writer:
+        for det, frame in zip(detections, frames):
+            writer.write(det)
+            if frame is not None:
+                name = f"{Path(det.frame.name.replace('#', '_')).stem}_{det.frame.index:06d}.jpg"
+                det.plot(frame.image, score_thr=args.score_thr).save(save_dir / name)
+    return writer
+
+
+def _predict(args: argparse.Namespace) -> None:
+    open_frames(args.inputs)  # a missing or unreadable input fails here, before the model is loaded
+    save_dir = Path(args.save_dir) if args.save_dir else None
+    writer = _predict_to_files(args, _load(args, args.name), args.inputs, args.output, save_dir)
     if args.output:
-        Path(args.output).write_text(text)
-        print(f"{len(results)} frames, {sum(results)} detections -> {args.output}", file=sys.stderr)
-    else:
-        print(text)
+        print(f"{writer.frames} frames, {writer.detections} detections -> {args.output}", file=sys.stderr)
+
+
+def _demo(args: argparse.Namespace) -> None:
+    out = Path(args.out_dir)
+    with resources.as_file(resources.files(__package__) / "assets" / DEMO_CLIP) as clip:
+        writer = _predict_to_files(args, _load(args, args.model), [str(clip)], out / "results.json", out / "frames")
+    print(f"{args.model} on {DEMO_CLIP}: {writer.frames} frames, {writer.detections} detections\n"
+          f"  results: {out / 'results.json'}\n  drawn frames: {out / 'frames'}{os.sep}")
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    model = api.load(args.name, device=args.device, dtype=args.dtype, weights=args.weights)
+    model = _load(args, args.name)
     metrics = model.evaluate(args.dataset, root=args.root, ann_file=args.ann_file, limit=args.limit,
-                             batch_size=args.batch_size, progress=not args.quiet)
+                             batch_size=args.batch_size, progress=args.progress)
     print(json.dumps(metrics, indent=2))
 
 
@@ -133,44 +182,128 @@ def _cache(args: argparse.Namespace) -> None:
         print(f"freed {cache.human_size(cache.prune(files))} in {len(files)} files")
 
 
+# ------------------------------------------------------------------------------------------------ arguments
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``vfe-hub: error: ...`` and where to find the usage."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"vfe-hub: error: {message} (see '{self.prog} --help')\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _existing_folder(text: str) -> str:
+    if not Path(text).expanduser().is_dir():
+        what = "is a file, not a folder" if Path(text).expanduser().exists() else "does not exist"
+        raise argparse.ArgumentTypeError(f"{text} {what}; pass the dataset's root folder")
+    return text
+
+
+def _shard_options(s: argparse.ArgumentParser) -> None:
+    """Options of the commands that can run sharded (see vfe_hub.sharding)."""
+    s.add_argument("--shard", metavar="I/N", help="run only shard I of N (0 <= I < N) into --out-dir")
+    s.add_argument("--out-dir", help="folder of the shards' results (shared by all shards); resumable")
+
+
+def _run_options(s: argparse.ArgumentParser) -> None:
+    """Options of the commands that run a model: device, dtype, batch size, progress."""
+    s.add_argument("--device", help="e.g. cuda, cuda:1, cpu (default: vfe_hub.load's choice, CUDA when available)")
+    s.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
+                   help="float16/bfloat16 run under autocast (default: float32)")
+    s.add_argument("--batch-size", type=_positive_int, default=1, help="frames per forward pass (default: 1)")
+    s.add_argument("--progress", action="store_true", default=None, help="always show progress bars")
+    s.add_argument("--quiet", "-q", action="store_false", dest="progress", help="never show progress bars")
+    s.set_defaults(progress=None)
+
+
+def _common(parent: argparse.ArgumentParser, default: Any) -> None:
+    parent.add_argument("--debug", action="store_true", default=default, help="show the traceback of an error")
+    parent.add_argument("-v", "--verbose", action="store_true", default=default, help="show vfe_hub's INFO messages")
+
+
+OUTPUT_HELP = ("write results here, frame by frame (default: JSON Lines on stdout). *.jsonl: JSON Lines, a "
+               "provenance line then one line per frame (image_id, name, sequence, index, size, detections); any "
+               "other name: one JSON document {provenance, images, results}, results in COCO format. The file is "
+               "written as FILE.partial and renamed when complete: after a crash FILE.partial keeps the finished "
+               "frames")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vfe-hub", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
-    s = sub.add_parser("list", help="registered model names")
+    p = _Parser(prog="vfe-hub", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                epilog="Example: vfe-hub demo    (then: vfe-hub COMMAND --help)")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    _common(p, False)
+    common = argparse.ArgumentParser(add_help=False)
+    _common(common, argparse.SUPPRESS)  # also after the command; SUPPRESS keeps the value given before it
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, run: Any, summary: str, example: str,
+                description: str | None = None) -> argparse.ArgumentParser:
+        s = sub.add_parser(name, help=summary, description=description or summary, parents=[common],
+                           epilog=f"Example:\n  {example}", formatter_class=argparse.RawDescriptionHelpFormatter)
+        s.set_defaults(run=run)
+        return s
+
+    s = command("demo", _demo, "run a video detector on a short clip shipped with vfe_hub and save what it sees",
+                "vfe-hub demo --device cuda --out-dir demo/",
+                f"Load a model from the Hugging Face Hub (default {DEMO_MODEL}), run it on a short clip shipped with "
+                "vfe_hub and write OUT_DIR/results.json (see 'vfe-hub predict --help') and the frames with their "
+                "detections drawn, OUT_DIR/frames/*.jpg.")
+    s.add_argument("--model", default=DEMO_MODEL, help=f"a registered model name (default: {DEMO_MODEL})")
+    s.add_argument("--out-dir", default="vfe_hub_demo", help="output folder (default: ./vfe_hub_demo)")
+    s.add_argument("--score-thr", type=float, default=0.3, help="drawing threshold (default: 0.3)")
+    s.set_defaults(weights=None, protocol=None)
+    _run_options(s)
+
+    s = command("list", _list, "registered model names", "vfe-hub list '*vid*'")
     s.add_argument("pattern", nargs="?", default="*", help="shell-style wildcard, e.g. '*vid*'")
-    s.set_defaults(run=_list)
-    s = sub.add_parser("info", help="a model's registry facts as JSON")
+
+    s = command("info", _info, "a model's registry facts as JSON", "vfe-hub info mamba_r101_dc5_vid")
     s.add_argument("name")
-    s.set_defaults(run=_info)
-    for command, run in (("predict", _predict), ("evaluate", _evaluate)):
-        s = sub.add_parser(command)
-        s.add_argument("name", nargs="?" if command == "evaluate" else None)
-        s.add_argument("--device", default="cpu")
-        s.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
-        s.add_argument("--weights", help="local vfe_hub folder, .safetensors or original checkpoint")
-        s.add_argument("--batch-size", type=int, default=1)
-        s.add_argument("--quiet", action="store_true", help="no progress bar")
-        s.add_argument("--shard", metavar="I/N", help="run only shard I of N (0 <= I < N) into --out-dir")
-        s.add_argument("--out-dir", help="folder of the shards' results (shared by all shards); resumable")
-        s.set_defaults(run=_sharded(run))
-        if command == "predict":
-            s.add_argument("inputs", nargs="+", help="images, folders, globs or videos")
-            s.add_argument("--protocol", choices=["streaming", "paper"], help="video models only")
-            s.add_argument("--output", "-o", help="write COCO-style results JSON here (default: stdout)")
-            s.add_argument("--save-dir", help="draw detections on the frames into this folder")
-            s.add_argument("--score-thr", type=float, default=0.3, help="drawing threshold")
-        else:
-            s.add_argument("dataset", nargs="?", help="e.g. imagenet_vid")
-            s.add_argument("--merge", metavar="DIR", help="merge the finished shards of DIR and score them (no model)")
-            s.add_argument("--root", help="dataset root folder (required unless --merge)")
-            s.add_argument("--ann-file", help="annotation file (default: the dataset's usual one under --root)")
-            s.add_argument("--limit", type=int, help="evaluate only the first N videos/images")
-    s = sub.add_parser(
-        "convert", help="original checkpoint -> vfe_hub folder (model.safetensors, config.json, README.md)",
-        description="Convert an original release strictly into a vfe_hub folder. Trust: checkpoints whose "
-                    "metadata holds Python objects (DetPro's) are read with full unpickling (torch.load "
-                    "weights_only=False), which can run code stored in the file: convert only files from a source "
-                    "you trust. Other files are read with weights_only=True.")
+
+    s = command("predict", _predict, "detect objects in images, folders, globs or videos",
+                "vfe-hub predict mamba_r101_dc5_vid clip.mp4 -o results.jsonl --save-dir drawn/")
+    s.add_argument("name", help="a registered model name")
+    s.add_argument("inputs", nargs="+", help="images, folders, globs or videos")
+    s.add_argument("--weights", help="local vfe_hub folder, .safetensors or original checkpoint")
+    s.add_argument("--protocol", choices=["streaming", "paper"], help="video models only")
+    s.add_argument("--output", "-o", metavar="FILE", help=OUTPUT_HELP)
+    s.add_argument("--save-dir", help="draw detections on the frames into this folder")
+    s.add_argument("--score-thr", type=float, default=0.3, help="drawing threshold (default: 0.3)")
+    _run_options(s)
+    _shard_options(s)
+    s.set_defaults(run=_sharded(_predict))
+
+    datasets = [*DATASETS, *(f"{d}_val" for d in DATASETS)]
+    s = command("evaluate", _evaluate, "score a model on its benchmark with the official metric",
+                "vfe-hub evaluate mamba_r101_dc5_vid imagenet_vid --root data/ILSVRC2015 --limit 10")
+    s.add_argument("name", nargs="?", help="a registered model name")
+    s.add_argument("dataset", nargs="?", choices=datasets, metavar="dataset", help=f"one of {', '.join(datasets)}")
+    s.add_argument("--root", type=_existing_folder, help="dataset root folder (required unless --merge)")
+    s.add_argument("--merge", metavar="DIR", help="merge the finished shards of DIR and score them (no model)")
+    s.add_argument("--weights", help="local vfe_hub folder, .safetensors or original checkpoint")
+    s.add_argument("--ann-file", help="annotation file (default: the dataset's usual one under --root)")
+    s.add_argument("--limit", type=_positive_int, help="evaluate only the first N videos/images")
+    _run_options(s)
+    _shard_options(s)
+    s.set_defaults(run=_sharded(_evaluate))
+
+    s = command("convert", _convert,
+                "original checkpoint -> vfe_hub folder (model.safetensors, config.json, README.md)",
+                "vfe-hub convert mamba_r101_dc5_vid epoch_6_model.pth out/",
+                "Convert an original release strictly into a vfe_hub folder. Trust: checkpoints whose metadata holds "
+                "Python objects (DetPro's) are read with full unpickling (torch.load weights_only=False), which can "
+                "run code stored in the file: convert only files from a source you trust. Other files are read with "
+                "weights_only=True.")
     s.add_argument("name")
     s.add_argument("checkpoint", help="the original checkpoint (read with full unpickling for DetPro: trust it)")
     s.add_argument("out_dir")
@@ -179,36 +312,62 @@ def parser() -> argparse.ArgumentParser:
                                         "are read")
     s.add_argument("--contexts", nargs="+", help="DetPro (optional): learned prompt contexts (*_prompt.pth), used to "
                                                  "embed custom vocabularies with DetPro's prompts")
-    s.set_defaults(run=_convert)
-    s = sub.add_parser("publish", help="upload a vfe_hub folder to a Hugging Face Hub repo")
+
+    s = command("publish", _publish, "upload a vfe_hub folder to a Hugging Face Hub repo",
+                "vfe-hub publish out/ you/mamba_r101_dc5_vid")
     s.add_argument("folder")
     s.add_argument("repo_id")
     s.add_argument("--private", action="store_true")
     s.add_argument("--message", default="Upload vfe_hub weights")
-    s.set_defaults(run=_publish)
-    s = sub.add_parser(
-        "cache", help="list, verify or remove what vfe_hub downloaded and converted",
-        description="The files vfe_hub keeps: converted weights, fetched data files and vocabulary embeddings (in "
-                    "VFE_HUB_CACHE, default ~/.cache/vfe_hub) and the registry's original files in the Hugging Face "
-                    "cache (HF_HUB_CACHE; other files there are left alone). verify hashes each file against its "
-                    "recorded or pinned sha256 and fails if one is damaged.",
-        epilog="examples:\n  vfe-hub cache list\n  vfe-hub cache verify mamba_r101_dc5_vid\n"
-               "  vfe-hub cache prune stpn_swint_vid\n  vfe-hub cache prune --all",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    s = command("cache", _cache, "list, verify or remove what vfe_hub downloaded and converted",
+                "vfe-hub cache list\n  vfe-hub cache verify mamba_r101_dc5_vid\n  vfe-hub cache prune --all",
+                "The files vfe_hub keeps: converted weights, fetched data files and vocabulary embeddings (in "
+                "VFE_HUB_CACHE, default ~/.cache/vfe_hub) and the registry's original files in the Hugging Face "
+                "cache (HF_HUB_CACHE; other files there are left alone). verify hashes each file against its "
+                "recorded or pinned sha256 and fails if one is damaged.")
     s.add_argument("action", choices=["list", "verify", "prune"])
     s.add_argument("names", nargs="*", help="only the files of these models (default: all)")
     s.add_argument("--all", action="store_true", help="prune: remove everything vfe_hub cached")
-    s.set_defaults(run=_cache)
     return p
 
 
+# ------------------------------------------------------------------------------------------------ main
+
+def _configure_logging(verbose: bool) -> None:
+    """vfe_hub's own messages on stderr (WARNING and up, INFO with ``-v``); other libraries' loggers untouched."""
+    logger = logging.getLogger("vfe_hub")
+    logger.setLevel(logging.INFO if verbose else logging.WARNING)
+    if _LOG_HANDLER not in logger.handlers:
+        logger.addHandler(_LOG_HANDLER)
+
+
+def _one_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines() or [type(error).__name__]
+    text = lines[0] + (" ..." if len(lines) > 1 else "")
+    return text if isinstance(error, (VfeHubError, OSError)) else f"{type(error).__name__}: {text}"
+
+
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    """Run the command line ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
     args = parser().parse_args(argv)
+    _configure_logging(args.verbose)
     try:
         args.run(args)
-    except VfeHubError as e:
-        print(f"vfe-hub: error: {e}", file=sys.stderr)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (`vfe-hub list | head -1`): stop quietly, as a Unix tool killed by SIGPIPE.
+        # Python flushes stdout again at exit; point it at /dev/null so that this does not fail too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        return 128 + signal.SIGINT
+    except Exception as error:
+        if args.debug:
+            raise
+        print(f"vfe-hub: error: {_one_line(error)}", file=sys.stderr)
         return 1
     return 0
 

@@ -91,12 +91,13 @@ def env_shard() -> tuple[int, int] | None:
     return check_shard((int(os.environ.get("RANK", "0")), world)) if world > 1 else None
 
 
-def rank_device(device: str) -> str:
-    """``cuda:LOCAL_RANK`` for ``device="cuda"`` under torchrun with several GPUs; ``device`` otherwise."""
+def rank_device(device: str | None) -> str | None:
+    """``cuda:LOCAL_RANK`` for ``device="cuda"`` or the default device (None) under torchrun with several GPUs;
+    ``device`` otherwise."""
     import torch
 
     local = os.environ.get("LOCAL_RANK")
-    if device == "cuda" and local is not None and torch.cuda.device_count() > 1:
+    if device in (None, "cuda") and local is not None and torch.cuda.device_count() > 1:
         return f"cuda:{int(local) % torch.cuda.device_count()}"
     return device
 
@@ -327,13 +328,13 @@ def run_command(args: argparse.Namespace) -> dict[str, float] | None:
     from . import api
 
     if getattr(args, "merge", None):
-        return merge_and_score(args.merge, progress=not args.quiet)
+        return merge_and_score(args.merge, progress=args.progress)
     from_env = args.shard is None
     shard = parse_shard(args.shard) if args.shard else env_shard() or (0, 1)
     if args.out_dir is None:
         raise ShardError(f"a sharded {args.command} needs --out-dir DIR, a folder every shard can write to.")
     model = api.load(args.name, device=rank_device(args.device), dtype=args.dtype, weights=args.weights)
-    common = {"shard": shard, "out_dir": args.out_dir, "batch_size": args.batch_size, "progress": not args.quiet,
+    common = {"shard": shard, "out_dir": args.out_dir, "batch_size": args.batch_size, "progress": args.progress,
               "wait": from_env}
     if args.command == "predict":
         if args.output or args.save_dir:
