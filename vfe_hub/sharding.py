@@ -298,25 +298,27 @@ def predict(model: Detector, inputs: Sequence[str], *, shard: tuple[int, int], o
             batch_size: int = 1, progress: bool | None = None, wait: bool = False, **options: Any) -> None:
     """Run shard ``shard`` of ``model.predict`` over ``inputs`` (each input is a unit: an image, a folder or a
     video, weighted by its frame count) into ``out_dir``; with a single shard, or ``wait=True`` on shard 0, also
-    merge into ``results.json`` (COCO-style records, ``image_id`` the frame's name, in input order)."""
+    merge into ``results.json`` (COCO-style records in input order, ``image_id`` numbering the frames 1, 2, ...
+    over all inputs, as one ``predict`` call does)."""
     from .evaluation.runner import Unit, predict_units
     from .io import open_frames
 
-    units = []
-    for position, item in enumerate(inputs):
+    units, start = [], 1
+    for item in inputs:
         frames = open_frames([item])
         try:
             count = len(frames)
         except TypeError:  # a container without a frame count: decode once to count
             count = sum(1 for _ in frames)
-        units.append(Unit((os.path.abspath(item),), tuple((position, k) for k in range(count))))
+        units.append(Unit((os.path.abspath(item),), tuple(range(start, start + count))))
+        start += count
     options = model._check_options(options)
     manifest = {"task": "predict", "inputs": [unit.inputs[0] for unit in units], "model": model.spec.name,
                 "weights": model.weights_provenance, "dtype": str(model.dtype), "options": options,
                 "batch_size": batch_size}
     run_shard(units, shard, out_dir, manifest,
               lambda indices: predict_units(model, units, indices, batch_size=batch_size, options=options,
-                                            progress=progress, image_ids=False))
+                                            progress=progress))
     if shard[1] == 1 or (wait and shard[0] == 0):
         wait_for_shards(out_dir)
         merge_and_score(out_dir)

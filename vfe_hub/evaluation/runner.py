@@ -87,12 +87,12 @@ class Benchmark:
 
 
 def predict_units(model: Detector, units: Sequence[Unit], indices: Sequence[int], *, batch_size: int,
-                  options: dict[str, Any], progress: bool | None = None, category_ids: list[int] | None = None,
-                  image_ids: bool = True) -> Iterator[tuple[int, list[tuple[Any, list[dict]]]]]:
+                  options: dict[str, Any], progress: bool | None = None,
+                  category_ids: list[int] | None = None) -> Iterator[tuple[int, list[tuple[Any, list[dict]]]]]:
     """Run ``units[u]`` for ``u`` in ``indices``, one ``predict`` call each; yield ``(u, [(id, records)])`` with
     the COCO-style records (:meth:`~vfe_hub.Detections.to_json`) of each frame of the unit.
 
-    Records carry the frame's id as ``image_id`` (``image_ids=False``: the frame's name). Under the paper
+    Records carry the frame's id as ``image_id``. Under the paper
     protocol a video model's shuffle continues as if every unit before ``u`` had run in the same process
     (:meth:`~vfe_hub.VideoDetector.paper_rng_states`).
     """
@@ -116,7 +116,7 @@ def predict_units(model: Detector, units: Sequence[Unit], indices: Sequence[int]
                         raise DatasetError(f"{', '.join(unit.inputs)} gave a different number of frames than the "
                                            f"{len(unit.ids)} listed for it; check that the folder holds exactly "
                                            f"the frames of the annotations.")
-                    records = det.cpu().to_json(image_id=item_id if image_ids else None, category_ids=category_ids)
+                    records = det.cpu().to_json(image_id=item_id, category_ids=category_ids)
                     items.append((item_id, records))
                     bar.update(1)
             finally:
