@@ -89,6 +89,7 @@ def test_paper_protocol_is_deterministic_and_returns_frame_order(model, monkeypa
     assert not torch.equal(streaming[0].scores[:5], first[0].scores[:5]), "paper frame 0 sees the references"
 
 
+@pytest.mark.slow
 def test_paper_protocol_on_a_video_file_reads_frames_back_from_disk(model, monkeypatch, tmp_path):
     """The paper protocol holds a video's decoded frames in a temporary file, not in memory: the results equal
     those on the same frames given as arrays."""

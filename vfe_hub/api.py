@@ -106,7 +106,6 @@ def load(name: str | None = None, *, device: torch.device | str | None = None, d
         model.set_vocabulary(vocabulary)  # raises before anything is downloaded: the classes of this model are fixed
     expected = {k: v.shape for k, v in model.state_dict().items()}
     loaded = weights_mod.resolve(spec, expected, weights=weights, revision=revision, progress=progress)
-    weights_mod.materialise(model, device)
     model.load_weights(loaded)
     model = set_dtype(model.to(device).eval(), dtype)
     if vocabulary is not None:

@@ -84,22 +84,10 @@ def _parameters_on_meta() -> Iterator[None]:
 
 def empty_model(spec: ModelSpec, **overrides: Any) -> Detector:
     """The network of ``spec`` (``overrides`` replace config entries) with its parameters on the ``meta`` device:
-    its state dict gives the expected keys and shapes at no cost; :func:`materialise` then gives it memory."""
+    its state dict gives the expected keys and shapes at no cost; loading the weights gives it memory
+    (:meth:`~vfe_hub.Detector.load_weights`)."""
     with _parameters_on_meta():
         return spec.build(**overrides)
-
-
-def materialise(model: nn.Module, device: torch.device) -> None:
-    """Give every ``meta`` parameter uninitialised storage on ``device`` (shared parameters stay shared), for the
-    strict load of the weights that fills all of them."""
-    made: dict[int, nn.Parameter] = {}
-    for module in model.modules():
-        for name, param in list(module.named_parameters(recurse=False)):
-            if param.is_meta:
-                if id(param) not in made:
-                    made[id(param)] = nn.Parameter(torch.empty_like(param, device=device),
-                                                   requires_grad=param.requires_grad)
-                module.register_parameter(name, made[id(param)])
 
 
 def conversion_command(spec: ModelSpec) -> str:

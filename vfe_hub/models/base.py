@@ -48,8 +48,15 @@ class Detector(nn.Module):
         return self.spec.classes
 
     def load_weights(self, weights: LoadedWeights) -> None:
-        """Load checked weights (strictly) and remember their provenance."""
-        self.load_state_dict(weights.state, strict=True)
+        """Load checked weights (strictly) and remember their provenance.
+
+        The loaded tensors become the module's tensors (``assign``, cast to the module's dtypes where they differ):
+        no second copy of the weights is made, and parameters built on the ``meta`` device get their memory here.
+        """
+        own = self.state_dict()
+        state = {k: v.to(own[k].dtype) if k in own and v.dtype != own[k].dtype else v
+                 for k, v in weights.state.items()}
+        self.load_state_dict(state, strict=True, assign=True)
         self.weights_provenance = weights.provenance
 
     def set_vocabulary(self, names: Sequence[str], *, seen: Iterable[str] | None = None,
