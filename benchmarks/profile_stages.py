@@ -1,7 +1,10 @@
 """Where one frame's time goes: a model's stages timed on real frames; prints a Markdown table, slowest first.
 
-    python benchmarks/profile.py detpro_r50_fpn_lvis1 --size 480 640
-    python benchmarks/profile.py mamba_r101_dc5_vid --device cuda --frames 8
+(Not named ``profile.py``: a file of that name beside these scripts would shadow the standard library's
+``profile``, which torch imports.)
+
+    python benchmarks/profile_stages.py detpro_r50_fpn_lvis1 --size 480 640
+    python benchmarks/profile_stages.py mamba_r101_dc5_vid --device cuda --frames 8
 
 Stages are the model's sub-modules by top-level name (backbone, neck, RPN head, box and mask heads, attention,
 prompt predictor) and the steps it calls (preprocessing, proposal selection, RoI pooling, box post-processing with
@@ -11,28 +14,21 @@ call counts for the outermost timed stage only. Random weights (speed does not d
 """
 from __future__ import annotations
 
-import sys
+import argparse
+import importlib
+import time
+from collections import defaultdict
+from collections.abc import Callable
 
-# This file's folder comes first on the path of a script and would shadow the standard library's ``profile``
-# (which torch imports): import the libraries without it, then put it back for ``speed``.
-_HERE = sys.path.pop(0)
+import torch
 
-import argparse  # noqa: E402
-import importlib  # noqa: E402
-import time  # noqa: E402
-from collections import defaultdict  # noqa: E402
-from collections.abc import Callable  # noqa: E402
+from vfe_hub import engine
+from vfe_hub.layers.rpn import ProposalSelector
+from vfe_hub.models.base import Detector
+from vfe_hub.progress import progress_bar
+from vfe_hub.registry import get_spec
 
-import torch  # noqa: E402
-
-from vfe_hub import engine  # noqa: E402
-from vfe_hub.layers.rpn import ProposalSelector  # noqa: E402
-from vfe_hub.models.base import Detector  # noqa: E402
-from vfe_hub.progress import progress_bar  # noqa: E402
-from vfe_hub.registry import get_spec  # noqa: E402
-
-sys.path.insert(0, _HERE)
-from speed import frames  # noqa: E402
+from speed import frames
 
 #: functions the model families call by name, timed where a family module imports them
 STEPS = {"pool_rois": "RoI pooling", "detect": "box post-processing + NMS", "paste_masks": "mask pasting"}
