@@ -9,7 +9,8 @@ decoding is excluded. ``--torchvision`` adds torchvision's ``maskrcnn_resnet50_f
 same as DetPro's: 800 / 1333) on the same frames, and the ratio of each model's time per frame to it.
 ``--load`` times a cached load of each model in a fresh process: the converted safetensors already on disk
 (a vfe_hub folder written here), ``vfe_hub.load`` to a model ready for its first frame, then that first frame,
-and the process's peak resident memory beside the weights' size (one copy of the weights is the floor).
+and how much the process's peak resident memory grew during the load (Linux ``/proc``: ``VmHWM`` minus the
+``VmRSS`` before it) beside the weights' size: one copy of the weights, plus the code the load imports.
 """
 from __future__ import annotations
 
@@ -71,16 +72,20 @@ def torchvision_row(clip: list[Frame], device: str, batch_size: int) -> float:
 
 
 _LOAD_PROBE = """
-import resource, sys, time
+import sys, time
 start = time.perf_counter()
 import torch, vfe_hub
 from vfe_hub.io import Frame
 imported = time.perf_counter()
+def status(key):
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(key)) / 1024
+before = status("VmRSS:")
 model = vfe_hub.load(weights=sys.argv[1], device="cpu")
 loaded = time.perf_counter()
+load_peak = status("VmHWM:") - before
 model.predict(torch.zeros(3, 64, 64, dtype=torch.uint8))
 first = time.perf_counter()
-print(imported - start, loaded - imported, first - loaded, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+print(imported - start, loaded - imported, first - loaded, load_peak)
 """
 
 
@@ -93,7 +98,8 @@ def load_rows(names: list[str]) -> None:
 
     from vfe_hub import cards, hub
 
-    print("\n| model | import s | load s | first frame s | peak RSS MiB | weights MiB |\n|---|---|---|---|---|---|")
+    print("\n| model | import s | load s | first frame s | load's peak RSS growth MiB | weights MiB |\n"
+          "|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
             spec = vfe_hub.registry.get_spec(name)
@@ -108,8 +114,8 @@ def load_rows(names: list[str]) -> None:
             del model
             out = subprocess.run([sys.executable, "-c", _LOAD_PROBE, str(folder)], capture_output=True, text=True,
                                  check=True).stdout.split()
-            imported, loaded, first, rss = map(float, out[-4:])
-            print(f"| {name} | {imported:.2f} | {loaded:.2f} | {first:.2f} | {rss:.0f} | {size:.0f} |")
+            imported, loaded, first, grown = map(float, out[-4:])
+            print(f"| {name} | {imported:.2f} | {loaded:.2f} | {first:.2f} | {grown:.0f} | {size:.0f} |")
 
 
 def main() -> None:
@@ -119,7 +125,8 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     parser.add_argument("--frames", type=int, default=32)
     parser.add_argument("--size", type=int, nargs=2, default=(720, 1280), metavar=("H", "W"))
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=(1, 4, 16))
+    parser.add_argument("--batch-sizes", type=int, nargs="*", default=(1, 4, 16),
+                        help="batch sizes to time (none: only --load)")
     parser.add_argument("--weights", help="weights for the (single) model; default random")
     parser.add_argument("--torchvision", action="store_true", help="add torchvision's Mask R-CNN R50-FPN as a baseline")
     parser.add_argument("--load", action="store_true", help="also time a cached load of each model (fresh process)")
@@ -129,10 +136,12 @@ def main() -> None:
           f"{args.frames} frames of {args.size[0]}x{args.size[1]}\n")
     clip = frames(args.frames, *args.size)
     baseline = {bs: torchvision_row(clip, args.device, bs) for bs in args.batch_sizes} if args.torchvision else {}
-    print("| model | batch | frames/s | ms/batch | peak MiB | time / torchvision Mask R-CNN |\n|---|---|---|---|---|---|")
+    if args.batch_sizes:
+        print("| model | batch | frames/s | ms/batch | peak MiB | time / torchvision Mask R-CNN |\n"
+              "|---|---|---|---|---|---|")
     for bs, seconds in baseline.items():
         print(f"| torchvision maskrcnn_resnet50_fpn | {bs} | {1 / seconds:.2f} | {1000 * seconds * bs:.1f} | | 1.00 |")
-    for name in args.models:
+    for name in args.models if args.batch_sizes else ():
         if args.weights:
             model = vfe_hub.load(name, device=args.device, dtype=args.dtype, weights=args.weights)
         else:
