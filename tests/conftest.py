@@ -8,6 +8,7 @@ import huggingface_hub.hf_api
 import huggingface_hub.utils._cache_manager
 import pytest
 from huggingface_hub import constants
+from benchmark_layouts import write_vid
 from hubserver import FakeHub
 
 from vfe_hub.text.tokenizer import CLIP_COMMIT, CLIP_REPO, VOCAB_FILENAME
@@ -101,3 +102,14 @@ def github(github_raw: Path) -> Path:
     target = github_raw / CLIP_REPO / "raw" / CLIP_COMMIT / "clip" / VOCAB_FILENAME
     target.parent.mkdir(parents=True)
     return target
+
+
+# ---------------------------------------------------------------------------------------------
+# A generated ImageNet VID layout (tests/benchmark_layouts.py), shared by the evaluation tests.
+# ---------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def vid_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ILSVRC2015")
+    write_vid(root)
+    return root

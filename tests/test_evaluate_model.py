@@ -7,7 +7,6 @@ import pytest
 import torch
 from torch import nn
 
-from benchmark_layouts import write_vid
 from vfe_hub import VideoDetector
 from vfe_hub.errors import DatasetError
 from vfe_hub.evaluation import imagenet_vid_data
@@ -31,13 +30,6 @@ class Oracle(VideoDetector):
             boxes = torch.from_numpy(gt.boxes)
             out.append(self.make_detections(frame, boxes, torch.ones(len(boxes)), torch.from_numpy(gt.labels) - 1))
         return out
-
-
-@pytest.fixture(scope="module")
-def vid_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ILSVRC2015")
-    write_vid(root)
-    return root
 
 
 def test_a_perfect_detector_scores_one(vid_root):

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 import vfe_hub
-from benchmark_layouts import VIDEOS, write_lvis, write_vid
+from benchmark_layouts import VIDEOS, write_lvis
 from small_models import (DETPRO, convert_detpro, lvis_like_categories, small_spec, tiny_detpro_spec,
                           video_model, write_detpro_release)
 from vfe_hub import VideoDetector, cli, registry, sharding
@@ -59,13 +59,6 @@ class Recorder(VideoDetector):
             box = torch.tensor([[10.0 + 4 * frame.index, 20.0, 70.0 + 4 * frame.index, 90.0]])
             out.append(self.make_detections(frame, box, torch.tensor([1.0 / (1 + position)]), torch.tensor([0])))
         return out
-
-
-@pytest.fixture(scope="module")
-def vid_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ILSVRC2015")
-    write_vid(root)
-    return root
 
 
 @pytest.fixture(scope="module")
