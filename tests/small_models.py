@@ -8,12 +8,14 @@ import json
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from original_layouts import (PickledConfig, clip_text_layout, detpro_layout, detpro_state, mamba_layout, random_state,
                               stpn_layout, write_mmcv_checkpoint)
 from vfe_hub import cli
 from vfe_hub.convert import convert_state_dict, table_for
 from vfe_hub.models.detpro import ORIGINAL_FORMAT
+from vfe_hub import VideoDetector
 from vfe_hub.registry import Preprocess, get_spec
 
 # The layers do not depend on the input size; 320 x 192 keeps a ResNet-101 forward under a second on a CPU core.
@@ -35,6 +37,27 @@ def video_model(name: str, seed: int = 0, **overrides):
                                   {k: v.shape for k, v in model.state_dict().items()})
     model.load_state_dict(state, strict=True)
     return model.eval()
+
+
+class StandIn(VideoDetector):
+    """A video model without a network, for tests of what runs around one: it records the frames it sees, in
+    order (``seen``: (sequence, index)), and answers each with :meth:`answer`'s ``(boxes (N, 4), scores (N,),
+    labels (N,))``. Its one parameter gives it a device."""
+
+    def __init__(self) -> None:
+        super().__init__(small_spec("mamba_r101_dc5_vid"))
+        self.anchor = nn.Parameter(torch.zeros(1))
+        self.seen: list[tuple[str, int]] = []
+
+    def answer(self, frame) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def forward(self, batch):
+        out = []
+        for frame in batch.frames:
+            out.append(self.make_detections(frame, *self.answer(frame)))
+            self.seen.append((frame.sequence, frame.index))
+        return out
 
 
 def mamba(seed: int = 0):

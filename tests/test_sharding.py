@@ -15,12 +15,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
 
 import vfe_hub
 from benchmark_layouts import VIDEOS, write_lvis
-from small_models import (DETPRO, convert_detpro, lvis_like_categories, small_spec, tiny_detpro_spec,
-                          video_model, write_detpro_release)
+from small_models import (DETPRO, StandIn, convert_detpro, lvis_like_categories, tiny_detpro_spec, video_model,
+                          write_detpro_release)
 from vfe_hub import VideoDetector, cli, registry, sharding
 from vfe_hub.registry import Preprocess
 from vfe_hub.sharding import ShardError
@@ -36,7 +35,7 @@ def same_metrics(a: dict[str, float], b: dict[str, float]) -> bool:
     return a.keys() == b.keys() and all(a[k] == b[k] or (math.isnan(a[k]) and math.isnan(b[k])) for k in a)
 
 
-class Recorder(VideoDetector):
+class Recorder(StandIn):
     """A video model with the paper protocol's shuffle whose answers depend on the order it sees each video's frames:
     one box per frame, scored by its position in that order. It raises after ``fail_after`` frames (a preempted
     job)."""
@@ -44,21 +43,15 @@ class Recorder(VideoDetector):
     paper_shuffle = True
 
     def __init__(self, fail_after: int | None = None) -> None:
-        super().__init__(small_spec("mamba_r101_dc5_vid"))
-        self.anchor = nn.Parameter(torch.zeros(1))
+        super().__init__()
         self.fail_after = fail_after
-        self.seen: list[tuple[str, int]] = []
 
-    def forward(self, batch):
-        out = []
-        for frame in batch.frames:
-            if len(self.seen) == self.fail_after:
-                raise RuntimeError("preempted")
-            position = sum(sequence == frame.sequence for sequence, _ in self.seen)
-            self.seen.append((frame.sequence, frame.index))
-            box = torch.tensor([[10.0 + 4 * frame.index, 20.0, 70.0 + 4 * frame.index, 90.0]])
-            out.append(self.make_detections(frame, box, torch.tensor([1.0 / (1 + position)]), torch.tensor([0])))
-        return out
+    def answer(self, frame):
+        if len(self.seen) == self.fail_after:
+            raise RuntimeError("preempted")
+        position = sum(sequence == frame.sequence for sequence, _ in self.seen)
+        box = torch.tensor([[10.0 + 4 * frame.index, 20.0, 70.0 + 4 * frame.index, 90.0]])
+        return box, torch.tensor([1.0 / (1 + position)]), torch.tensor([0])
 
 
 @pytest.fixture(scope="module")
