@@ -44,6 +44,11 @@ class InputError(VfeHubError, ValueError):
     """An input to ``predict`` that cannot be read (missing file, not an image or video, empty video)."""
 
 
+class MissingDependencyError(VfeHubError, ImportError):
+    """An optional package (an extra of vfe_hub) that an export such as ``Detections.to_df`` needs is not
+    installed."""
+
+
 class DatasetError(VfeHubError, ValueError):
     """An annotation file or dataset folder that cannot be read."""
 
@@ -61,4 +66,5 @@ def unknown_keyword_error(where: str, given: Iterable[str], valid: Iterable[str]
     for name in given:
         hint = close_matches(name, valid, n=1)
         parts.append(f"{name!r}" + (f" (did you mean {hint[0]!r}?)" if hint else ""))
-    return UnknownArgumentError(f"{where} got unknown keyword argument(s) {', '.join(parts)}; valid: {', '.join(valid)}")
+    return UnknownArgumentError(f"{where} got unknown keyword argument(s) {', '.join(parts)}; "
+                                f"valid: {', '.join(valid)}")

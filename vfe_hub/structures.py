@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import VfeHubError
+from .errors import MissingDependencyError, VfeHubError
 
 
 @dataclass
@@ -34,16 +34,12 @@ _RECORD_COLUMNS = ("frame", "sequence", "index", "image_id", "x1", "y1", "x2", "
 """The columns of :meth:`Detections.to_records`, followed by ``track_id`` for tracked detections."""
 
 
-class MissingDependencyError(VfeHubError, ImportError):
-    """An optional package (an extra of vfe_hub) that an export such as :meth:`Detections.to_df` needs is not
-    installed."""
-
-
 @dataclass
 class ImageBatch:
     """A padded, normalised batch on the model's device.
 
-    ``images (B, 3, Hp, Wp)``, every image padded to the one size it has alone (see :mod:`vfe_hub.engine`); ``image_sizes[i] = (h, w)`` is the resized, unpadded size of image ``i``;
+    ``images (B, 3, Hp, Wp)``, every image padded to the one size it has alone (see :mod:`vfe_hub.engine`);
+    ``image_sizes[i] = (h, w)`` is the resized, unpadded size of image ``i``;
     ``scales[i] = (sx, sy) = (w / W, h / H)`` maps input pixels to resized pixels.
     """
 
