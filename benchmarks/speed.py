@@ -39,9 +39,11 @@ def frames(count: int, height: int, width: int) -> list[Frame]:
 def measure(model, clip: list[Frame], batch_size: int) -> tuple[float, float, float]:
     """(frames/s, ms per batch, peak memory MiB) of one pass over ``clip`` after one warm-up batch."""
     device = model.device
-    run = lambda items: list(engine.run(model, items, batch_size, progress_bar(progress=False)))
-    if isinstance(model, vfe_hub.VideoDetector):
-        model.reset()
+    if isinstance(model, vfe_hub.VideoDetector):  # one video: the warm-up frames, then the clip
+        session = model.session()
+        run = lambda items: list(session.run(items, batch_size, progress_bar(progress=False)))
+    else:
+        run = lambda items: list(engine.run(model, items, batch_size, progress_bar(progress=False)))
     run(clip[:batch_size])
     if device.type == "cuda":
         torch.cuda.synchronize()

@@ -52,7 +52,7 @@ class StandIn(VideoDetector):
     def answer(self, frame) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
-    def forward(self, batch):
+    def forward(self, batch, state):
         out = []
         for frame in batch.frames:
             out.append(self.make_detections(frame, *self.answer(frame)))

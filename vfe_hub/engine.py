@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -151,24 +151,27 @@ class Runnable(Protocol):
     def __call__(self, batch: ImageBatch) -> list: ...
 
 
-def run(model: Runnable, frames: Iterable[Frame], batch_size: int, bar) -> Iterator:
+def run(model: Runnable, frames: Iterable[Frame], batch_size: int, bar,
+        forward: Callable[[ImageBatch], list] | None = None) -> Iterator:
     """Yield ``model``'s results frame by frame for ``frames`` (:class:`vfe_hub.io.Frame`), in order.
 
     The contract: results never depend on ``batch_size``. Up to ``batch_size`` frames are decoded (in a background
     thread, overlapping compute) and split into groups of one padded size (:func:`same_padding`), so every frame is
     padded exactly as it would be alone. A stateful model (``model.stateful``: video state, updated frame by frame)
     gets runs of consecutive frames, in order; an image model gets every frame of one padded size in one batch.
-    Each group runs under ``torch.inference_mode`` and, for half precision, ``torch.autocast``.
+    Each group runs under ``torch.inference_mode`` and, for half precision, ``torch.autocast``, through
+    ``forward`` (default: the model itself; a video session binds its state).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     device, dtype, rule = model.device, model.dtype, model.spec.preprocess
+    forward = forward or model
     autocast = dtype in (torch.float16, torch.bfloat16)
     for group in _prefetch(_batches(frames, batch_size)):
         results: list = [None] * len(group)
         for index, batch in batches(group, rule, device, keep_order=model.stateful):
             with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=autocast):
-                for i, result in zip(index, model(batch)):
+                for i, result in zip(index, forward(batch)):
                     results[i] = result
         for result in results:
             bar.update(1)

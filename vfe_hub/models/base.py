@@ -13,9 +13,11 @@ from .. import engine
 from ..errors import VfeHubError, close_matches, unknown_keyword_error
 from ..progress import progress_bar
 from ..registry import MODELS, ModelSpec
+from ..session import Session, VideoState
 from ..structures import Detections, FrameInfo, ImageBatch
 
 if TYPE_CHECKING:
+    from ..io import Frame
     from ..weights import LoadedWeights
 
 
@@ -98,9 +100,9 @@ class Detector(nn.Module):
 
         return open_frames(inputs)
 
-    def _results(self, results: Iterator[Detections], options: dict[str, Any]) -> Iterator[Detections]:
-        """The results in the order the user gave the frames (hook for video protocols)."""
-        return results
+    def _run(self, frames: Iterable, batch_size: int, bar: Any, options: dict[str, Any]) -> Iterator[Detections]:
+        """The results of ``frames``, in the order the user gave them (hook for video protocols)."""
+        return engine.run(self, frames, batch_size, bar)
 
     def predict(self, inputs: Any, *, batch_size: int = 1, progress: bool | None = None, stream: bool = False,
                 **options: Any) -> list[Detections] | Iterator[Detections]:
@@ -123,8 +125,7 @@ class Detector(nn.Module):
 
         def generate() -> Iterator[Detections]:
             with progress_bar(total=total, unit="frame", desc=self.spec.name, progress=progress) as bar:
-                results = engine.run(self, frames, batch_size, bar)
-                yield from self._results(results, options)
+                yield from self._run(frames, batch_size, bar, options)
 
         return generate() if stream else list(generate())
 
@@ -143,11 +144,13 @@ PROTOCOLS = ("streaming", "paper")
 
 
 class VideoDetector(Detector):
-    """A detector that keeps state across the frames of a video (memory banks, prompts, track queries).
+    """A detector that remembers the video so far (memory banks, prompts, track windows).
 
-    Frames reach ``forward`` in processing order with their ``sequence`` key; a new key resets the state.
-    Protocols: ``"streaming"`` (default) sees frames in order and uses only the past; ``"paper"`` reproduces
-    the published evaluation, which may look at the whole video first (see the model card).
+    The model holds no video state itself: ``forward(batch, state)`` advances a :class:`~vfe_hub.session.VideoState`
+    (made by :meth:`new_state`) that a :class:`~vfe_hub.session.Session` owns, so sessions of one model run side by
+    side (:meth:`session`) and ``predict`` runs one session per video. Protocols: ``"streaming"`` (default) sees
+    frames in order and uses only the past; ``"paper"`` reproduces the published evaluation, which may look at the
+    whole video first (see the model card).
     """
 
     predict_options = {"protocol": "streaming"}
@@ -160,20 +163,28 @@ class VideoDetector(Detector):
     #: ``random.Random(10)``, as the released evaluation starts (a shard continues it: :meth:`paper_rng_states`)
     paper_rng_state: tuple | None = None
 
-    def __init__(self, spec: ModelSpec) -> None:
-        super().__init__(spec)
-        self._sequence: str | None = None
-        self._reference_frames: dict[str, list] = {}
+    def session(self) -> Session:
+        """A live video (streaming protocol): ``session.update(frames) -> list[Detections]`` keeps the state across
+        calls, ``session.reset()`` starts a new video; sessions of one model are independent."""
+        return Session(self)
 
-    def reset(self) -> None:
-        """Forget the current video; the next frame starts a new one."""
-        self._sequence = None
-        self._reference_frames.clear()
+    def new_state(self, protocol: str = "streaming", references: list[Frame] | None = None) -> VideoState:
+        """The state of a new video (families with more to remember return a subclass)."""
+        return VideoState(protocol, references)
 
-    def references_for(self, frame: FrameInfo) -> list[ImageBatch] | None:
-        """The preprocessed reference frames for the first frame of ``frame.sequence`` (paper protocol), or None:
-        batches of one padded size each (as :func:`vfe_hub.engine.run` forms them), the frames in order."""
-        refs = self._reference_frames.pop(frame.sequence, None)
+    def forward(self, batch: ImageBatch, state: VideoState) -> list[Detections | None]:  # type: ignore[override]
+        """Detections for the frames of ``batch`` (consecutive frames of ``state``'s video), advancing ``state``;
+        ``None`` for a frame whose result comes with :meth:`finish`."""
+        raise NotImplementedError
+
+    def finish(self, state: VideoState) -> list[Detections]:
+        """The results held back until the end of the video, in frame order (none unless a protocol needs it)."""
+        return []
+
+    def reference_batches(self, state: VideoState) -> list[ImageBatch] | None:
+        """The paper protocol's reference frames of ``state``, once, preprocessed: batches of one padded size
+        each (as :func:`vfe_hub.engine.run` forms them), the frames in order; ``None`` without references."""
+        refs = state.take_references()
         if refs is None:
             return None
         return [batch for _, batch in engine.batches(refs, self.spec.preprocess, self.device, keep_order=True)]
@@ -203,54 +214,30 @@ class VideoDetector(Detector):
                               + f"; use one of {', '.join(map(repr, PROTOCOLS))} (see the model card).")
         return options
 
-    def _frames(self, inputs: Any, options: dict[str, Any]) -> Iterable:
-        self.reset()
-        frames = super()._frames(inputs, options)
-        return frames if options["protocol"] == "streaming" else _PaperOrder(self, frames)
-
-    def _results(self, results: Iterator[Detections], options: dict[str, Any]) -> Iterator[Detections]:
-        if options["protocol"] == "streaming":
-            yield from results
-            return
-        pending: list[Detections] = []
-        for det in results:  # one sequence arrives whole and shuffled; give it back in frame order
-            if pending and det.frame.sequence != pending[0].frame.sequence:
-                yield from sorted(pending, key=lambda d: d.frame.index)
-                pending = []
-            pending.append(det)
-        yield from sorted(pending, key=lambda d: d.frame.index)
-
-
-class _PaperOrder:
-    """Frames of each sequence in the paper protocol's order, with that sequence's references registered.
-
-    A sequence is read once into a :class:`vfe_hub.io.FrameStore` (image paths, decoded video frames spilled to a
-    temporary file), so memory holds only the references and the frames in flight, on any video length. With
-    ``paper_shuffle`` the frames after the first are shuffled by one ``random.Random(10)`` driven over the
-    sequences in order, as the released evaluation does.
-    """
-
-    def __init__(self, model: VideoDetector, frames: Iterable) -> None:
-        self.model = model
-        self.frames = frames
-
-    def __len__(self) -> int:
-        return len(self.frames)  # type: ignore[arg-type]
-
-    def __iter__(self) -> Iterator:
+    def _run(self, frames: Iterable, batch_size: int, bar: Any, options: dict[str, Any]) -> Iterator[Detections]:
+        """One session per sequence; under the paper protocol each sequence is first read once into a
+        :class:`vfe_hub.io.FrameStore` (image paths, decoded video frames spilled to a temporary file), so memory
+        holds only the references and the frames in flight on any video length. With ``paper_shuffle`` the frames
+        after the first run in the order of one ``random.Random(10)`` driven over the sequences in order, as the
+        released evaluation does; results come back in frame order."""
         from ..io import FrameStore
 
         rng = random.Random(10)
-        if self.model.paper_rng_state is not None:
-            rng.setstate(self.model.paper_rng_state)
-        for key, group in itertools.groupby(self.frames, key=lambda f: f.sequence):
+        if self.paper_rng_state is not None:
+            rng.setstate(self.paper_rng_state)
+        for _, group in itertools.groupby(frames, key=lambda f: f.sequence):
+            if options["protocol"] == "streaming" or not (self.paper_references or self.paper_shuffle):
+                session = Session(self, protocol=options["protocol"])
+                yield from session.run(group, batch_size, bar)
+                yield from session.finish()
+                continue
             with FrameStore() as store:
                 for frame in group:
                     store.add(frame)
-                refs = VideoDetector.reference_indices(len(store), self.model.paper_references)
-                self.model._reference_frames[key] = [store[i] for i in refs]
+                refs = [store[i] for i in self.reference_indices(len(store), self.paper_references)]
                 rest = list(range(1, len(store)))
-                if self.model.paper_shuffle:
+                if self.paper_shuffle:
                     rng.shuffle(rest)
-                for i in (0, *rest):
-                    yield store[i]
+                session = Session(self, protocol="paper", references=refs)
+                results = [*session.run((store[i] for i in (0, *rest)), batch_size, bar), *session.finish()]
+            yield from sorted(results, key=lambda d: d.frame.index)

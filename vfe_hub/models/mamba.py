@@ -13,7 +13,8 @@ every later frame attends to at most 2000 sampled rows, then writes its own 75 b
 """
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -28,9 +29,20 @@ from ..layers.roi import boxes_to_rois, pool_rois
 from ..layers.rpn import ProposalSelector, RPNHead
 from ..registry import ModelSpec
 from ..structures import Detections, ImageBatch
+from ..session import VideoState
 from .base import VideoDetector
 
+if TYPE_CHECKING:
+    from ..io import Frame
+
 STRIDE = 16
+
+
+@dataclass
+class MambaState(VideoState):
+    """A video's two memory banks (one per fc), pre-ReLU rows."""
+
+    memories: list[MemoryBank] = field(default_factory=list)
 
 
 class Mamba(VideoDetector):
@@ -47,13 +59,11 @@ class Mamba(VideoDetector):
         self.proposals = ProposalSelector(anchors, nms_pre=6000, iou=0.7, max_per_img=300)
         self.box_head = ConvFCBoxHead(512, 7, num_classes)
         self.aggregators = nn.ModuleList(RelationAttention(1024, heads=16) for _ in range(2))
-        self.memories = [MemoryBank(memory_length, memory_sample, seed) for _ in range(2)]
+        self.memory = {"max_length": memory_length, "key_length": memory_sample, "seed": seed}
         self.coder = DeltaXYWHCoder(stds=(0.2, 0.2, 0.2, 0.2))
 
-    def reset(self) -> None:
-        super().reset()
-        for memory in self.memories:
-            memory.reset()
+    def new_state(self, protocol: str = "streaming", references: list[Frame] | None = None) -> MambaState:
+        return MambaState(protocol, references, memories=[MemoryBank(**self.memory) for _ in range(2)])
 
     def _rois(self, batch: ImageBatch) -> tuple[list[torch.Tensor], torch.Tensor, list[int]]:
         """Proposals per image, their first-fc features ``(sum K_i, 1024)`` (pre-ReLU), and the counts ``K_i``."""
@@ -72,10 +82,10 @@ class Mamba(VideoDetector):
             rows.extend(r[: self.topk] for r in x.split(counts))
         return torch.cat(rows)
 
-    def _first_frame(self, x: torch.Tensor, refs: torch.Tensor | None) -> torch.Tensor:
+    def _first_frame(self, x: torch.Tensor, refs: torch.Tensor | None, memories: list[MemoryBank]) -> torch.Tensor:
         """Fill both memories from the references (+ this frame's best rows) and enhance ``x`` against all of them."""
         r = x[: self.topk] if refs is None else torch.cat([refs, x[: self.topk]])
-        for i, (fc, attend, memory) in enumerate(zip(self.box_head.fcs, self.aggregators, self.memories)):
+        for i, (fc, attend, memory) in enumerate(zip(self.box_head.fcs, self.aggregators, memories)):
             if i > 0:
                 x, r = fc(x), fc(r)
             memory.reset(r)
@@ -83,8 +93,8 @@ class Mamba(VideoDetector):
             r = torch.relu(r)
         return x
 
-    def _next_frame(self, x: torch.Tensor) -> torch.Tensor:
-        for i, (fc, attend, memory) in enumerate(zip(self.box_head.fcs, self.aggregators, self.memories)):
+    def _next_frame(self, x: torch.Tensor, memories: list[MemoryBank]) -> torch.Tensor:
+        for i, (fc, attend, memory) in enumerate(zip(self.box_head.fcs, self.aggregators, memories)):
             if i > 0:
                 x = fc(x)
             x = x + attend(x, memory.sample())
@@ -92,17 +102,17 @@ class Mamba(VideoDetector):
             x = torch.relu(x)
         return x
 
-    def forward(self, batch: ImageBatch) -> list[Detections]:
+    def forward(self, batch: ImageBatch, state: MambaState) -> list[Detections]:  # type: ignore[override]
         """Detections for the frames of ``batch``, processed in order (the memory makes the order matter)."""
         proposals, x, counts = self._rois(batch)
         results = []
         for frame, boxes, rows, size, scale in zip(batch.frames, proposals, x.split(counts), batch.image_sizes,
                                                    batch.scales):
-            if frame.sequence != self._sequence:
-                self._sequence = frame.sequence
-                rows = self._first_frame(rows, self._reference_rows(self.references_for(frame)))
+            if state.seen == 0:
+                rows = self._first_frame(rows, self._reference_rows(self.reference_batches(state)), state.memories)
             else:
-                rows = self._next_frame(rows)
+                rows = self._next_frame(rows, state.memories)
+            state.seen += 1
             probs = self.box_head.cls_score(rows).float().softmax(dim=1)[:, :-1]
             det = detect(boxes, probs, self.box_head.bbox_pred(rows), self.coder, size, scale, score_thr=1e-4,
                          iou=0.5, max_per_img=100)

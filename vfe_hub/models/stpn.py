@@ -14,7 +14,8 @@ current frame joins the references (the last ``paper_references`` sampled frames
 """
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -28,10 +29,23 @@ from ..layers.roi import boxes_to_rois, pool_rois
 from ..layers.rpn import ProposalSelector, RPNHead
 from ..layers.swin import SwinTransformer
 from ..registry import ModelSpec
-from ..structures import Detections, FrameInfo, ImageBatch
+from ..session import VideoState
+from ..structures import Detections, ImageBatch
 from .base import VideoDetector
 
+if TYPE_CHECKING:
+    from ..io import Frame
+
 STRIDES = (4, 8, 16, 32, 64)
+
+
+@dataclass
+class StpnState(VideoState):
+    """A video's prompt ``(P, 96)`` and, in streaming mode (``streams``), the reduced tokens of its sampled frames."""
+
+    prompt: torch.Tensor | None = None
+    tokens: list[torch.Tensor] = field(default_factory=list)
+    streams: bool = True
 
 
 class PromptPredictor(nn.Module):
@@ -65,52 +79,44 @@ class Stpn(VideoDetector):
         self.box_head = ConvFCBoxHead(256, 7, num_classes)
         self.prompt_predictor = PromptPredictor(prompts=prompts)
         self.coder = DeltaXYWHCoder(stds=(0.2, 0.2, 0.2, 0.2))
-        self._prompt: torch.Tensor | None = None
-        self._tokens: list[torch.Tensor] = []
-        self._seen = 0
-        self._streams = True
 
-    def reset(self) -> None:
-        super().reset()
-        self._prompt, self._tokens, self._seen, self._streams = None, [], 0, True
+    def new_state(self, protocol: str = "streaming", references: list[Frame] | None = None) -> StpnState:
+        return StpnState(protocol, references)
 
     def _reference_tokens(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Reduced last-stage tokens ``(h * w, 96)`` of each image, run through the backbone without prompts."""
         return list(self.prompt_predictor.tokens(self.backbone(images)[-1]).chunk(len(images)))
 
-    def _advance(self, frame: FrameInfo) -> tuple[bool, list[ImageBatch] | None, bool]:
-        """Count ``frame`` in its video: (first frame?, the paper protocol's references, joins the references?)."""
-        start = frame.sequence != self._sequence
+    def _advance(self, state: StpnState) -> tuple[bool, list[ImageBatch] | None, bool]:
+        """Count a frame in its video: (first frame?, the paper protocol's references, joins the references?)."""
+        start = state.seen == 0
         refs = None
         if start:
-            self._sequence, self._seen = frame.sequence, 0
-            refs = self.references_for(frame)
-            self._streams = refs is None
-        sample = self._streams and self._seen % self.prompt_interval == 0
-        self._seen += 1
+            refs = self.reference_batches(state)
+            state.streams = refs is None
+        sample = state.streams and state.seen % self.prompt_interval == 0
+        state.seen += 1
         return start, refs, sample
 
-    def _prompts(self, batch: ImageBatch) -> torch.Tensor:
+    def _prompts(self, batch: ImageBatch, state: StpnState) -> torch.Tensor:
         """``(B, P, 96)``: each frame's prompt, updating the per-video references frame by frame."""
-        actions = [self._advance(frame) for frame in batch.frames]
+        actions = [self._advance(state) for _ in batch.frames]
         sampled = [i for i, (_, _, sample) in enumerate(actions) if sample]
         own = dict(zip(sampled, self._reference_tokens(batch.images[sampled]))) if sampled else {}
         prompts = []
         for i, (start, refs, sample) in enumerate(actions):
-            if start:
-                self._tokens = []
-                if refs is not None:
-                    tokens = [t for ref in refs for t in self._reference_tokens(ref.images)]
-                    self._prompt = self.prompt_predictor(torch.cat(tokens))
+            if start and refs is not None:
+                tokens = [t for ref in refs for t in self._reference_tokens(ref.images)]
+                state.prompt = self.prompt_predictor(torch.cat(tokens))
             if sample:
-                self._tokens = [*self._tokens, own[i]][-self.paper_references:]
-                self._prompt = self.prompt_predictor(torch.cat(self._tokens))
-            prompts.append(self._prompt)
+                state.tokens = [*state.tokens, own[i]][-self.paper_references:]
+                state.prompt = self.prompt_predictor(torch.cat(state.tokens))
+            prompts.append(state.prompt)
         return torch.stack(prompts)
 
-    def forward(self, batch: ImageBatch) -> list[Detections]:
+    def forward(self, batch: ImageBatch, state: StpnState) -> list[Detections]:  # type: ignore[override]
         """Detections for the frames of ``batch``; the prompt state advances in frame order."""
-        feats = self.neck(self.backbone(batch.images, self._prompts(batch)))
+        feats = self.neck(self.backbone(batch.images, self._prompts(batch, state)))
         proposals = [boxes for boxes, _ in self.proposals(self.rpn(feats), batch.image_sizes)]
         pooled = pool_rois(feats[:4], boxes_to_rois(proposals), STRIDES[:4], output_size=7, sampling_ratio=0)
         counts = [len(p) for p in proposals]
