@@ -236,20 +236,23 @@ def centernet2_dr2101_layout() -> dict[str, tuple[int, ...]]:
             keys[p + "conv3.weight"] = (out, bottleneck, 1, 1)
             _frozen_bn(keys, p + "conv3.norm", out)
             in_c = out
+    def conv(name: str, out: int, inp: int, k: int) -> None:
+        keys[f"{name}.weight"], keys[f"{name}.bias"] = (out, inp, k, k), (out,)
+
     for level, c_in in zip((3, 4, 5), (512, 1024, 2048)):
-        keys[f"backbone.fpn_lateral{level}.weight"], keys[f"backbone.fpn_lateral{level}.bias"] = (256, c_in, 1, 1), (256,)
-        keys[f"backbone.fpn_output{level}.weight"], keys[f"backbone.fpn_output{level}.bias"] = (256, 256, 3, 3), (256,)
+        conv(f"backbone.fpn_lateral{level}", 256, c_in, 1)
+        conv(f"backbone.fpn_output{level}", 256, 256, 3)
     for level in ("p6", "p7"):
-        keys[f"backbone.top_block.{level}.weight"], keys[f"backbone.top_block.{level}.bias"] = (256, 256, 3, 3), (256,)
+        conv(f"backbone.top_block.{level}", 256, 256, 3)
     h = "proposal_generator.centernet_head."
     for index in (0, 3, 6):
-        keys[f"{h}bbox_tower.{index}.weight"], keys[f"{h}bbox_tower.{index}.bias"] = (256, 256, 3, 3), (256,)
-    for index in (1, 4, 7, 10):
+        conv(f"{h}bbox_tower.{index}", 256, 256, 3)
+    for index in (1, 4, 7, 10):  # GroupNorm(32, 256)
         keys[f"{h}bbox_tower.{index}.weight"], keys[f"{h}bbox_tower.{index}.bias"] = (256,), (256,)
-    keys[f"{h}bbox_tower.9.offset.weight"], keys[f"{h}bbox_tower.9.offset.bias"] = (27, 256, 3, 3), (27,)
-    keys[f"{h}bbox_tower.9.conv.weight"], keys[f"{h}bbox_tower.9.conv.bias"] = (256, 256, 3, 3), (256,)
-    keys[f"{h}bbox_pred.weight"], keys[f"{h}bbox_pred.bias"] = (4, 256, 3, 3), (4,)
-    keys[f"{h}agn_hm.weight"], keys[f"{h}agn_hm.bias"] = (1, 256, 3, 3), (1,)
+    conv(f"{h}bbox_tower.9.offset", 27, 256, 3)
+    conv(f"{h}bbox_tower.9.conv", 256, 256, 3)
+    conv(f"{h}bbox_pred", 4, 256, 3)
+    conv(f"{h}agn_hm", 1, 256, 3)
     for level in range(5):
         keys[f"{h}scales.{level}.scale"] = (1,)
     return keys

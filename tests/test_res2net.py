@@ -30,7 +30,8 @@ def randomise(module: nn.Module, seed: int) -> None:
 
 def frozen_bn(x, state, name):
     scale = state[f"{name}.weight"] / torch.sqrt(state[f"{name}.running_var"] + 1e-5)
-    return (x - state[f"{name}.running_mean"][:, None, None]) * scale[:, None, None] + state[f"{name}.bias"][:, None, None]
+    shift = state[f"{name}.bias"] - state[f"{name}.running_mean"] * scale
+    return x * scale[:, None, None] + shift[:, None, None]
 
 
 def average_pool_ceil(x, k):
@@ -47,12 +48,13 @@ def bottle2neck_reference(x, state, width, stride, first, deform):
     """The block as CenterNet2's detectron2 Res2Net computes it with the stride in the first 1x1 conv."""
     y = F.relu(frozen_bn(F.conv2d(x, state["conv1.weight"], stride=stride), state, "bn1"))
     chunks = y.split(width, 1)
-    outs = []
+    outs, sp = [], None
     for j in range(len(chunks) - 1):
-        sp = chunks[j] if j == 0 or first else sp + chunks[j]
+        sp = chunks[j] if sp is None or first else sp + chunks[j]
         if deform:
             raw = F.conv2d(sp, state[f"convs.{j}.offset.weight"], padding=1)
-            sp = deform_conv_reference(sp, raw[:, :18], state[f"convs.{j}.weight"], None, 1, 1, 1, raw[:, 18:].sigmoid())
+            weight, mask = state[f"convs.{j}.weight"], raw[:, 18:].sigmoid()
+            sp = deform_conv_reference(sp, raw[:, :18], weight, None, 1, 1, 1, mask)
         else:
             sp = F.conv2d(sp, state[f"convs.{j}.weight"], padding=1)
         sp = F.relu(frozen_bn(sp, state, f"bns.{j}"))

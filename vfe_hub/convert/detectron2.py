@@ -31,9 +31,12 @@ _BACKBONE = (
 )
 
 _NECK = (
-    *((rf"backbone\.fpn_lateral{s}\.(weight|bias)", rf"neck.lateral_convs.{i}.conv.\1") for i, s in enumerate((3, 4, 5))),
-    *((rf"backbone\.fpn_output{s}\.(weight|bias)", rf"neck.fpn_convs.{i}.conv.\1") for i, s in enumerate((3, 4, 5))),
-    *((rf"backbone\.top_block\.p{s}\.(weight|bias)", rf"neck.extra_convs.{i}.\1") for i, s in enumerate((6, 7))),
+    *((rf"backbone\.fpn_lateral{s}\.(weight|bias)", rf"neck.lateral_convs.{i}.conv.\1")
+      for i, s in enumerate((3, 4, 5))),
+    *((rf"backbone\.fpn_output{s}\.(weight|bias)", rf"neck.fpn_convs.{i}.conv.\1")
+      for i, s in enumerate((3, 4, 5))),
+    *((rf"backbone\.top_block\.p{s}\.(weight|bias)", rf"neck.extra_convs.{i}.\1")
+      for i, s in enumerate((6, 7))),
 )
 
 _PROPOSAL_HEAD = (

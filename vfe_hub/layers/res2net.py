@@ -56,9 +56,9 @@ class Bottle2neck(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         chunks = self.relu(self.bn1(self.conv1(x))).split(self.width, 1)
-        outs = []
+        outs, sp = [], None
         for j, (conv, bn) in enumerate(zip(self.convs, self.bns)):
-            sp = chunks[j] if j == 0 or self.downsample is not None else sp + chunks[j]
+            sp = chunks[j] if sp is None or self.downsample is not None else sp + chunks[j]
             sp = self.relu(bn(conv(sp.contiguous())))
             outs.append(sp)
         y = self.bn3(self.conv3(torch.cat(outs + [chunks[-1]], 1)))
