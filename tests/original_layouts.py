@@ -202,6 +202,62 @@ def detpro_layout(clip: bool = True) -> dict[str, tuple[int, ...]]:
     return keys
 
 
+def _frozen_bn(keys: dict, name: str, channels: int) -> None:
+    for p in ("weight", "bias", "running_mean", "running_var"):
+        keys[f"{name}.{p}"] = (channels,)
+
+
+def centernet2_dr2101_layout() -> dict[str, tuple[int, ...]]:
+    """CenterNet2's ``build_p67_res2net_fpn_backbone`` (Res2Net-101 v1b 26w x 4s, modulated DCN in res4/res5,
+    detectron2 FPN on res3-res5 with P6/P7 from P5) and its class-agnostic CenterNet head: the detector keys of the
+    GTR and CenterNet2 "DR2101" checkpoints (detectron2 ``Conv2d`` norms at ``<conv>.norm``, FrozenBN buffers)."""
+    b = "backbone.bottom_up."
+    keys: dict[str, tuple[int, ...]] = {}
+    for index, (c_in, c_out) in zip((0, 3, 6), ((3, 32), (32, 32), (32, 64))):
+        keys[f"{b}stem.conv1.{index}.weight"] = (c_out, c_in, 3, 3)
+        if index < 6:
+            _frozen_bn(keys, f"{b}stem.conv1.{index + 1}", c_out)
+    _frozen_bn(keys, f"{b}stem.bn1", 64)
+    in_c = 64
+    for stage, blocks in zip(range(2, 6), RESNET_BLOCKS[101]):
+        out, bottleneck, width = 256 * 2 ** (stage - 2), 104 * 2 ** (stage - 2), 26 * 2 ** (stage - 2)
+        for block in range(blocks):
+            p = f"{b}res{stage}.{block}."
+            if block == 0:
+                keys[p + "shortcut.1.weight"] = (out, in_c, 1, 1)
+                _frozen_bn(keys, p + "shortcut.1.norm", out)
+            keys[p + "conv1.weight"] = (bottleneck, in_c, 1, 1)
+            _frozen_bn(keys, p + "conv1.norm", bottleneck)
+            for j in range(3):
+                if stage >= 4:
+                    keys[f"{p}conv2_offsets.{j}.weight"] = (27, width, 3, 3)
+                keys[f"{p}convs.{j}.weight"] = (width, width, 3, 3)
+                _frozen_bn(keys, f"{p}bns.{j}", width)
+            keys[p + "conv3.weight"] = (out, bottleneck, 1, 1)
+            _frozen_bn(keys, p + "conv3.norm", out)
+            in_c = out
+    def conv(name: str, out: int, inp: int, k: int) -> None:
+        keys[f"{name}.weight"], keys[f"{name}.bias"] = (out, inp, k, k), (out,)
+
+    for level, c_in in zip((3, 4, 5), (512, 1024, 2048)):
+        conv(f"backbone.fpn_lateral{level}", 256, c_in, 1)
+        conv(f"backbone.fpn_output{level}", 256, 256, 3)
+    for level in ("p6", "p7"):
+        conv(f"backbone.top_block.{level}", 256, 256, 3)
+    h = "proposal_generator.centernet_head."
+    for index in (0, 3, 6):
+        conv(f"{h}bbox_tower.{index}", 256, 256, 3)
+    for index in (1, 4, 7, 10):  # GroupNorm(32, 256)
+        keys[f"{h}bbox_tower.{index}.weight"], keys[f"{h}bbox_tower.{index}.bias"] = (256,), (256,)
+    conv(f"{h}bbox_tower.9.offset", 27, 256, 3)
+    conv(f"{h}bbox_tower.9.conv", 256, 256, 3)
+    conv(f"{h}bbox_pred", 4, 256, 3)
+    conv(f"{h}agn_hm", 1, 256, 3)
+    for level in range(5):
+        keys[f"{h}scales.{level}.scale"] = (1,)
+    return keys
+
+
 def random_state(layout: dict[str, tuple[int, ...]], seed: int = 0) -> OrderedDict[str, torch.Tensor]:
     """Random tensors for ``layout``: small weights, BN statistics that keep activations finite."""
     g = torch.Generator().manual_seed(seed)

@@ -12,6 +12,7 @@ from vfe_hub.layers.anchors import AnchorGenerator
 from vfe_hub.layers.attention import MemoryBank, RelationAttention
 from vfe_hub.layers.box_coder import DeltaXYWHCoder
 from vfe_hub.layers.box_head import ConvFCBoxHead, detect
+from vfe_hub.layers.necks import FPN
 from vfe_hub.layers.resnet import ResNet
 from vfe_hub.layers.roi import pool_rois
 from vfe_hub.layers.rpn import ProposalSelector
@@ -196,3 +197,42 @@ def test_detect_with_class_agnostic_boxes_repeats_the_box_for_every_class():
         assert torch.equal(a, b)
     assert (agnostic[1] > 0.15).all()
     assert (agnostic[0][:, 2] <= 120 / 0.5).all() and (agnostic[0][:, 3] <= 100 / 0.25).all()  # input pixels
+
+
+def fpn_inputs(channels=(8, 16, 32), sizes=((32, 48), (16, 24), (8, 12))):
+    g = torch.Generator().manual_seed(0)
+    return [torch.randn(2, c, h, w, generator=g) for c, (h, w) in zip(channels, sizes)]
+
+
+def test_fpn_p6p7_convolves_p5_then_relu_p6():
+    torch.manual_seed(0)
+    fpn = FPN([8, 16, 32], 16, num_outs=5, extra="p6p7").eval()
+    assert sorted(k for k in fpn.state_dict() if k.startswith("extra_convs")) == [
+        "extra_convs.0.bias", "extra_convs.0.weight", "extra_convs.1.bias", "extra_convs.1.weight"]
+    feats = fpn_inputs()
+    with torch.no_grad():
+        outs = fpn(feats)
+        # detectron2's top-down path: 2x nearest upsampling, then the 3x3 output convs
+        p5 = fpn.lateral_convs[2](feats[2])
+        p4 = fpn.lateral_convs[1](feats[1]) + F.interpolate(p5, scale_factor=2.0, mode="nearest")
+        p3 = fpn.lateral_convs[0](feats[0]) + F.interpolate(p4, scale_factor=2.0, mode="nearest")
+        expected = [conv(x) for conv, x in zip(fpn.fpn_convs, (p3, p4, p5))]
+        c6, c7 = fpn.extra_convs
+        expected.append(F.conv2d(expected[2], c6.weight, c6.bias, stride=2, padding=1))
+        expected.append(F.conv2d(expected[3].clamp(min=0), c7.weight, c7.bias, stride=2, padding=1))
+    assert [tuple(o.shape) for o in outs] == [(2, 16, 32, 48), (2, 16, 16, 24), (2, 16, 8, 12), (2, 16, 4, 6),
+                                              (2, 16, 2, 3)]
+    for out, ref in zip(outs, expected):
+        torch.testing.assert_close(out, ref, rtol=0, atol=0)
+    assert (outs[3] < 0).any(), "P6 itself is not rectified"
+
+
+def test_fpn_maxpool_levels_stay_the_default():
+    fpn = FPN([8, 16, 32, 64], 16, num_outs=5).eval()
+    assert fpn.extra_convs is None and not any("extra" in k for k in fpn.state_dict())
+    feats = fpn_inputs((8, 16, 32, 64), ((32, 48), (16, 24), (8, 12), (4, 6)))
+    with torch.no_grad():
+        outs = fpn(feats)
+    assert torch.equal(outs[4], outs[3][:, :, ::2, ::2])
+    with pytest.raises(ValueError, match="extra"):
+        FPN([8], 16, extra="conv")
