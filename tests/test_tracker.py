@@ -102,8 +102,8 @@ def test_acceptance_threshold_scales_with_the_track_length_in_the_window(length,
 
 
 def test_hungarian_gives_each_track_to_one_detection():
-    """Frame 1's detections against frame 0's tracks 1, 2 give probabilities [[0.88, 0], [0.55, 0.33]]: the
-    greedy choice for the second (track 1) loses to the assignment 0 -> 1, 1 -> 2 (sum 1.21)."""
+    """Frame 1's detections against frame 0's tracks 1, 2 give probabilities [[0.88, 0], [0.55, 0.33]]: both
+    prefer track 1; the assignment 0 -> 1, 1 -> 2 (sum 1.21) is the best one."""
     table = {(2, 0): 2.0, (3, 0): 1.5, (3, 1): 1.0}  # logits of the frame-1 detections against frame 0's
     tracker = GlobalTracker(table_associate(table))
     tracker.update(torch.tensor([[0.0] * D, [1.0] * D]), CLS.expand(2, C))
@@ -221,9 +221,10 @@ def reference_video(features, cls_scores, boxes, associate, window=16, min_len=5
         ids_per_frame.append(out)
     ids = torch.cat(ids_per_frame)
     unique = ids.unique()
-    inds = (unique[:, None] == ids[None, :]).float()
-    means = (inds.double() @ torch.cat(cls_scores).double() / inds.sum(1, keepdim=True).double())[torch.where(inds.T)[1]]
-    keep = inds.sum(1)[torch.where(inds.T)[1]] >= min_len
+    inds = (unique[:, None] == ids[None, :]).double()
+    track_of = torch.where(inds.T)[1]
+    means = (inds @ torch.cat(cls_scores).double() / inds.sum(1, keepdim=True))[track_of]
+    keep = inds.sum(1)[track_of] >= min_len
     results, start = [], 0
     for b, t in zip(boxes, ids_per_frame):
         m, k = means[start:start + len(t)].float(), keep[start:start + len(t)]
