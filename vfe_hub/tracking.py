@@ -40,8 +40,11 @@ passes; GTR's export adds ``video_id * 10**8``, which the caller applies). Two p
 
 Numerics: class sums are float64, so a track mean can differ from the original's float32 matrix product in the
 last bit (it only matters for a score within that of ``score_thr``). Class-wise NMS is exact, equal scores
-ordered by (detection, class); the original's ``batched_nms`` breaks ties by an unstable sort. Boxes are not
-clipped here: pass them as the original clips them (GTR clips to the image unless ``NOT_CLAMP_BOX``).
+ordered by (detection, class); the original's ``batched_nms`` (torchvision's) shifts boxes by a per-class
+offset when the candidates are few (a version- and device-dependent limit of a few thousand boxes), which can
+decide an IoU within float rounding of ``nms_iou`` differently, and orders equal scores by an unstable sort.
+Boxes are not clipped here: pass them as the original clips them (GTR clips to the image before this NMS unless
+``NOT_CLAMP_BOX``); dropping empty boxes after the rescale to the input frame is also the caller's.
 """
 from __future__ import annotations
 
