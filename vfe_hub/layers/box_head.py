@@ -6,7 +6,7 @@ from torch import nn
 
 from .box_coder import DeltaXYWHCoder
 from .conv import ConvNorm
-from .nms import multiclass_nms
+from .nms import select_per_class
 
 
 class ConvFCBoxHead(nn.Module):
@@ -57,17 +57,13 @@ def detect(proposals: torch.Tensor, scores: torch.Tensor, deltas: torch.Tensor, 
     column (a softmax, or DetPro's fused probabilities: no further normalisation happens here); ``deltas (K, 4C)``
     class-specific or ``(K, 4)`` class-agnostic (the one box is repeated for every class). Boxes are decoded and
     clipped to ``image_size`` (resized ``(h, w)``), divided by ``scale = (sx, sy)`` into input pixels, then every
-    (box, class) pair with score > ``score_thr`` enters exact class-wise NMS at ``iou`` (:func:`.nms.multiclass_nms`);
+    (box, class) pair with score > ``score_thr`` enters exact class-wise NMS at ``iou`` (:func:`.nms.select_per_class`);
     the best ``max_per_img`` are returned as ``(boxes (N, 4), scores (N,), labels (N,))`` with labels in
     ``0..C-1``, by decreasing score (equal scores by candidate order: proposal-major, then class).
     """
     scores = scores.float()
-    num_classes = scores.shape[1]
     boxes = coder.decode(proposals, deltas.float(), image_size)
     sx, sy = scale
-    boxes = (boxes.view(boxes.shape[0], -1, 4) / boxes.new_tensor([sx, sy, sx, sy])).expand(-1, num_classes, 4)
-    labels = torch.arange(num_classes, device=scores.device).expand_as(scores)
-    keep = scores.reshape(-1) > score_thr
-    boxes, scores, labels = boxes.reshape(-1, 4)[keep], scores.reshape(-1)[keep], labels.reshape(-1)[keep]
-    order = multiclass_nms(boxes, scores, labels, iou, max_per_img)
-    return boxes[order], scores[order], labels[order]
+    boxes = (boxes.view(boxes.shape[0], -1, 4) / boxes.new_tensor([sx, sy, sx, sy])).expand(-1, scores.shape[1], 4)
+    rows, labels = select_per_class(boxes, scores, score_thr, iou, max_per_img)
+    return boxes[rows, labels], scores[rows, labels], labels

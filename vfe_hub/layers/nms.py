@@ -60,3 +60,18 @@ def multiclass_nms(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tens
         if len(kept) >= limit or prefix == n:
             return candidates[kept[:limit]]
         prefix = min(n, 4 * prefix)
+
+
+def select_per_class(boxes: torch.Tensor, scores: torch.Tensor, score_thr: float, iou_threshold: float,
+                     max_num: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (row, class) pairs kept from ``scores (K, C)`` (class probabilities, no background column) by the
+    score threshold, exact class-wise NMS and the top ``max_num``, as ``(rows (N,), labels (N,))``.
+
+    ``boxes`` are ``(K, 4)`` (one box for every class) or ``(K, C, 4)`` (a box per class). Every pair with a
+    score > ``score_thr`` is a candidate, in row-major order (row, then class); :func:`multiclass_nms` then
+    orders the kept pairs by decreasing score, equal scores by that candidate order.
+    """
+    rows, labels = torch.nonzero(scores > score_thr, as_tuple=True)
+    candidates = boxes[rows] if boxes.dim() == 2 else boxes[rows, labels]
+    order = multiclass_nms(candidates, scores[rows, labels], labels, iou_threshold, max_num)
+    return rows[order], labels[order]
