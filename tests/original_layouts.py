@@ -258,6 +258,39 @@ def centernet2_dr2101_layout() -> dict[str, tuple[int, ...]]:
     return keys
 
 
+def gtr_layout(*, expander: bool = False) -> dict[str, tuple[int, ...]]:
+    """GTR_TAO_DR2101's keys: the DR2101 detector, 3 cascade stages (1203 LVIS v1 classes + background, with the
+    training buffer ``freq_weight``), the re-ID head, the association MLPs and the tracking transformer; with
+    ``expander`` also the Amodal Expander's per-stage head (the layout of the Amodal Expander releases)."""
+    keys = centernet2_dr2101_layout()
+
+    def linear(name: str, out: int, inp: int) -> None:
+        keys[f"{name}.weight"], keys[f"{name}.bias"] = (out, inp), (out,)
+
+    for k in range(3):
+        linear(f"roi_heads.box_head.{k}.fc1", 1024, 256 * 7 * 7)
+        linear(f"roi_heads.box_head.{k}.fc2", 1024, 1024)
+        linear(f"roi_heads.box_predictor.{k}.cls_score", 1204, 1024)
+        linear(f"roi_heads.box_predictor.{k}.bbox_pred", 4, 1024)
+        keys[f"roi_heads.box_predictor.{k}.freq_weight"] = (1203,)
+    linear("roi_heads.asso_head.fc1", 1024, 256 * 7 * 7)
+    linear("roi_heads.asso_head.fc2", 1024, 1024)
+    for proj in ("q_proj", "k_proj"):
+        for i in range(2):
+            linear(f"roi_heads.asso_predictor.{proj}.layers.{i}", 1024, 1024)
+    for layer, attention in (("encoder.layers.0", "self_attn"), ("decoder.layers.0", "multihead_attn")):
+        t = f"roi_heads.transformer.{layer}"
+        keys[f"{t}.{attention}.in_proj_weight"], keys[f"{t}.{attention}.in_proj_bias"] = (3072, 1024), (3072,)
+        linear(f"{t}.{attention}.out_proj", 1024, 1024)
+        linear(f"{t}.linear1", 1024, 1024)
+        linear(f"{t}.linear2", 1024, 1024)
+    if expander:
+        for k in range(3):
+            linear(f"roi_heads.amodal_expander.{k}.expand_modal_box.layers.0", 256, 1280)
+            linear(f"roi_heads.amodal_expander.{k}.expand_modal_box.layers.1", 4, 256)
+    return keys
+
+
 def random_state(layout: dict[str, tuple[int, ...]], seed: int = 0) -> OrderedDict[str, torch.Tensor]:
     """Random tensors for ``layout``: small weights, BN statistics that keep activations finite."""
     g = torch.Generator().manual_seed(seed)

@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from original_layouts import (PickledConfig, clip_text_layout, detpro_layout, detpro_state, mamba_layout, random_state,
-                              stpn_layout, write_mmcv_checkpoint)
+from original_layouts import (PickledConfig, clip_text_layout, detpro_layout, detpro_state, gtr_layout, mamba_layout,
+                              random_state, stpn_layout, write_mmcv_checkpoint)
 from vfe_hub import cli
 from vfe_hub.convert import convert_state_dict, table_for
 from vfe_hub.models.detpro import ORIGINAL_FORMAT
@@ -113,12 +113,27 @@ def detpro_model(seed: int = 0):
     return model.eval()
 
 
+GTR = "gtr_dr2101_tao"
+
+
+def gtr_model(seed: int = 0, proposals: int = 20):
+    """GTR with random weights in the Amodal Expander release's layout (expander tensors dropped), converted
+    strictly, at the small input size (size divisor 32) with ``proposals`` CenterNet proposals per frame."""
+    model = dataclasses.replace(get_spec(GTR), preprocess=DETPRO_SMALL).build(proposals=proposals)
+    state, _ = convert_state_dict(random_state(gtr_layout(expander=True), seed), table_for("detectron2"),
+                                  {k: v.shape for k, v in model.state_dict().items()})
+    model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
 def small_model(name: str, seed: int = 0):
     """Every registered model, with random weights in its released layout, at a small input size."""
     if name in LAYOUTS:
         return video_model(name, seed)
     if name == DETPRO:
         return detpro_model(seed)
+    if name == GTR:
+        return gtr_model(seed)
     raise KeyError(f"{name} has no small test model yet: add one to tests/small_models.py")
 
 

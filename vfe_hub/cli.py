@@ -1,4 +1,4 @@
-"""The vfe-hub command line: demo, list, info, predict, evaluate, convert, publish, cache.
+"""The vfe-hub command line: demo, list, info, predict, track, evaluate, convert, publish, cache.
 
 Errors print one line, "vfe-hub: error: ...", on stderr and exit with status 1 (2 for a wrong command line,
 130 on Ctrl-C); --debug shows the traceback instead. Inputs are checked before a model is loaded. Progress
@@ -86,6 +86,38 @@ def _predict(args: argparse.Namespace) -> None:
     writer = _predict_to_files(args, _load(args, args.name), args.inputs, args.output, save_dir)
     if args.output:
         print(f"{writer.frames} frames, {writer.detections} detections -> {args.output}", file=sys.stderr)
+
+
+def _track(args: argparse.Namespace) -> None:
+    from .video_writer import VideoWriter, frame_rate
+
+    open_frames([args.video])  # a missing or unreadable video fails here, before the model is loaded
+    if get_spec(args.name).task != "multi-object-tracking":
+        trackers = api.list_models(task="multi-object-tracking")
+        raise VfeHubError(f"{args.name} detects but does not track; use a tracker ({', '.join(trackers)}) or "
+                          f"'vfe-hub predict {args.name} ...'.")
+    model = _load(args, args.name)
+    options = {"protocol": args.protocol} if args.protocol else {}
+    detections = model.predict([args.video], batch_size=args.batch_size, stream=True, progress=args.progress,
+                               **options)
+    records: list[dict] = []
+    frames = open_frames([args.video]) if args.save_video else itertools.repeat(None)
+    drawn = VideoWriter(args.save_video, frame_rate(args.video)) if args.save_video else None
+    try:
+        for det, frame in zip(detections, frames):
+            records += det.to_json(video_id=args.video_id)
+            if drawn is not None:
+                drawn.write(det.plot(frame.image, score_thr=args.score_thr))
+    except BaseException:
+        if drawn is not None:
+            drawn.close(keep=False)
+        raise
+    if drawn is not None:
+        drawn.close()
+    hub.atomic_write(Path(args.output), lambda tmp: tmp.write_text(json.dumps(records), encoding="utf-8"))
+    tracks = len({r["track_id"] for r in records})
+    print(f"{tracks} tracks, {len(records)} boxes -> {args.output}"
+          + (f"; drawn video -> {args.save_video}" if drawn is not None else ""), file=sys.stderr)
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -282,6 +314,22 @@ def parser() -> argparse.ArgumentParser:
     _run_options(s)
     _shard_options(s)
     s.set_defaults(run=_sharded(_predict))
+
+    s = command("track", _track, "track objects through a video and write TAO results",
+                "vfe-hub track gtr_dr2101_tao clip.mp4 -o tracks.json --save-video drawn.mp4",
+                "Run a tracker over one video (or a folder of frames) and write its tracks as a TAO results JSON "
+                "list: {image_id, video_id, track_id, category_id, bbox [x, y, w, h], score} per box, image_id "
+                "counting the frames from 1, track_id as in Detections.to_json (unique over videos). "
+                "--save-video writes the frames with each track drawn in its own colour.")
+    s.add_argument("name", help="a registered tracker")
+    s.add_argument("video", help="a video file or a folder of frames")
+    s.add_argument("--output", "-o", required=True, metavar="FILE", help="the TAO results JSON to write")
+    s.add_argument("--save-video", metavar="FILE", help="also write the video with the tracks drawn (.mp4, .mkv, ...)")
+    s.add_argument("--video-id", type=int, default=1, help="the video id of the records (default: 1)")
+    s.add_argument("--weights", help="local vfe_hub folder, .safetensors or original checkpoint")
+    s.add_argument("--protocol", choices=["streaming", "paper"], help="default: the model's (streaming)")
+    s.add_argument("--score-thr", type=float, default=0.3, help="drawing threshold (default: 0.3)")
+    _run_options(s)
 
     datasets = [*DATASETS, *(f"{d}_val" for d in DATASETS)]
     s = command("evaluate", _evaluate, "score a model on its benchmark with the official metric",

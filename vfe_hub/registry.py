@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import fnmatch
 import importlib
+import json
 from dataclasses import asdict, dataclass, field
+from importlib import resources
 from typing import Any
 
 from .errors import UnknownModelError, VfeHubError, close_matches
@@ -137,6 +139,20 @@ _DETPRO_CITATION = """@inproceedings{du2022detpro,
   booktitle = {IEEE/CVF Conference on Computer Vision and Pattern Recognition (CVPR)},
   year      = {2022}
 }"""
+
+_GTR_CITATION = """@inproceedings{zhou2022global,
+  title     = {Global Tracking Transformers},
+  author    = {Zhou, Xingyi and Yin, Tianwei and Koltun, Vladlen and Kr{\"a}henb{\"u}hl, Philipp},
+  booktitle = {IEEE/CVF Conference on Computer Vision and Pattern Recognition (CVPR)},
+  year      = {2022}
+}"""
+
+
+def lvis_v1_categories() -> list[dict[str, Any]]:
+    """LVIS v1's 1203 categories ``{"id", "name", "synset", "frequency"}`` by id (``vfe_hub/assets``)."""
+    text = resources.files(__package__).joinpath("assets", "lvis_v1_categories.json").read_text(encoding="utf-8")
+    return json.loads(text)
+
 
 def _vfe_pytorch_release(filename: str, sha256: str | None = None, size: int | None = None) -> WeightsSpec:
     """A file of the authors' Hub repository of MAMBA and STPN (mmdet 2.19 checkpoints)."""
@@ -289,6 +305,66 @@ MODELS: dict[str, ModelSpec] = {
                     "text_encoder": {}},
             original_code="https://github.com/dyabel/detpro (mmdetection 2.7 fork)",
             tags=("open-vocabulary-detection", "instance-segmentation", "lvis", "mask-rcnn", "clip", "prompt-learning"),
+        ),
+        ModelSpec(
+            name="gtr_dr2101_tao",
+            family="gtr",
+            task="multi-object-tracking",
+            summary=(
+                "GTR (Global Tracking Transformer) on a CenterNet2 detector with a Res2Net-101 DCN backbone, trained "
+                "on LVIS v1 + COCO; tracks the 1203 LVIS v1 classes, evaluated on TAO."
+            ),
+            classes=tuple(c["name"] for c in lvis_v1_categories()),
+            weights=WeightsSpec(
+                repo_id="chengyenhsieh/Amodal-Expander",
+                filename="Amodal_Expander_20k.pth",
+                # The authors' Hub repository when it was pinned; the Hub resolves this short id.
+                revision="05dc9a0",
+                format="detectron2",
+                sha256="35182f944bc7dd974fc6b93368d4b4012a134de0924f71abef247e95330ba08d",
+                size=515_917_603,
+                licence_note=(
+                    "GTR's weights as stored in the Amodal Expander release (Hub repository "
+                    "chengyenhsieh/Amodal-Expander): that model was fine-tuned from GTR_TAO_DR2101.pth with every "
+                    "parameter frozen except roi_heads.amodal_expander.* (FREEZE_TYPE: ExceptAmodalExpander in "
+                    "WesleyHsieh0806/Amodal-Expander configs/GTR_TAO_Amodal_Expander.yaml), whose tensors are dropped "
+                    "here. GTR's code is Apache-2.0; the Hub card of the file names CC-BY-4.0 or MIT depending on "
+                    "the revision."
+                ),
+                originals={"<GTR_TAO_DR2101.pth> (GTR's own release)":
+                           "Google Drive id 1TqkLpFZvOMY5HTTaAWz25RxtLHdzQ-CD"},
+            ),
+            preprocess=Preprocess(max_size=1333, min_size=800, mean=(123.675, 116.28, 103.53),
+                                  std=(58.395, 57.12, 57.375), size_divisor=32),
+            paper=Paper(
+                title="Global Tracking Transformers",
+                url="https://arxiv.org/abs/2203.13250",
+                venue="CVPR 2022",
+                citation=_GTR_CITATION,
+            ),
+            licence="apache-2.0",
+            datasets=("tao_val",),
+            # xingyizhou/GTR docs/MODEL_ZOO.md: TAO val track mAP (official TAO toolkit, IoU 0.5).
+            metrics={"tao_val": {"AP": 22.5}},
+            temporal=(
+                "A 16-frame window of re-ID features: each frame's detections are associated with the tracks of the "
+                "window by the tracking transformer and the Hungarian algorithm; each track is classified by the mean "
+                "class scores of its detections."
+            ),
+            protocols={
+                "streaming": (
+                    "Results with every frame: each detection takes the mean class scores of its track so far; no "
+                    "track is removed afterwards (short tracks stay). Works on live video. The default."
+                ),
+                "paper": (
+                    "GTR's evaluation: results after the last frame of the video, tracks of fewer than 5 detections "
+                    "dropped, every detection classified by its track's mean over the whole video. Reproduces the "
+                    "published number."
+                ),
+            },
+            config={"num_classes": 1203, "proposals": 300, "asso_thresh": 0.4, "window": 16},
+            original_code="https://github.com/xingyizhou/GTR (detectron2 + CenterNet2)",
+            tags=("multi-object-tracking", "tao", "lvis", "centernet2", "transformer"),
         ),
     )
 }

@@ -112,8 +112,13 @@ class Detections:
             moved["track_ids"] = self.track_ids.cpu()
         return replace(self, **moved)
 
-    def to_json(self, image_id: int | str | None = None, category_ids: list[int] | None = None) -> list[dict]:
+    def to_json(self, image_id: int | str | None = None, category_ids: list[int] | None = None,
+                video_id: int | None = None) -> list[dict]:
         """COCO-style results: ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}`` per detection.
+
+        Tracked detections also get ``"track_id"`` (and, with ``video_id``, ``"video_id"``): the TAO results format.
+        With ``video_id`` the track id is ``track_id + video_id * 10**8``, unique over the videos of a results file
+        as TAO's toolkit needs (GTR's encoding; tracks of one video stay under ``10**8``).
 
         With masks, each record also has ``"segmentation": {"size": [H, W], "counts": str}`` (the COCO / LVIS
         results format). ``image_id`` defaults to ``frame.image_id``, the frame's 1-based position over all the
@@ -128,11 +133,17 @@ class Detections:
                 raise VfeHubError(f"the detections of {self.frame.name} have no image id (their FrameInfo was built "
                                   "without one): pass to_json(image_id=...)")
         boxes = self.boxes.detach().cpu().double().numpy()
+        tracks = self.track_ids.tolist() if self.track_ids is not None else None
+        offset = 0 if video_id is None else int(video_id) * 10**8
         out = []
         for i, ((x1, y1, x2, y2), score, label) in enumerate(zip(boxes, self.scores.tolist(), self.labels.tolist())):
             category = category_ids[label] if category_ids is not None else label + 1
             out.append({"image_id": image_id, "category_id": int(category),
                         "bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)], "score": float(score)})
+            if tracks is not None:
+                out[-1]["track_id"] = tracks[i] + offset
+                if video_id is not None:
+                    out[-1]["video_id"] = int(video_id)
             if self.masks is not None:
                 size, counts = self.masks[i]["size"], self.masks[i]["counts"]
                 out[-1]["segmentation"] = {"size": [int(n) for n in size], "counts": counts.decode("ascii")}
@@ -177,7 +188,8 @@ class Detections:
     def plot(self, image: Any = None, score_thr: float = 0.3, line_width: int = 2):
         """The frame with its detections drawn (a ``PIL.Image``), masks as translucent fills under the boxes.
 
-        ``image`` defaults to the frame re-read from ``frame.source``; pass it for in-memory inputs.
+        ``image`` defaults to the frame re-read from ``frame.source``; pass it for in-memory inputs. Colours follow
+        the class, or the track for tracked detections (labelled ``#id``), the same in every frame.
         """
         from PIL import Image
         from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
@@ -193,7 +205,8 @@ class Detections:
         labels = [f"{self.class_names[int(l)]} {s:.2f}" for l, s in zip(self.labels[keep], self.scores[keep])]
         if self.track_ids is not None:
             labels = [f"#{int(t)} {text}" for t, text in zip(self.track_ids[keep], labels)]
-        colours = [_colour(int(l)) for l in self.labels[keep]]
+        keys = self.labels[keep] if self.track_ids is None else self.track_ids[keep]
+        colours = [_colour(int(k)) for k in keys]
         canvas = torch.from_numpy(array.copy()).permute(2, 0, 1)
         if colours:  # with nothing kept the image comes back as it is (torchvision warns on drawing no box)
             if self.masks is not None:
@@ -222,9 +235,9 @@ def _decode_masks(rles: list[dict], size: tuple[int, int]) -> torch.Tensor:
     return torch.from_numpy(mask_utils.decode(rles)).permute(2, 0, 1).bool()  # decode gives (H, W, N) uint8
 
 
-def _colour(label: int) -> tuple[int, int, int]:
-    """A stable, distinct colour per class index (golden-ratio hue steps)."""
+def _colour(key: int) -> tuple[int, int, int]:
+    """A stable, distinct colour per class index or track id (golden-ratio hue steps)."""
     import colorsys
 
-    r, g, b = colorsys.hsv_to_rgb((label * 0.618034) % 1.0, 0.85, 1.0)
+    r, g, b = colorsys.hsv_to_rgb((key * 0.618034) % 1.0, 0.85, 1.0)
     return int(r * 255), int(g * 255), int(b * 255)

@@ -3,10 +3,14 @@
 detectron2 names a module by its place in the original model: the backbone's bottom-up network sits at
 ``backbone.bottom_up`` (stages ``res2``-``res5``), the FPN's convs at ``backbone.fpn_lateral{s}`` /
 ``backbone.fpn_output{s}`` (``s`` = log2 of the input's stride; the inputs here are res3-res5) and its extra levels
-at ``backbone.top_block.p6`` / ``p7``, CenterNet's head at ``proposal_generator.centernet_head``. vfe_hub's models
-hold them as ``backbone`` (:class:`~vfe_hub.layers.res2net.Res2Net`), ``neck`` (:class:`~vfe_hub.layers.necks.FPN`
-with ``extra="p6p7"``) and ``proposal_head`` (:class:`~vfe_hub.layers.centernet.CenterNetHead`). A detectron2
-``Conv2d`` keeps its norm at ``<conv>.norm``; FrozenBN has no ``num_batches_tracked``.
+at ``backbone.top_block.p6`` / ``p7``, CenterNet's head at ``proposal_generator.centernet_head``, and GTR's
+cascade, re-ID head and tracking transformer at ``roi_heads`` (``box_head.{k}.fc{1,2}``, ``box_predictor.{k}``,
+``asso_head``, ``asso_predictor``, ``transformer``). vfe_hub's models hold them as ``backbone``
+(:class:`~vfe_hub.layers.res2net.Res2Net`), ``neck`` (:class:`~vfe_hub.layers.necks.FPN` with ``extra="p6p7"``),
+``proposal_head`` (:class:`~vfe_hub.layers.centernet.CenterNetHead`), ``box_heads``
+(:class:`~vfe_hub.layers.cascade.CascadeBoxHeads`), ``asso_head`` and ``transformer``
+(:class:`~vfe_hub.layers.association.TrackingTransformer`). A detectron2 ``Conv2d`` keeps its norm at
+``<conv>.norm``; FrozenBN has no ``num_batches_tracked``.
 """
 from __future__ import annotations
 
@@ -47,8 +51,18 @@ _PROPOSAL_HEAD = (
     (r"proposal_generator\.centernet_head\.scales\.(\d+)\.scale", r"proposal_head.scales.\1.scale"),
 )
 
+_ROI_HEADS = (
+    *((rf"roi_heads\.box_head\.(\d+)\.fc{i + 1}\.(weight|bias)", rf"box_heads.stages.\1.fcs.{i}.\2") for i in (0, 1)),
+    (r"roi_heads\.box_predictor\.(\d+)\.(cls_score|bbox_pred)\.(weight|bias)", r"box_heads.stages.\1.\2.\3"),
+    *((rf"roi_heads\.asso_head\.fc{i + 1}\.(weight|bias)", rf"asso_head.fcs.{i}.\1") for i in (0, 1)),
+    (r"roi_heads\.asso_predictor\.((?:q|k)_proj\.layers\.\d+\.(?:weight|bias))", r"transformer.\1"),
+    (r"roi_heads\.transformer\.((?:en|de)coder\.layers\.\d+\..+)", r"transformer.\1"),
+)
+
 TABLE = RenameTable(
     name="detectron2",
-    rules=_BACKBONE + _NECK + _PROPOSAL_HEAD,
-    drop=(),
+    rules=_BACKBONE + _NECK + _PROPOSAL_HEAD + _ROI_HEADS,
+    # Training-only buffers: GTR's federated-loss class weights (and newer detectron2's), and the Amodal
+    # Expander's head in the files of that model (the GTR weights of those files are GTR's, frozen; see its card).
+    drop=(r"^roi_heads\.box_predictor\.\d+\.(freq_weight|fed_loss_cls_weights)$", r"^roi_heads\.amodal_expander\."),
 )

@@ -74,10 +74,11 @@ class Detector(nn.Module):
                 "device": str(self.device)}
 
     def make_detections(self, frame: FrameInfo, boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor,
-                        masks: torch.Tensor | None = None) -> Detections:
+                        masks: torch.Tensor | None = None, track_ids: torch.Tensor | None = None) -> Detections:
         """A :class:`Detections` with this model's classes and provenance; boxes are clipped to the input image.
 
-        ``masks (N, H, W)`` bool, in pixels of the input image, are stored run-length encoded.
+        ``masks (N, H, W)`` bool, in pixels of the input image, are stored run-length encoded; ``track_ids (N,)``
+        are stored as int64.
         """
         h, w = frame.size
         boxes = boxes.float().clone()
@@ -85,7 +86,7 @@ class Detector(nn.Module):
         boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
         rles = None if masks is None else Detections.encode_masks(masks)
         return Detections(boxes, scores.float(), labels.long(), self.class_names, frame, self.provenance(),
-                          masks=rles)
+                          track_ids=None if track_ids is None else track_ids.long(), masks=rles)
 
     def _check_options(self, options: dict[str, Any]) -> dict[str, Any]:
         unknown = set(options) - set(self.predict_options)

@@ -1,0 +1,163 @@
+"""GTR: strict conversion of both released layouts, load by name through the test Hub, tracking on video, the CLI."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import math
+
+import av
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import vfe_hub
+from media import panning_clip, photo, write_video
+from original_layouts import gtr_layout, random_state
+from small_models import DETPRO_SMALL, GTR, gtr_model
+from vfe_hub import cli, registry
+from vfe_hub.convert import convert_state_dict, table_for
+from vfe_hub.errors import VfeHubError
+from vfe_hub.weights import empty_model
+
+SPEC = registry.get_spec(GTR)
+
+
+def test_both_released_layouts_convert_strictly():
+    """GTR_TAO_DR2101.pth (1,036 tensors, 127,894,106 numbers) and the Amodal Expander files (12 more tensors: the
+    expander's three aliased stages) convert with every key mapped; the training buffers and the expander are the
+    declared drops, and nothing else."""
+    expected = {k: v.shape for k, v in empty_model(SPEC).state_dict().items()}
+    for expander, (tensors, numbers) in ((False, (1036, 127_894_106)), (True, (1048, 128_880_998))):
+        layout = gtr_layout(expander=expander)
+        assert (len(layout), sum(math.prod(s) for s in layout.values())) == (tensors, numbers)
+        state, dropped = convert_state_dict({k: torch.empty(s) for k, s in layout.items()}, table_for("detectron2"),
+                                            expected)
+        assert len(state) == len(expected) == 1033
+        assert sorted(dropped) == sorted(k for k in layout if "freq_weight" in k or "amodal_expander" in k)
+        assert len(dropped) == (15 if expander else 3)
+
+
+class CosineAssociation(nn.Module):
+    """Association logits ``1000 * cos(query, window)``: a stand-in for the trained transformer, so that the same
+    object in two frames (equal re-ID features) is certain to match."""
+
+    def forward(self, features: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+        return 1000 * nn.functional.normalize(query, dim=1) @ nn.functional.normalize(features, dim=1).T
+
+
+@pytest.fixture(scope="module")
+def model():
+    return gtr_model(seed=0)
+
+
+@pytest.fixture
+def cosine():
+    model = gtr_model(seed=0)
+    model.transformer = CosineAssociation()
+    return model
+
+
+def _check_tracks(dets: list) -> None:
+    for det in dets:
+        assert det.track_ids.dtype == torch.int64 and len(det.track_ids) == len(det)
+        assert len(set(det.track_ids.tolist())) == len(det), "a (frame, track id) pair repeats"
+        assert torch.equal(det.track_ids // 10000, det.labels), "an output track has one class: id = track + 10000 * class"
+
+
+@pytest.mark.slow
+def test_tracks_persist_on_a_still_video_and_paper_classifies_whole_tracks(cosine):
+    """On a still video the detections continue their tracks: no track starts after the first frame.
+    The paper protocol keeps only tracks of at least 5 detections and gives every box of an output track the
+    same score (its track's mean over the whole video); streaming reports from the first frame on."""
+    frames = [photo("coffee", (120, 160))] * 6
+    streaming = cosine.predict(frames)
+    paper = cosine.predict(frames, protocol="paper", batch_size=4)
+    _check_tracks(streaming)
+    _check_tracks(paper)
+    first = set((streaming[0].track_ids % 10000).tolist())
+    assert min(first) >= 1 and max(first) <= cosine.num_proposals
+    assert all(set((d.track_ids % 10000).tolist()) <= set(range(1, cosine.num_proposals + 1)) for d in streaming)
+    frames_of: dict[int, set[int]] = {}
+    score_of: dict[int, set[float]] = {}
+    for index, det in enumerate(paper):
+        for track, score in zip(det.track_ids.tolist(), det.scores.tolist()):
+            frames_of.setdefault(track % 10000, set()).add(index)
+            score_of.setdefault(track, set()).add(score)
+    assert frames_of and all(len(f) >= 5 for f in frames_of.values())
+    assert all(len(scores) == 1 for scores in score_of.values())
+    records = paper[2].to_json(video_id=3)
+    assert {r["video_id"] for r in records} == {3}
+    assert [r["track_id"] for r in records] == (paper[2].track_ids + 3 * 10**8).tolist()
+
+
+@pytest.mark.slow
+def test_random_weights_track_nothing_for_long_under_paper(model):
+    """With untrained weights the association matches nothing, so every track is one detection long: the paper
+    protocol drops them all (fewer than 5 detections), streaming reports them with new ids in every frame."""
+    frames = panning_clip(n=3, size=(120, 160))
+    streaming = model.predict(frames)
+    assert all(len(d) for d in streaming)
+    _check_tracks(streaming)
+    ids = [set((d.track_ids % 10000).tolist()) for d in streaming]
+    assert not ids[0] & ids[1] and not ids[1] & ids[2]
+    assert all(len(d) == 0 for d in model.predict(frames, protocol="paper"))
+
+
+@pytest.mark.slow
+def test_session_equals_predict(model):
+    frames = panning_clip(n=3, size=(120, 160))
+    session = model.session()
+    live = [session.update(frame)[0] for frame in frames]
+    for a, b in zip(model.predict(frames), live, strict=True):
+        assert torch.equal(a.track_ids, b.track_ids) and torch.equal(a.scores, b.scores)
+
+
+@pytest.fixture
+def served(fake_hub, tmp_path, monkeypatch):
+    """An Amodal Expander release (random tensors in its layout, detectron2's {"model": ...} file) on the test Hub,
+    the registry entry pinned to it, at the small input size."""
+    buffer = io.BytesIO()
+    torch.save({"model": random_state(gtr_layout(expander=True), seed=2), "iteration": 20000}, buffer)
+    data = buffer.getvalue()
+    commit = fake_hub.add_file(SPEC.weights.repo_id, SPEC.weights.filename, data)
+    weights = dataclasses.replace(SPEC.weights, revision=commit[:7], sha256=hashlib.sha256(data).hexdigest(),
+                                  size=len(data))
+    small = dataclasses.replace(SPEC, weights=weights, preprocess=DETPRO_SMALL, config={**SPEC.config, "proposals": 20})
+    monkeypatch.setitem(registry.MODELS, GTR, small)
+    monkeypatch.setenv("VFE_HUB_CACHE", str(tmp_path / "vfe_cache"))
+    return commit
+
+
+@pytest.mark.slow
+def test_load_by_name_and_track_a_video_file_from_the_command_line(served, tmp_path, capsys):
+    model = vfe_hub.load(GTR, device="cpu")
+    assert model.provenance()["revision"] == served[:7]
+    assert isinstance(model, vfe_hub.VideoDetector) and len(model.class_names) == 1203
+    video = write_video(tmp_path / "clip.mp4", panning_clip(n=3, size=(120, 160)), fps=5)
+    out, drawn = tmp_path / "tracks.json", tmp_path / "drawn.mp4"
+    assert cli.main(["track", GTR, str(video), "-o", str(out), "--save-video", str(drawn), "--video-id", "7",
+                     "--device", "cpu"]) == 0
+    records = json.loads(out.read_text())
+    assert records and {r["video_id"] for r in records} == {7} and {r["image_id"] for r in records} == {1, 2, 3}
+    assert all(r["track_id"] // 10**8 == 7 and 1 <= r["category_id"] <= 1203 for r in records)
+    pairs = [(r["image_id"], r["track_id"]) for r in records]
+    assert len(set(pairs)) == len(pairs)
+    with av.open(str(drawn)) as container:
+        decoded = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert len(decoded) == 3 and decoded[0].shape == (120, 160, 3)
+    assert np.abs(decoded[0].astype(int) - panning_clip(n=1, size=(120, 160))[0]).mean() > 1, "tracks are drawn"
+    assert "tracks" in capsys.readouterr().err
+
+
+def test_track_refuses_a_detector(tmp_path, capsys):
+    video = write_video(tmp_path / "clip.mp4", panning_clip(n=2, size=(120, 160)))
+    assert cli.main(["track", "mamba_r101_dc5_vid", str(video), "-o", str(tmp_path / "t.json")]) == 1
+    assert "does not track" in capsys.readouterr().err and not (tmp_path / "t.json").exists()
+
+
+def test_unknown_protocol_names_the_choices(model):
+    with pytest.raises(VfeHubError, match="'streaming', 'paper'"):
+        model.predict(photo(), protocol="offline")
