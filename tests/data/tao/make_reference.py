@@ -97,8 +97,8 @@ def on_grid(values: np.ndarray, grid: float) -> np.ndarray:
     return np.round(values / grid) * grid if grid == 0.25 else np.round(values, 2)
 
 
-def make_case(seed: int, name: str, *, videos: int = 3, frames: tuple[int, int] = (4, 13), tracks: int = 3,
-              categories: int = 8, grid: float = 0.25, max_dets: int = 300, iou_thresholds: tuple = (0.5,),
+def make_case(seed: int, *, videos: int = 3, frames: tuple[int, int] = (3, 11), tracks: int = 3,
+              categories: int = 8, grid: float = 0.25,
               score_levels: int = 0, nonpositive_ids: bool = False, alias: bool = False, omit_video_id: bool = False,
               crowd: int = 0, big_image_ids: bool = True, gt_special_ids: bool = False) -> dict[str, Any]:
     """A TAO-like case. See the module docstring of the tests for what each option exercises."""
@@ -132,8 +132,8 @@ def make_case(seed: int, name: str, *, videos: int = 3, frames: tuple[int, int] 
         for _ in range(tracks):
             track_id += 1
             category = int(rng.choice(positives))
-            start = int(rng.integers(0, n_frames))
             length = int(rng.choice([1, 2, 3, 3, 4, 9, 10, 10, 11, n_frames]))
+            start = int(rng.integers(0, max(1, n_frames - length + 1)))
             span = list(range(start, min(n_frames, start + length)))
             size = float(rng.choice([12, 30, 60, 120]))
             boxes = boxes_along(rng, len(span), grid, size)
@@ -207,11 +207,10 @@ def make_case(seed: int, name: str, *, videos: int = 3, frames: tuple[int, int] 
     if rng.random() < 0.3:  # a zero-area result
         results[0] = dict(results[0], bbox=results[0]["bbox"][:2] + [0.0, 5.0])
     order = rng.permutation(len(results))
-    return {"name": name, "iou_thresholds": list(iou_thresholds), "max_dets": max_dets, "ground_truth": out,
-            "results": [results[i] for i in order]}
+    return {"ground_truth": out, "results": [results[i] for i in order]}
 
 
-def summation_order_case(toolkit_module: Any, seed: int) -> dict[str, Any]:
+def summation_order_case(toolkit_module: Any, seed: int) -> tuple[dict[str, Any], float]:
     """One ground-truth and one result track whose 3D IoU, added in the toolkit's set order, differs in the last bit
     from the frame-order sum; the threshold is set between the two, so only the toolkit's order gives its AP."""
     rng = np.random.default_rng(seed)
@@ -242,8 +241,7 @@ def summation_order_case(toolkit_module: Any, seed: int) -> dict[str, Any]:
           "annotations": [{"id": k + 1, "image_id": i, "track_id": 1, "category_id": 1, "bbox": gd[i],
                            "area": gd[i][2] * gd[i][3]} for k, i in enumerate(ids)]}
     results = [{"image_id": i, "category_id": 1, "bbox": dd[i], "score": 0.9, "track_id": 7} for i in ids[1:]]
-    return {"name": "summation_order", "iou_thresholds": [max(toolkit_iou, frame_iou)], "max_dets": 300,
-            "ground_truth": gt, "results": results}
+    return {"ground_truth": gt, "results": results}, max(toolkit_iou, frame_iou)
 
 
 def iou_ties_case() -> dict[str, Any]:
@@ -270,13 +268,13 @@ def iou_ties_case() -> dict[str, Any]:
         for tid, x, score in ((0 if v == 2 else 100 * v + 1, 10.0, 0.9), (100 * v + 2, 12.0 if v == 2 else 6.0, 0.8)):
             results += [{"image_id": i, "category_id": 1, "bbox": [x, 2.0 * k, 10.0, 10.0], "score": score,
                          "track_id": tid} for k, i in enumerate(images)]
-    return {"name": "iou_ties", "iou_thresholds": [0.5], "max_dets": 300, "ground_truth": gt, "results": results}
+    return {"ground_truth": gt, "results": results}
 
 
 def boundaries_case() -> dict[str, Any]:
     """Range bounds and track ids 0 and -1. Video 1: a 3-frame track of mean area exactly 32**2 (short and medium,
     small and medium) and a 10-frame track of area 96**2 (medium and long, medium and large), each found exactly;
-    a 2-frame false positive. Video 2: ground-truth tracks of ids 0 and -1, each found exactly (the toolkit marks a
+    a 2-frame false positive; the 3-frame result has a 4th frame of zero width. Video 2: ground-truth tracks of ids 0 and -1, each found exactly (the toolkit marks a
     match by the ground-truth id, so a match to -1 counts as a false positive)."""
     gt: dict[str, Any] = {"categories": [{"id": 1, "name": "a", "frequency": "r"}], "videos": [], "images": [],
                           "tracks": [], "annotations": []}
@@ -297,13 +295,14 @@ def boundaries_case() -> dict[str, Any]:
                                 "track_id": 10 * v + n + 1})
     results += [{"image_id": i, "category_id": 1, "bbox": [300.0, 300.0, 40.0, 40.0], "score": 0.65, "track_id": 99}
                 for i in (100, 101)]
-    return {"name": "range_bounds_and_gt_ids", "iou_thresholds": [0.5], "max_dets": 300, "ground_truth": gt,
-            "results": results}
+    # a zero-width 4th frame of the 3-frame result: not evaluated, so the track stays 3 frames long
+    results.append({"image_id": 103, "category_id": 1, "bbox": [0.0, 9.0, 0.0, 32.0], "score": 0.7, "track_id": 11})
+    return {"ground_truth": gt, "results": results}
 
 
 def filtered_out_case() -> dict[str, Any]:
     """Results only in a category that is neither positive nor negative for the video: no result is evaluated."""
-    case = make_case(99, "no_evaluated_results", videos=2, tracks=3)
+    case = make_case(99, videos=2)
     gt = case["ground_truth"]
     video = gt["videos"][0]
     used = {t["category_id"] for t in gt["tracks"] if t["video_id"] == video["id"]}
@@ -314,36 +313,46 @@ def filtered_out_case() -> dict[str, Any]:
     return case
 
 
-def cases(toolkit_module: Any) -> list[dict[str, Any]]:
-    specs = [
-        ("basic", {}),
-        ("decimal_boxes", {"grid": 0.01}),
-        ("small_image_ids", {"big_image_ids": False}),
-        ("many_videos", {"videos": 8, "tracks": 3, "frames": (2, 8)}),
-        ("long_tracks", {"videos": 2, "frames": (12, 20), "tracks": 5}),
-        ("score_ties", {"score_levels": 3}),
-        ("score_ties_decimal", {"score_levels": 2, "grid": 0.01, "videos": 4}),
-        ("nonpositive_track_ids", {"nonpositive_ids": True}),
-        ("nonpositive_track_ids_ties", {"nonpositive_ids": True, "score_levels": 2}),
-        ("gt_track_ids_0_and_minus_1", {"gt_special_ids": True}),
-        ("category_alias", {"alias": True}),
-        ("video_id_omitted", {"omit_video_id": True}),
-        ("cap_small", {"max_dets": 2, "tracks": 6}),
-        ("cap_small_ties", {"max_dets": 3, "tracks": 6, "score_levels": 3}),
-        ("cap_300", {"videos": 1, "frames": (3, 5), "tracks": 3, "crowd": 305}),
-        ("two_thresholds", {"iou_thresholds": (0.5, 0.75)}),
-        ("coco_thresholds", {"iou_thresholds": tuple(np.linspace(0.5, 0.95, 10).tolist())}),
-        ("threshold_0_75_only", {"iou_thresholds": (0.75,)}),
-        ("one_category", {"categories": 2, "tracks": 3}),
-        ("many_categories", {"categories": 14, "tracks": 6}),
-        ("single_frame_videos", {"frames": (1, 2), "videos": 5}),
-    ]
-    out = [make_case(seed, name, **kw) for seed, (name, kw) in enumerate(specs)]
-    for seed in range(4):
-        out.append(make_case(100 + seed, f"random_{seed}", videos=int(2 + seed), grid=[0.25, 0.01][seed % 2],
-                             nonpositive_ids=seed == 3, score_levels=[0, 4][seed % 2], max_dets=[300, 4][seed // 2]))
-    return out + [summation_order_case(toolkit_module, 7), iou_ties_case(), boundaries_case(),
-                  filtered_out_case()]
+COCO_THRESHOLDS = np.linspace(0.5, 0.95, 10).tolist()  # 0.75 is not among them: 0.7500000000000001
+
+
+def cases(toolkit_module: Any) -> dict[str, Any]:
+    """``{"inputs": {name: {ground_truth, results}}, "runs": [{name, inputs, iou_thresholds, max_dets}]}``."""
+    specs = {
+        "basic": {},
+        "decimal_boxes": {"grid": 0.01},
+        "small_image_ids": {"big_image_ids": False},
+        "many_videos": {"videos": 6, "frames": (2, 7)},
+        "long_tracks": {"videos": 2, "frames": (12, 18), "tracks": 4},
+        "score_ties": {"score_levels": 3},
+        "score_ties_decimal": {"score_levels": 2, "grid": 0.01},
+        "nonpositive_track_ids": {"nonpositive_ids": True},
+        "nonpositive_track_ids_ties": {"nonpositive_ids": True, "score_levels": 2},
+        "gt_track_ids_0_and_minus_1": {"gt_special_ids": True},
+        "category_alias": {"alias": True},
+        "video_id_omitted": {"omit_video_id": True},
+        "cap_300": {"videos": 1, "frames": (3, 5), "crowd": 305},
+        "many_categories": {"categories": 14, "tracks": 5},
+        "single_frame_videos": {"frames": (1, 2), "videos": 5},
+        "random_0": {"videos": 3, "score_levels": 4},
+        "random_1": {"videos": 4, "grid": 0.01, "nonpositive_ids": True},
+    }
+    inputs = {name: make_case(seed, **kw) for seed, (name, kw) in enumerate(specs.items())}
+    inputs["summation_order"], summation_threshold = summation_order_case(toolkit_module, 7)
+    inputs["iou_ties"] = iou_ties_case()
+    inputs["range_bounds_and_gt_ids"] = boundaries_case()
+    inputs["no_evaluated_results"] = filtered_out_case()
+    runs = [{"name": name, "inputs": name, "iou_thresholds": [0.5], "max_dets": 300} for name in inputs]
+    runs[[r["name"] for r in runs].index("summation_order")]["iou_thresholds"] = [summation_threshold]
+    for name, thresholds, max_dets in [
+            ("basic", [0.5, 0.75], 300), ("basic", COCO_THRESHOLDS, 300), ("basic", [0.75], 300),
+            ("basic", [0.5], 2), ("decimal_boxes", [0.5], 3), ("score_ties", [0.5], 2),
+            ("nonpositive_track_ids", [0.5, 0.75], 300), ("category_alias", [0.5], 2), ("random_1", [0.5], 4),
+            ("many_videos", COCO_THRESHOLDS, 3)]:
+        label = "coco" if thresholds == COCO_THRESHOLDS else "_".join(f"{t:g}" for t in thresholds)
+        runs.append({"name": f"{name}@iou_{label}@max_dets_{max_dets}", "inputs": name,
+                     "iou_thresholds": thresholds, "max_dets": max_dets})
+    return {"inputs": inputs, "runs": runs}
 
 
 def main() -> None:
@@ -353,11 +362,12 @@ def main() -> None:
     toolkit = import_toolkit(args.toolkit)
     from tao.toolkit.tao import eval as toolkit_eval
 
-    all_cases = cases(toolkit_eval)
-    expected = {case["name"]: official(toolkit, case) for case in all_cases}
-    (HERE / "cases.json").write_text(json.dumps(all_cases, separators=(",", ":")) + "\n")
+    generated = cases(toolkit_eval)
+    expected = {run["name"]: official(toolkit, dict(run, **generated["inputs"][run["inputs"]]))
+                for run in generated["runs"]}
+    (HERE / "cases.json").write_text(json.dumps(generated, separators=(",", ":")) + "\n")
     (HERE / "expected.json").write_text(json.dumps(expected, indent=1) + "\n")
-    print(f"{len(all_cases)} cases written to {HERE}")
+    print(f"{len(generated['inputs'])} inputs, {len(generated['runs'])} runs written to {HERE}")
 
 
 if __name__ == "__main__":
