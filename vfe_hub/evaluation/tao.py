@@ -27,7 +27,10 @@ each with the toolkit's quirk where it has one:
   ``w * h`` to the union); ``bb_intersect_union`` in float64, reproduced with the same operations. The toolkit
   adds the frames in the iteration order of the Python set ``set(gt_frames) | set(result_frames)`` of image ids,
   which decides the last bit of the sums; the pairs whose IoU can reach the lowest threshold are summed here in
-  that same order (a CPython set's order: the same Python gives the same order).
+  that same order (a CPython set's order: the same Python gives the same order). The toolkit asserts that the
+  summed intersection is at most the summed union, which rounding can break for a result box equal to its
+  ground-truth box with non-binary coordinates (``(x + w) - x != w``); here such an IoU is kept (it may exceed 1
+  by an ulp).
 * **Matching** (``evaluate_vid``), per video, category, area range, length range and threshold: results in
   descending score, ties in the toolkit's order (first appearance of a track while visiting the images in the
   order of ``list(set(image_ids) & set(image_ids))``, another set order); each takes the free ground-truth track
@@ -47,8 +50,9 @@ each with the toolkit's quirk where it has one:
 * **Summary** (``summarize``): the mean of the entries > -1 of a slice of the precision ``(T, 101, K, area, length)``
   or recall ``(T, K, area, length)`` array, -1 if none. ``AP50`` and ``AP75`` select the thresholds equal (as
   floats) to 0.5 and 0.75: -1 when ``iou_thresholds`` has no such value (so ``AP75`` is -1 with TAO's thresholds
-  ``(0.5,)``, and ``AP50`` equals ``AP``). With the toolkit's default list ``params.iou_thrs = [0.5]``, ``0.5 ==
-  [0.5]`` is a plain ``False``: numpy < 2.? returns AP50 = -1, numpy 2 raises; the array its script sets is used.
+  ``(0.5,)``, and ``AP50`` equals ``AP``). With the toolkit's default list ``params.iou_thrs = [0.5]`` the lookup
+  compares ``0.5 == [0.5]``, a plain ``False``: older numpy (with a DeprecationWarning) then gives -1 for both,
+  numpy 2.4 raises; hence the array its own script sets, which is what is reproduced.
   ``APr``, ``APc``, ``APf`` (left out by the toolkit) are computed as LVIS does, over the categories of
   ``frequency`` ``r``, ``c``, ``f``.
 
@@ -59,15 +63,16 @@ Returned keys, fractions in [0, 1] or -1: ``AP``, ``AP50``, ``AP75``, ``APs``, `
 Where the toolkit asserts or silently does something else, :class:`~vfe_hub.errors.DatasetError` is raised,
 naming the results entry: a missing field, an unknown image or category id, a NaN score or non-finite box, a
 ``video_id`` that is not the image's video, two boxes of one track in one image (the toolkit keeps the later box
-for the IoU and counts both in the track's length), a track with two categories or in two videos. Empty results
-make the toolkit fail (``TaoResults`` reads ``results[0]``); here they give what its accumulation gives without
-detections: 0 for every AP and AR with ground truth, -1 where there is none.
+for the IoU and counts both in the track's length), a track with two categories or in two videos; likewise for
+ground truth the toolkit would misread (:mod:`.tao_data`). Empty results, or results none of which has a positive
+area, make the toolkit fail (``TaoResults`` reads ``results[0]``, ``_prepare`` raises); here they give what its
+accumulation gives without detections: 0 for every AP and AR with ground truth, -1 where there is none.
 """
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -214,35 +219,45 @@ def _result_tracks(records: Sequence[Mapping], gt: TaoGroundTruth, truth: _Track
 def _read_results(records: Sequence[Mapping], gt: TaoGroundTruth
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Image index, category index (aliases resolved), score, track id and box of each result; checked."""
-    for i, r in enumerate(records):
-        if not isinstance(r, Mapping) or not all(k in r for k in _FIELDS):
-            what = [k for k in _FIELDS if k not in r] if isinstance(r, Mapping) else type(r).__name__
-            raise DatasetError(f"Results entry {i} lacks {what}: TAO results need image_id, category_id, bbox "
-                               f"[x, y, w, h], score and track_id (video_id optional), one dict per frame of a track.")
     try:
         image_ids = np.array([r["image_id"] for r in records], dtype=np.int64)
-        category_ids = np.array([gt.aliases.get(r["category_id"], r["category_id"]) for r in records],
-                                dtype=np.int64)
+        category_ids = np.array([r["category_id"] for r in records], dtype=np.int64)
         score = np.array([r["score"] for r in records], dtype=np.float64)
         track_ids = np.array([r["track_id"] for r in records], dtype=np.int64)
-    except (TypeError, ValueError) as e:
+        given_videos = [r.get("video_id") for r in records]
+        boxes = box_array(records)
+    except DatasetError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        _name_missing_field(records)
         raise DatasetError(f"Results must have one integer image_id, category_id and track_id and one number as "
                            f"score each ({type(e).__name__}: {e}).") from e
+    if gt.aliases:
+        aliases = np.array(sorted(gt.aliases.items()), dtype=np.int64)
+        found = positions(aliases[:, 0], category_ids)
+        category_ids = np.where(found >= 0, aliases[found, 1], category_ids)
     image = known_ids(gt.image_ids, image_ids, "image_id", gt.source, "is not an image of the ground truth: results "
                       "must come from the split of the annotation file")
     category = known_ids(gt.category_ids, category_ids, "category_id", gt.source, "is not a category of the "
                          "ground truth: results need the TAO category ids (not 0-based class indices)")
     check_scores(score, image_ids)
-    boxes = box_array(records)
     video_ids = gt.image_videos[image]
-    given = [(i, r["video_id"]) for i, r in enumerate(records) if r.get("video_id") is not None]
-    wrong = [(i, v) for i, v in given if v != video_ids[i]]
+    wrong = [i for i, v in enumerate(given_videos) if v is not None and v != video_ids[i]]
     if wrong:
-        i, v = wrong[0]
-        raise DatasetError(f"Results entry {i} has video_id {v} but its image_id {image_ids[i]} is a frame of video "
-                           f"{video_ids[i]}; drop video_id (it follows from the image) or correct it.")
+        i = wrong[0]
+        raise DatasetError(f"Results entry {i} has video_id {given_videos[i]} but its image_id {image_ids[i]} is a "
+                           f"frame of video {video_ids[i]}; drop video_id (it follows from the image) or correct it.")
     _check_tracks(track_ids, image_ids, category_ids, video_ids)
     return image, category, score, track_ids, boxes
+
+
+def _name_missing_field(records: Sequence[Mapping]) -> None:
+    """:class:`DatasetError` naming the first result that is not a dict with every field, if there is one."""
+    for i, r in enumerate(records):
+        if not isinstance(r, Mapping) or not all(k in r for k in _FIELDS):
+            what = [k for k in _FIELDS if k not in r] if isinstance(r, Mapping) else type(r).__name__
+            raise DatasetError(f"Results entry {i} lacks {what}: TAO results need image_id, category_id, bbox "
+                               f"[x, y, w, h], score and track_id (video_id optional), one dict per frame of a track.")
 
 
 def _check_tracks(track_ids: np.ndarray, image_ids: np.ndarray, category_ids: np.ndarray, video_ids: np.ndarray
@@ -403,16 +418,17 @@ def _ordered_ious(truth: _Tracks, dets: _Tracks, d: np.ndarray, g: np.ndarray, c
     return ious
 
 
-def _areas_by_image(tracks: _Tracks, image_ids: list[int]):
+def _areas_by_image(tracks: _Tracks, image_ids: list[int]) -> Callable[[int], dict[int, float]]:
     """A function of a track index to ``{image id: w * h}`` of its frames in frame order, built once per track."""
-    starts = np.searchsorted(tracks.frame_track, np.arange(len(tracks.ids) + 1))
-    areas = tracks.frame_area
+    starts = np.searchsorted(tracks.frame_track, np.arange(len(tracks.ids) + 1)).tolist()
+    images = [image_ids[i] for i in tracks.frame_image.tolist()]
+    areas = tracks.frame_area.tolist()
     cache: dict[int, dict[int, float]] = {}
 
     def frames(track: int) -> dict[int, float]:
         if track not in cache:
             s, e = starts[track], starts[track + 1]
-            cache[track] = dict(zip([image_ids[i] for i in tracks.frame_image[s:e].tolist()], areas[s:e].tolist()))
+            cache[track] = dict(zip(images[s:e], areas[s:e]))
         return cache[track]
     return frames
 

@@ -8,7 +8,8 @@ A TAO file is a COCO-style JSON with ``videos`` (each with ``neg_category_ids`` 
 this shape, resolves merged category ids to the category they were merged into (in annotations and tracks, as
 the official ``Tao._create_index`` does) and refuses what the official code would trip over with an assertion
 (an annotation of an unknown track, or of another category than its track; two annotations of one track in one
-frame; repeated ids).
+frame) or silently misread (repeated ids: it looks annotations up by id, so a repeated annotation id counts one
+box twice and drops the other).
 """
 from __future__ import annotations
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import importlib.util
 import json
 import logging
 import sys
@@ -38,9 +39,7 @@ FREQUENCIES = ("r", "c", "f")
 
 
 def import_toolkit(checkout: Path) -> Any:
-    try:
-        import numba  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("numba") is None:
         sys.modules["numba"] = types.SimpleNamespace(jit=lambda function: function)
     np.float = float
     sys.path.insert(0, str(checkout))
@@ -101,7 +100,7 @@ def make_case(seed: int, *, videos: int = 3, frames: tuple[int, int] = (3, 11), 
               categories: int = 8, grid: float = 0.25,
               score_levels: int = 0, nonpositive_ids: bool = False, alias: bool = False, omit_video_id: bool = False,
               crowd: int = 0, big_image_ids: bool = True, gt_special_ids: bool = False) -> dict[str, Any]:
-    """A TAO-like case. See the module docstring of the tests for what each option exercises."""
+    """A TAO-like case ({"ground_truth", "results"}); README.md lists what the options exercise."""
     rng = np.random.default_rng(seed)
     cats = [{"id": c, "name": f"category_{c}", "frequency": FREQUENCIES[c % 3]}
             for c in range(1, categories + 1)]
@@ -265,7 +264,8 @@ def iou_ties_case() -> dict[str, Any]:
             gt["annotations"] += [{"id": len(gt["annotations"]) + k + 1, "image_id": i, "track_id": 10 * v + t,
                                    "category_id": 1, "bbox": [x, 2.0 * k, 10.0, 10.0], "area": 100.0}
                                   for k, i in enumerate(images)]
-        for tid, x, score in ((0 if v == 2 else 100 * v + 1, 10.0, 0.9), (100 * v + 2, 12.0 if v == 2 else 6.0, 0.8)):
+        second_x = 12.0 if v == 2 else 6.0
+        for tid, x, score in ((0 if v == 2 else 100 * v + 1, 10.0, 0.9), (100 * v + 2, second_x, 0.8)):
             results += [{"image_id": i, "category_id": 1, "bbox": [x, 2.0 * k, 10.0, 10.0], "score": score,
                          "track_id": tid} for k, i in enumerate(images)]
     return {"ground_truth": gt, "results": results}
@@ -274,7 +274,7 @@ def iou_ties_case() -> dict[str, Any]:
 def boundaries_case() -> dict[str, Any]:
     """Range bounds and track ids 0 and -1. Video 1: a 3-frame track of mean area exactly 32**2 (short and medium,
     small and medium) and a 10-frame track of area 96**2 (medium and long, medium and large), each found exactly;
-    a 2-frame false positive; the 3-frame result has a 4th frame of zero width. Video 2: ground-truth tracks of ids 0 and -1, each found exactly (the toolkit marks a
+    a 2-frame false positive with a 3rd frame of zero width. Video 2: ground-truth tracks of ids 0 and -1, each found exactly (the toolkit marks a
     match by the ground-truth id, so a match to -1 counts as a false positive)."""
     gt: dict[str, Any] = {"categories": [{"id": 1, "name": "a", "frequency": "r"}], "videos": [], "images": [],
                           "tracks": [], "annotations": []}
@@ -295,8 +295,9 @@ def boundaries_case() -> dict[str, Any]:
                                 "track_id": 10 * v + n + 1})
     results += [{"image_id": i, "category_id": 1, "bbox": [300.0, 300.0, 40.0, 40.0], "score": 0.65, "track_id": 99}
                 for i in (100, 101)]
-    # a zero-width 4th frame of the 3-frame result: not evaluated, so the track stays 3 frames long
-    results.append({"image_id": 103, "category_id": 1, "bbox": [0.0, 9.0, 0.0, 32.0], "score": 0.7, "track_id": 11})
+    # a zero-width 3rd frame of the false positive: not evaluated, so the track stays 2 frames long (not "medium")
+    results.append({"image_id": 102, "category_id": 1, "bbox": [300.0, 300.0, 0.0, 40.0], "score": 0.65,
+                    "track_id": 99})
     return {"ground_truth": gt, "results": results}
 
 
