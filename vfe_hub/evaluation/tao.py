@@ -92,7 +92,7 @@ TIME_RANGES: dict[str, tuple[float, float]] = {"all": (0, 1e5), "short": (0, 3),
 _RANGE_LO = np.array([[lo, tlo] for lo, _ in AREA_RANGES.values() for tlo, _ in TIME_RANGES.values()]).T[:, :, None]
 _RANGE_HI = np.array([[hi, thi] for _, hi in AREA_RANGES.values() for _, thi in TIME_RANGES.values()]).T[:, :, None]
 _MAX_IOU = 1 - 1e-10  # evaluate_vid: ``iou = min([iou_thr, 1 - 1e-10])``
-_IOU_SLACK = 1e-9  # pairs whose frame-order IoU is this close to a threshold are re-added in the toolkit's order
+_IOU_SLACK = 1e-9  # pairs whose roughly summed IoU comes this close to a threshold are re-added in its order
 _FIELDS = ("image_id", "category_id", "bbox", "score", "track_id")
 _KIND = "TAO result dicts (image_id, category_id, bbox [x, y, w, h], score, track_id, optional video_id)"
 

@@ -34,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from vfe_hub.hub import atomic_write
+
 HERE = Path(__file__).resolve().parent
 FREQUENCIES = ("r", "c", "f")
 
@@ -366,8 +368,10 @@ def main() -> None:
     generated = cases(toolkit_eval)
     expected = {run["name"]: official(toolkit, dict(run, **generated["inputs"][run["inputs"]]))
                 for run in generated["runs"]}
-    (HERE / "cases.json").write_text(json.dumps(generated, separators=(",", ":")) + "\n")
-    (HERE / "expected.json").write_text(json.dumps(expected, indent=1) + "\n")
+    cases_text = json.dumps(generated, separators=(",", ":")) + "\n"
+    atomic_write(HERE / "cases.json", lambda tmp: tmp.write_text(cases_text))
+    expected_text = json.dumps(expected, indent=1) + "\n"
+    atomic_write(HERE / "expected.json", lambda tmp: tmp.write_text(expected_text))
     print(f"{len(generated['inputs'])} inputs, {len(generated['runs'])} runs written to {HERE}")
 
 
