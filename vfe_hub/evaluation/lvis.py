@@ -103,7 +103,7 @@ def evaluate(ground_truth: LvisGroundTruth | Source, results: Results, iou_type:
     start = time.perf_counter()
     gt = ground_truth if isinstance(ground_truth, LvisGroundTruth) else LvisGroundTruth.load(ground_truth)
     truth = _Truth.build(gt)
-    dets = _Detections.read(_result_list(results), gt, truth, iou_type, int(max_dets))
+    dets = _Detections.read(result_list(results), gt, truth, iou_type, int(max_dets))
     pairs = (_mask_pairs if iou_type == "segm" else _box_pairs)(truth, dets, progress)
     candidates, match = _match(truth, dets, *pairs)
     precision, recall = _accumulate(truth, dets, candidates, match)
@@ -118,7 +118,7 @@ def evaluate(ground_truth: LvisGroundTruth | Source, results: Results, iou_type:
 # Inputs, flattened
 # ---------------------------------------------------------------------------------------------------------------
 
-def _positions(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
+def positions(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
     """The position of each of ``ids`` in ``sorted_ids``, -1 where absent."""
     if not len(sorted_ids):
         return np.full(len(ids), -1, dtype=np.int64)
@@ -147,8 +147,8 @@ class _Truth:
     @classmethod
     def build(cls, gt: LvisGroundTruth) -> _Truth:
         num_categories = len(gt.category_ids)
-        image = _positions(gt.image_ids, gt.ann_image_ids)
-        category = _positions(gt.category_ids, gt.ann_category_ids)
+        image = positions(gt.image_ids, gt.ann_image_ids)
+        category = positions(gt.category_ids, gt.ann_category_ids)
         area = gt.ann_areas
         index = np.flatnonzero((image >= 0) & (category >= 0) & (area > 0) & (area < np.inf))
         pair = image[index] * num_categories + category[index]
@@ -173,7 +173,7 @@ def _label_pairs(gt: LvisGroundTruth, labels: dict[int, frozenset[int]]) -> np.n
     counts = [len(labels[int(i)]) for i in gt.image_ids]
     category_ids = np.array([c for i in gt.image_ids for c in labels[int(i)]], dtype=np.int64)
     image = np.repeat(np.arange(len(gt.image_ids)), counts)
-    category = _positions(gt.category_ids, category_ids)
+    category = positions(gt.category_ids, category_ids)
     known = category >= 0
     return np.unique(image[known] * len(gt.category_ids) + category[known])
 
@@ -196,14 +196,14 @@ class _Detections:
     def read(cls, results: Sequence[Mapping[str, Any]], gt: LvisGroundTruth, truth: _Truth, iou_type: str,
              max_dets: int) -> _Detections:
         image_ids, category_ids, score = _result_fields(results)
-        image = _known(gt.image_ids, image_ids, "image_id", gt, "is not an image of the ground truth: results "
-                       "must come from the split of the annotation file")
-        category = _known(gt.category_ids, category_ids, "category_id", gt, "is not a category of the ground "
-                          "truth: results need LVIS category ids (not 0-based class indices)")
-        _check_scores(score, image_ids)
+        image = known_ids(gt.image_ids, image_ids, "image_id", gt.source, "is not an image of the ground truth: "
+                          "results must come from the split of the annotation file")
+        category = known_ids(gt.category_ids, category_ids, "category_id", gt.source, "is not a category of the "
+                             "ground truth: results need LVIS category ids (not 0-based class indices)")
+        check_scores(score, image_ids)
         if iou_type == "segm":
             _check_segmentations(results)
-        source = _top_per_image(image, score, max_dets)
+        source = top_per_image(image, score, max_dets)
         kept = [results[i] for i in source]
         boxes, area, masks = _boxes_and_areas(kept, image[source], truth)
         pair = image[source] * truth.num_categories + category[source]
@@ -220,7 +220,9 @@ class _Detections:
                    unmatched_ignored, segmentations)
 
 
-def _result_list(results: Results) -> Sequence[Mapping[str, Any]]:
+def result_list(results: Results, kind: str = "LVIS result dicts (image_id, category_id, score, bbox or "
+                                                "segmentation)") -> Sequence[Mapping[str, Any]]:
+    """``results`` as a list of dicts, read from JSON if it is a path; :class:`DatasetError` naming ``kind`` else."""
     if isinstance(results, (str, os.PathLike)):
         path = Path(results)
         try:
@@ -229,8 +231,8 @@ def _result_list(results: Results) -> Sequence[Mapping[str, Any]]:
         except (OSError, ValueError) as e:
             raise DatasetError(f"Cannot read the results file {path} as JSON ({type(e).__name__}: {e}).") from e
     if isinstance(results, (str, bytes, Mapping)) or not isinstance(results, Sequence):
-        raise DatasetError(f"Results must be a list of LVIS result dicts (image_id, category_id, score, bbox or "
-                           f"segmentation) or the path of a JSON list of them, not {type(results).__name__}.")
+        raise DatasetError(f"Results must be a list of {kind} or the path of a JSON list of them, not "
+                           f"{type(results).__name__}.")
     return results
 
 
@@ -247,16 +249,19 @@ def _result_fields(results: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np
     return fields
 
 
-def _known(sorted_ids: np.ndarray, ids: np.ndarray, key: str, gt: LvisGroundTruth, why: str) -> np.ndarray:
-    position = _positions(sorted_ids, ids)
+def known_ids(sorted_ids: np.ndarray, ids: np.ndarray, key: str, source: str, why: str) -> np.ndarray:
+    """The positions of ``ids`` in ``sorted_ids``; :class:`DatasetError` naming the first results entry whose ``key``
+    is not there, ``why`` it matters and the ground truth ``source``."""
+    position = positions(sorted_ids, ids)
     bad = np.flatnonzero(position < 0)
     if len(bad):
-        raise DatasetError(f"Results entry {bad[0]} has {key} {ids[bad[0]]}, which {why} ({gt.source}: "
+        raise DatasetError(f"Results entry {bad[0]} has {key} {ids[bad[0]]}, which {why} ({source}: "
                            f"{len(sorted_ids)} {key.split('_')[0]}s); {len(bad)} entries have unknown {key}s.")
     return position
 
 
-def _check_scores(score: np.ndarray, image_ids: np.ndarray) -> None:
+def check_scores(score: np.ndarray, image_ids: np.ndarray) -> None:
+    """:class:`DatasetError` naming the first results entry with a NaN score."""
     bad = np.flatnonzero(np.isnan(score))
     if len(bad):
         raise DatasetError(f"Results entry {bad[0]} (image_id {image_ids[bad[0]]}) has a NaN score; {len(bad)} "
@@ -271,7 +276,7 @@ def _check_segmentations(results: Sequence[Mapping[str, Any]]) -> None:
                            f"result (an RLE dict or polygons); evaluate boxes with iou_type='bbox'.")
 
 
-def _top_per_image(image: np.ndarray, score: np.ndarray, max_dets: int) -> np.ndarray:
+def top_per_image(image: np.ndarray, score: np.ndarray, max_dets: int) -> np.ndarray:
     """The positions of the ``max_dets`` best results of each image (ties in input order), in input order."""
     if not len(image) or np.bincount(image).max() <= max_dets:
         return np.arange(len(image))
@@ -286,7 +291,7 @@ def _boxes_and_areas(kept: list[Mapping[str, Any]], image: np.ndarray, truth: _T
     """Boxes and areas of the kept results as ``LVISResults`` sets them, and their RLEs if made from masks."""
     with_box = np.array(["bbox" in r for r in kept], dtype=bool)
     if with_box.all():
-        boxes = _box_array(kept)
+        boxes = box_array(kept)
         return boxes, boxes[:, 2] * boxes[:, 3], None
     if with_box.any():
         first = int(np.flatnonzero(~with_box)[0])
@@ -308,7 +313,8 @@ def _mask_areas(masks: list[dict[str, Any]]) -> np.ndarray:
     return np.concatenate(chunks).astype(np.float64) if chunks else np.zeros(0)
 
 
-def _box_array(kept: list[Mapping[str, Any]]) -> np.ndarray:
+def box_array(kept: Sequence[Mapping[str, Any]]) -> np.ndarray:
+    """The ``bbox`` of each result as ``(N, 4)`` float64; :class:`DatasetError` if one is not 4 finite numbers."""
     try:
         boxes = np.array([r["bbox"] for r in kept], dtype=np.float64).reshape(len(kept), 4)
     except (TypeError, ValueError) as e:
@@ -405,36 +411,53 @@ def _concatenate(found: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tupl
 
 def _match(truth: _Truth, dets: _Detections, det: np.ndarray, gt: np.ndarray, iou: np.ndarray
            ) -> tuple[np.ndarray, np.ndarray]:
-    """``evaluate_img``'s greedy matching for every area range and IoU threshold at once.
+    """``evaluate_img``'s greedy matching for every area range and IoU threshold at once (:func:`greedy_match`)."""
+    return greedy_match(dets.pair, det, gt, iou, truth.ignored, IOU_THRESHOLDS)
 
-    Only detections with a pair of IoU >= 0.5 (candidates) can match. Step ``s`` takes the ``s``-th candidate,
-    in score order, of every (image, category) at once: they share no annotation, so they are independent. A
-    candidate's pairs are sorted by (IoU, file order), so its match is the last free pair above the threshold,
-    among regular annotations if any, else among ignored ones. Returns the candidates (detection indices) and
-    the annotation each matched, ``(areas, thresholds, candidates)``, -1 for none.
+
+def greedy_match(group: np.ndarray, det: np.ndarray, gt: np.ndarray, iou: np.ndarray, ignored: np.ndarray,
+                 thresholds: np.ndarray, claims: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The COCO-style greedy matching of detections to ground truth, for every range and threshold at once.
+
+    ``group`` ``(D,)`` is the nondecreasing group (image and category, or video and category) of each detection,
+    detections in matching order (descending score) within a group. ``det``, ``gt``, ``iou`` ``(E,)`` are the
+    (detection, ground truth) pairs of one group with IoU ``>= thresholds.min()``, ground truth indexed in its
+    matching order within the group. ``ignored`` ``(A, G)`` flags the ground truth ignored in each of ``A``
+    ranges; ``claims`` ``(D,)`` whether a detection's match takes its ground truth out of later matching (default:
+    all do). Each detection takes the free ground truth of highest IoU ``>= threshold``, regular ones before
+    ignored ones, the last in order on equal IoU.
+
+    Only detections with a pair (candidates) can match. Step ``s`` takes the ``s``-th candidate, in order, of
+    every group at once: they share no ground truth, so they are independent. A candidate's pairs are sorted by
+    (IoU, order), so its match is the last free pair above the threshold, among regular ground truth if any, else
+    among ignored. Returns the candidates (detection indices) and the ground truth each matched,
+    ``(A, T, candidates)``, -1 for none.
     """
     candidates, slot = np.unique(det, return_inverse=True)
-    pair = dets.pair[candidates]
+    pair = group[candidates]
     step = (np.arange(len(candidates)) - np.searchsorted(pair, pair, "left"))[slot]
     order = np.lexsort((gt, iou, slot, step))
     slot, gt, iou, step = slot[order], gt[order], iou[order], step[order]
     bounds = np.searchsorted(step, np.arange(int(step.max(initial=-1)) + 2))
-    matched = np.zeros((len(AREA_RANGES), len(IOU_THRESHOLDS), len(truth.pair)), dtype=bool)
-    match = np.full((len(AREA_RANGES), len(IOU_THRESHOLDS), len(candidates)), -1, dtype=np.int32)
-    above = iou[None, :] >= IOU_THRESHOLDS[:, None]  # (T, E)
+    num_ranges = ignored.shape[0]
+    matched = np.zeros((num_ranges, len(thresholds), ignored.shape[1]), dtype=bool)
+    match = np.full((num_ranges, len(thresholds), len(candidates)), -1, dtype=np.int32)
+    above = iou[None, :] >= thresholds[:, None]  # (T, E)
     for lo, hi in zip(bounds[:-1], bounds[1:]):
         g = gt[lo:hi]
         starts = np.flatnonzero(np.concatenate([[True], slot[lo + 1:hi] != slot[lo:hi - 1]]))
         free = above[None, :, lo:hi] & ~matched[:, :, g]  # (A, T, n)
-        ignored = truth.ignored[:, None, g]
+        ignored_here = ignored[:, None, g]
         local = np.arange(hi - lo)
-        regular = np.maximum.reduceat(np.where(free & ~ignored, local, -1), starts, axis=2)
-        fallback = np.maximum.reduceat(np.where(free & ignored, local, -1), starts, axis=2)
+        regular = np.maximum.reduceat(np.where(free & ~ignored_here, local, -1), starts, axis=2)
+        fallback = np.maximum.reduceat(np.where(free & ignored_here, local, -1), starts, axis=2)
         best = np.where(regular >= 0, regular, fallback)
         a, t, k = np.nonzero(best >= 0)
         chosen = g[best[a, t, k]]
-        matched[a, t, chosen] = True
-        match[a, t, slot[lo + starts[k]]] = chosen
+        chooser = slot[lo + starts[k]]
+        match[a, t, chooser] = chosen
+        taken = slice(None) if claims is None else claims[candidates[chooser]]
+        matched[a[taken], t[taken], chosen[taken]] = True
     return candidates, match
 
 
@@ -464,9 +487,6 @@ def _curves(truth: _Truth, dets: _Detections, match: np.ndarray, slot: np.ndarra
     """Precision ``(T, R, areas)`` and recall ``(T, areas)`` of one category's detections ``ids`` (in score
     order)."""
     n = len(ids)
-    if n == 0:
-        return np.zeros((len(IOU_THRESHOLDS), len(RECALL_THRESHOLDS), len(areas))), np.zeros((len(IOU_THRESHOLDS),
-                                                                                              len(areas)))
     matched = np.full((len(areas), len(IOU_THRESHOLDS), n), -1, dtype=np.int64)
     has = slot >= 0
     matched[:, :, has] = match[:, :, slot[has]][areas]
@@ -475,6 +495,23 @@ def _curves(truth: _Truth, dets: _Detections, match: np.ndarray, slot: np.ndarra
     counted = hit & (truth.ids[gt] != 0)
     unmatched_ignored = dets.unmatched_ignored[:, ids][areas][:, None, :]
     ignored = (hit & truth.ignored[areas[:, None, None], gt]) | (~counted & unmatched_ignored)
+    return precision_recall(counted, ignored, num_gt)
+
+
+def precision_recall(counted: np.ndarray, ignored: np.ndarray, num_gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The official ``accumulate`` of one category: precision ``(T, R, A)`` at the 101 recall thresholds and recall
+    ``(T, A)``.
+
+    ``counted`` and ``ignored`` ``(A, T, n)`` flag, per range and IoU threshold, the category's detections (in
+    descending score) that count as matched and those ignored; ``num_gt`` ``(A,)`` the regular ground truth of each
+    range (> 0). True positives are counted and not ignored, false positives neither; ``precision = tp / (fp + tp +
+    eps)`` made non-increasing from the right, read at the first position whose recall ``tp / n_gt`` reaches each
+    recall threshold (0 past the end); recall is the final ``tp / n_gt`` (0 without detections).
+    """
+    num_ranges, num_thresholds, n = counted.shape
+    if n == 0:
+        return (np.zeros((num_thresholds, len(RECALL_THRESHOLDS), num_ranges)),
+                np.zeros((num_thresholds, num_ranges)))
     tp = np.cumsum(counted & ~ignored, axis=2)
     tp_float = tp.astype(np.float64)
     fp_float = np.cumsum(~counted & ~ignored, axis=2).astype(np.float64)
@@ -510,18 +547,18 @@ def _summarize(precision: np.ndarray, recall: np.ndarray, frequency_groups: list
     """``summarize``: the same slices of the same arrays, so the means add the same values in the same order."""
     area = {name: [i] for i, name in enumerate(AREA_RANGES)}
     scores = {
-        "AP": _mean(precision[:, :, :, area["all"]]),
-        "AP50": _mean(precision[_threshold(0.50)][:, :, :, area["all"]]),
-        "AP75": _mean(precision[_threshold(0.75)][:, :, :, area["all"]]),
-        "APs": _mean(precision[:, :, :, area["small"]]),
-        "APm": _mean(precision[:, :, :, area["medium"]]),
-        "APl": _mean(precision[:, :, :, area["large"]]),
+        "AP": mean_defined(precision[:, :, :, area["all"]]),
+        "AP50": mean_defined(precision[_threshold(0.50)][:, :, :, area["all"]]),
+        "AP75": mean_defined(precision[_threshold(0.75)][:, :, :, area["all"]]),
+        "APs": mean_defined(precision[:, :, :, area["small"]]),
+        "APm": mean_defined(precision[:, :, :, area["medium"]]),
+        "APl": mean_defined(precision[:, :, :, area["large"]]),
     }
     for name, group in zip(FREQUENCIES, frequency_groups):
-        scores[f"AP{name}"] = _mean(precision[:, :, group, area["all"]])
-    scores[f"AR@{max_dets}"] = _mean(recall[:, :, area["all"]])
+        scores[f"AP{name}"] = mean_defined(precision[:, :, group, area["all"]])
+    scores[f"AR@{max_dets}"] = mean_defined(recall[:, :, area["all"]])
     for name in ("small", "medium", "large"):
-        scores[f"AR{name[0]}@{max_dets}"] = _mean(recall[:, :, area[name]])
+        scores[f"AR{name[0]}@{max_dets}"] = mean_defined(recall[:, :, area[name]])
     return scores
 
 
@@ -529,6 +566,7 @@ def _threshold(iou: float) -> np.ndarray:
     return np.where(iou == IOU_THRESHOLDS)[0]
 
 
-def _mean(values: np.ndarray) -> float:
+def mean_defined(values: np.ndarray) -> float:
+    """``np.mean`` of the entries > -1 in C order (the summaries of the official evaluators), -1 if none."""
     valid = values[values > -1]
     return float(np.mean(valid)) if valid.size else -1.0

@@ -67,17 +67,18 @@ class LvisGroundTruth:
     def load(cls, source: Source) -> LvisGroundTruth:
         """Read ``source``, the path of an LVIS JSON or its parsed content; :class:`DatasetError` if it is not one."""
         name = "the ground-truth dict" if isinstance(source, Mapping) else str(source)
-        data = source if isinstance(source, Mapping) else _read_json(Path(source))
+        data = source if isinstance(source, Mapping) else read_json(Path(source), "LVIS annotation file",
+                                                                     "download lvis_v1_val.json from lvisdataset.org")
         if not all(isinstance(data.get(k), list) for k in ("images", "annotations", "categories")):
             raise DatasetError(f"{name} is not an LVIS annotation file: it needs 'images', 'annotations' and "
                                f"'categories' lists (use lvis_v1_val.json or lvis_v0.5_val.json from "
                                f"lvisdataset.org).")
-        images = _unique_ids(data["images"], "image", name)
-        categories = _unique_ids(data["categories"], "category", name)
+        images = unique_ids(data["images"], "image", name)
+        categories = unique_ids(data["categories"], "category", name)
         _check_categories(categories, name)
         neg, not_exhaustive = _image_label_sets(images, name)
         annotations = data["annotations"]
-        _unique_ids(annotations, "annotation", name)
+        unique_ids(annotations, "annotation", name)
         return cls(name, images, categories, annotations, neg, not_exhaustive,
                    np.array(sorted(images), dtype=np.int64), np.array(sorted(categories), dtype=np.int64),
                    **_annotation_arrays(annotations, name))
@@ -136,24 +137,25 @@ def to_rle(segmentation: Any, height: int, width: int, what: str) -> dict[str, A
                            f"'counts' ({type(e).__name__}: {e}).") from e
 
 
-def _read_json(path: Path) -> Any:
+def read_json(path: Path, kind: str, fix: str) -> Any:
+    """The parsed JSON file ``path``; :class:`DatasetError` naming the ``kind`` of file and the ``fix`` if absent."""
     try:
         with open(path) as f:
             return json.load(f)
     except FileNotFoundError as e:
-        raise DatasetError(f"LVIS annotation file {path} does not exist; download lvis_v1_val.json from "
-                           f"lvisdataset.org.") from e
+        raise DatasetError(f"{kind} {path} does not exist; {fix}.") from e
     except (OSError, ValueError) as e:
         raise DatasetError(f"Cannot read {path} as JSON ({type(e).__name__}: {e}).") from e
 
 
-def _unique_ids(items: list[Any], what: str, name: str) -> dict[int, dict[str, Any]]:
+def unique_ids(items: list[Any], what: str, name: str) -> dict[int, dict[str, Any]]:
+    """``items`` by their ``id``; :class:`DatasetError` if one has none or ids repeat."""
     try:
         by_id = {item["id"]: item for item in items}
     except (KeyError, TypeError) as e:
         raise DatasetError(f"{name}: every {what} must be a dict with an 'id' ({type(e).__name__}: {e}).") from e
     if len(by_id) != len(items):
-        raise DatasetError(f"{name}: {len(items) - len(by_id)} {what} ids are repeated; LVIS ids are unique.")
+        raise DatasetError(f"{name}: {len(items) - len(by_id)} {what} ids are repeated; ids must be unique.")
     return by_id
 
 
