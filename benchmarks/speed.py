@@ -135,7 +135,8 @@ def main() -> None:
     args = parser.parse_args()
     device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu"
     print(f"torch {torch.__version__}, device {args.device} ({device_name}), dtype {args.dtype}, "
-          f"{args.frames} frames of {args.size[0]}x{args.size[1]}\n")
+          f"{args.frames} consecutive frames (stride 1) of {args.size[0]}x{args.size[1]}; trackers: detector and "
+          "tracking end to end\n")
     clip = frames(args.frames, *args.size)
     baseline = {bs: torchvision_row(clip, args.device, bs) for bs in args.batch_sizes} if args.torchvision else {}
     if args.batch_sizes:

@@ -6,7 +6,7 @@ import yaml
 from .registry import ModelSpec
 from .weights import conversion_command
 
-_DATASET_NAMES = {"imagenet_vid": "ImageNet VID (val)", "lvis_v1_val": "LVIS v1 (val)"}
+_DATASET_NAMES = {"imagenet_vid": "ImageNet VID (val)", "lvis_v1_val": "LVIS v1 (val)", "tao_val": "TAO (val)"}
 
 
 def readme_table(specs: list[ModelSpec]) -> str:
@@ -43,7 +43,24 @@ def front_matter(spec: ModelSpec) -> dict:
 
 
 def _usage(spec: ModelSpec) -> str:
-    """The card's code example: a video clip for video models, images otherwise (and a vocabulary if open)."""
+    """The card's code example: tracks for trackers, a video clip for video models, images otherwise (and a
+    vocabulary if open)."""
+    if spec.task == "multi-object-tracking":
+        return f"""```python
+import vfe_hub
+
+model = vfe_hub.load("{spec.name}", device="cuda")
+results = model.predict("clip.mp4", stream=True)        # one Detections per frame, with track_ids
+for det in results:
+    records = det.to_json(video_id=1)                    # TAO results: track_id, video_id, ...
+
+session = model.session()                                 # a live camera: one frame at a time
+for frame in camera:
+    det, = session.update(frame)
+```
+
+Or `vfe-hub track {spec.name} clip.mp4 -o tracks.json --save-video drawn.mp4` (TAO JSON and the video with each
+track in its own colour), `torch.hub.load("<repo>", "{spec.name}")`."""
     if spec.protocols:
         return f"""```python
 import vfe_hub
