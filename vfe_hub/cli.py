@@ -129,9 +129,11 @@ def _demo(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
+    from . import sharding
+
     model = _load(args, args.name)
     metrics = model.evaluate(args.dataset, root=args.root, ann_file=args.ann_file, limit=args.limit,
-                             batch_size=args.batch_size, progress=args.progress)
+                             batch_size=args.batch_size, progress=args.progress, **sharding.dataset_options(args))
     print(json.dumps(metrics, indent=2))
 
 
@@ -341,6 +343,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--weights", help="local vfe_hub folder, .safetensors or original checkpoint")
     s.add_argument("--ann-file", help="annotation file (default: the dataset's usual one under --root)")
     s.add_argument("--limit", type=_positive_int, help="evaluate only the first N videos/images")
+    s.add_argument("--fps", type=_positive_int, help="TAO: run about N frames per second between the annotated "
+                                                     "frames (every frame of the videos under --root), score the "
+                                                     "annotated ones")
     _run_options(s)
     _shard_options(s)
     s.set_defaults(run=_sharded(_evaluate))

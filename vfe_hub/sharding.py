@@ -146,7 +146,7 @@ def _resume(part: Path, units: list[Unit], order: list[int]) -> list[int]:
             break  # the last line of a killed write
     done = []
     for u in order:
-        if len(lines.get(u, ())) != len(units[u].ids):
+        if len(lines.get(u, ())) != units[u].scored:
             break
         done.append(u)
     atomic_write(part, lambda tmp: tmp.write_text("".join(line + "\n" for u in done for line in lines[u])))
@@ -343,4 +343,10 @@ def run_command(args: argparse.Namespace) -> dict[str, float] | None:
             raise ShardError(f"a sharded predict writes {RESULTS} into --out-dir; leave out --output and --save-dir.")
         predict(model, args.inputs, **common, **({"protocol": args.protocol} if args.protocol else {}))
         return None
-    return evaluate(model, args.dataset, root=args.root, ann_file=args.ann_file, limit=args.limit, **common) or None
+    return evaluate(model, args.dataset, root=args.root, ann_file=args.ann_file, limit=args.limit,
+                    **dataset_options(args), **common) or None
+
+
+def dataset_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The command line's evaluate options that only some datasets take, when given (``--fps``: TAO)."""
+    return {"fps": args.fps} if getattr(args, "fps", None) else {}

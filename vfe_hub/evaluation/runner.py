@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import DatasetError, close_matches, unknown_keyword_error
 from ..hub import atomic_write
 from ..progress import progress_bar
-from . import imagenet_vid, imagenet_vid_data, lvis, lvis_data
+from . import imagenet_vid, imagenet_vid_data, lvis, lvis_data, tao, tao_data
 
 if TYPE_CHECKING:
     from ..models.base import Detector
@@ -30,18 +30,29 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class FrameSequence:
     """Frames that a video model must see together: ``source`` (a folder of frames, or one image file) and the
-    ``(image id, image file)`` of each of its frames, in frame order."""
+    ``(image id, image file)`` of each of its frames, in frame order. ``listed``: run exactly the listed files
+    (the folder holds other frames too); an image id of ``None`` marks a frame that runs but is not scored.
+    ``video_id``: the dataset's id of the video, written into tracked results."""
 
     source: str
-    frames: tuple[tuple[int, str], ...]
+    frames: tuple[tuple[int | None, str], ...]
+    listed: bool = False
+    video_id: int | None = None
 
 
 @dataclass(frozen=True)
 class Unit:
-    """What one ``predict`` call runs: its ``inputs`` and the id of each frame they yield, in order."""
+    """What one ``predict`` call runs: its ``inputs``, the id of each frame they yield, in order (``None``: not
+    scored), and the video id of tracked results."""
 
     inputs: tuple[str, ...]
     ids: tuple[Any, ...]
+    video_id: int | None = None
+
+    @property
+    def scored(self) -> int:
+        """How many of the unit's frames are scored (give results)."""
+        return sum(i is not None for i in self.ids)
 
 
 @dataclass
@@ -59,14 +70,16 @@ class Benchmark:
 
     @property
     def image_ids(self) -> list[int]:
-        return [image_id for seq in self.sequences for image_id, _ in seq.frames]
+        """The ids of the scored frames, in dataset order."""
+        return [image_id for seq in self.sequences for image_id, _ in seq.frames if image_id is not None]
 
     def units(self, model: Detector, batch_size: int) -> list[Unit]:
         """Whole sequences for a :class:`~vfe_hub.VideoDetector`; blocks of ``batch_size`` images otherwise."""
         from ..models.base import VideoDetector
 
         if isinstance(model, VideoDetector):
-            return [Unit((seq.source,), tuple(i for i, _ in seq.frames)) for seq in self.sequences]
+            return [Unit(tuple(path for _, path in seq.frames) if seq.listed else (seq.source,),
+                         tuple(i for i, _ in seq.frames), seq.video_id) for seq in self.sequences]
         frames = [frame for seq in self.sequences for frame in seq.frames]
         blocks = [frames[k:k + batch_size] for k in range(0, len(frames), max(batch_size, 1))]
         return [Unit(tuple(path for _, path in block), tuple(i for i, _ in block)) for block in blocks]
@@ -90,7 +103,8 @@ def predict_units(model: Detector, units: Sequence[Unit], indices: Sequence[int]
                   options: dict[str, Any], progress: bool | None = None,
                   category_ids: list[int] | None = None) -> Iterator[tuple[int, list[tuple[Any, list[dict]]]]]:
     """Run ``units[u]`` for ``u`` in ``indices``, one ``predict`` call each; yield ``(u, [(id, records)])`` with
-    the COCO-style records (:meth:`~vfe_hub.Detections.to_json`) of each frame of the unit.
+    the COCO-style records (:meth:`~vfe_hub.Detections.to_json`, with the unit's video id) of each scored frame
+    of the unit (frames of id ``None`` run but are left out).
 
     Records carry the frame's id as ``image_id``. Under the paper
     protocol a video model's shuffle continues as if every unit before ``u`` had run in the same process
@@ -116,8 +130,10 @@ def predict_units(model: Detector, units: Sequence[Unit], indices: Sequence[int]
                         raise DatasetError(f"{', '.join(unit.inputs)} gave a different number of frames than the "
                                            f"{len(unit.ids)} listed for it; check that the folder holds exactly "
                                            f"the frames of the annotations.")
-                    records = det.cpu().to_json(image_id=item_id, category_ids=category_ids)
-                    items.append((item_id, records))
+                    if item_id is not None:
+                        records = det.cpu().to_json(image_id=item_id, category_ids=category_ids,
+                                                    video_id=unit.video_id)
+                        items.append((item_id, records))
                     bar.update(1)
             finally:
                 if states is not None:
@@ -202,10 +218,80 @@ def _lvis_v1(*, root: str | os.PathLike, ann_file: str | os.PathLike | None = No
     return Benchmark("lvis_v1", sequences, score, check_files, vocabulary="LVIS")
 
 
-DATASETS = {"imagenet_vid": _imagenet_vid, "lvis_v1": _lvis_v1}
+def _tao(*, root: str | os.PathLike, ann_file: str | os.PathLike | None = None, limit: int | None = None,
+         fps: int | None = None, protocol: str = "paper", progress: bool | None = None) -> Benchmark:
+    """TAO val: frames under ``<root>/frames/`` (the images' ``file_name``), ground truth from ``ann_file`` (default
+    ``<root>/annotations/validation.json``) turned into LVIS v1 category ids (:func:`.tao_data.to_lvis_v1`); the
+    first ``limit`` videos only if given. Each video runs as one sequence of its annotated frames in frame order
+    (``protocol`` for trackers: ``"paper"``, GTR's evaluation), scored by :func:`vfe_hub.evaluation.tao.evaluate`.
+
+    ``fps=N`` runs denser frames, as Amodal-Expander's ``create_30fps_json.py`` selects them: the video folder's
+    images in natural order, trimmed to the annotated span; between two annotated frames ``start`` and ``end``
+    (positions) every ``max((end - start) // N, 1)``-th frame from ``start``; only the annotated frames are
+    scored (``rm_30fps_dt_to_1fps.py``), under their ids of ``ann_file``.
+    """
+    from ..io import IMAGE_EXTENSIONS, natural_key
+
+    root = Path(root)
+    ann_file = Path(ann_file) if ann_file else root / "annotations" / "validation.json"
+    if fps is not None and (isinstance(fps, bool) or not isinstance(fps, int) or fps < 1):
+        raise DatasetError(f"fps={fps!r}: pass a positive number of frames per second to run (e.g. 5), or None "
+                           "for the annotated frames only.")
+    data = tao_data.to_lvis_v1(lvis_data.read_json(ann_file, "The TAO annotation file", "pass ann_file=<a TAO "
+                                                    "annotation file, e.g. validation.json> or put it under "
+                                                    "<root>/annotations/"))
+    videos = data["videos"][:limit]
+    keep = {v["id"] for v in videos}
+    if limit is not None:
+        data = {**data, "videos": videos, "images": [im for im in data["images"] if im["video_id"] in keep],
+                "annotations": [a for a in data["annotations"] if a["video_id"] in keep],
+                "tracks": [t for t in data["tracks"] if t["video_id"] in keep]}
+    gt = tao_data.TaoGroundTruth.load(data)
+    frames_dir = root / "frames"
+    by_video: dict[int, list[dict]] = {}
+    for image in data["images"]:
+        by_video.setdefault(image["video_id"], []).append(image)
+
+    def annotated(video: dict) -> list[tuple[int | None, str]]:
+        images = sorted(by_video.get(video["id"], []), key=lambda im: im["frame_index"])
+        return [(im["id"], str(frames_dir / im["file_name"])) for im in images]
+
+    def denser(video: dict) -> list[tuple[int | None, str]]:
+        listed = {Path(path).name: image_id for image_id, path in annotated(video)}
+        folder = frames_dir / video["name"]
+        if not folder.is_dir():
+            raise DatasetError(f"{folder} is missing: fps={fps} needs every frame of the TAO videos under "
+                               f"<root>/frames/<video name>/ (TAO's frames release).")
+        names = sorted((e.name for e in os.scandir(folder) if Path(e.name).suffix.lower() in IMAGE_EXTENSIONS),
+                       key=natural_key)
+        marks = [i for i, name in enumerate(names) if name in listed]
+        if not marks:
+            return []
+        names = names[marks[0]:marks[-1] + 1]
+        marks = [m - marks[0] for m in marks] + [marks[-1] - marks[0] + 1]
+        chosen = [name for start, end in zip(marks, marks[1:]) for name in names[start:end:max((end - start) // fps, 1)]]
+        return [(listed.get(name), str(folder / name)) for name in chosen]
+
+    sequences = [FrameSequence(str(frames_dir / v["name"]), tuple((denser if fps else annotated)(v)), listed=True,
+                               video_id=v["id"]) for v in videos]
+
+    def check_files() -> None:
+        missing = [path for seq in sequences for _, path in seq.frames if not os.path.isfile(path)]
+        if missing:
+            raise DatasetError(f"{len(missing)} TAO frames are missing under {frames_dir}, e.g. {missing[0]}; TAO "
+                               f"frames are expected at <root>/frames/<file_name of the annotation file>.")
+
+    def score(records: list[dict]) -> dict[str, float]:
+        return tao.evaluate(gt, records, progress=progress)
+
+    return Benchmark("tao", sequences, score, check_files, {"protocol": protocol})
+
+
+DATASETS = {"imagenet_vid": _imagenet_vid, "lvis_v1": _lvis_v1, "tao": _tao}
 #: what each dataset's ``root`` is
 ROOTS = {"imagenet_vid": "the ILSVRC folder, with Data/VID/<video>/ frames (and Annotations/VID/ without ann_file)",
-         "lvis_v1": "the COCO 2017 folder, with train2017/ and val2017/ (and annotations/lvis_v1_val.json)"}
+         "lvis_v1": "the COCO 2017 folder, with train2017/ and val2017/ (and annotations/lvis_v1_val.json)",
+         "tao": "the TAO folder, with frames/<split>/<source>/<video>/ (and annotations/validation.json)"}
 
 
 def dataset_name(dataset: str) -> str:
@@ -236,7 +322,7 @@ def evaluate_model(model: Detector, dataset: str, *, batch_size: int = 1, progre
                    results_file: str | os.PathLike | None = None, shard: tuple[int, int] | None = None,
                    out_dir: str | os.PathLike | None = None, **kwargs: Any) -> dict[str, float]:
     """Score ``model`` on ``dataset`` (``"imagenet_vid"``: :func:`_imagenet_vid`; ``"lvis_v1_val"``:
-    :func:`_lvis_v1`; see them for the other arguments).
+    :func:`_lvis_v1`; ``"tao_val"``: :func:`_tao`; see them for the other arguments).
 
     ``results_file`` receives the COCO-style results (sorted by image id). ``shard=(i, n)`` with ``out_dir`` runs
     only shard ``i`` of ``n`` into ``out_dir`` (:func:`vfe_hub.sharding.evaluate`): the metrics come back only
