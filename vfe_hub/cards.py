@@ -125,9 +125,10 @@ _POST_PROCESSING = """Two deliberate differences from the original test code, bo
   grouped by padded size), so any `batch_size` gives the detections of one frame at a time, as the released
   evaluations (one image per GPU) computed them.
 - **Class-wise NMS is exact.** Each class is suppressed on its own (`vfe_hub.layers.nms.multiclass_nms`). The
-  originals' `batched_nms` shifts the boxes of each class by an offset and runs one NMS (mmcv, below 10,000
-  boxes); the shift rounds coordinates, so a pair of boxes whose IoU lies within float rounding of the threshold
-  can be decided the other way there. This is rare: one detection of one frame in a full comparison run."""
+  originals' `batched_nms` (mmcv's below 10,000 boxes, torchvision's below a device-dependent count) shifts the
+  boxes of each class by an offset and runs one NMS; the shift rounds coordinates, so a pair of boxes whose IoU
+  lies within float rounding of the threshold can be decided the other way there. This is rare: one detection of
+  one frame in a full comparison run of MAMBA."""
 
 
 def render(spec: ModelSpec) -> str:

@@ -142,7 +142,7 @@ _DETPRO_CITATION = """@inproceedings{du2022detpro,
 
 _GTR_CITATION = """@inproceedings{zhou2022global,
   title     = {Global Tracking Transformers},
-  author    = {Zhou, Xingyi and Yin, Tianwei and Koltun, Vladlen and Kr{\"a}henb{\"u}hl, Philipp},
+  author    = {Zhou, Xingyi and Yin, Tianwei and Koltun, Vladlen and Kr{\\"a}henb{\\"u}hl, Philipp},
   booktitle = {IEEE/CVF Conference on Computer Vision and Pattern Recognition (CVPR)},
   year      = {2022}
 }"""
@@ -325,11 +325,14 @@ MODELS: dict[str, ModelSpec] = {
                 size=515_917_603,
                 licence_note=(
                     "GTR's weights as stored in the Amodal Expander release (Hub repository "
-                    "chengyenhsieh/Amodal-Expander): that model was fine-tuned from GTR_TAO_DR2101.pth with every "
-                    "parameter frozen except roi_heads.amodal_expander.* (FREEZE_TYPE: ExceptAmodalExpander in "
-                    "WesleyHsieh0806/Amodal-Expander configs/GTR_TAO_Amodal_Expander.yaml), whose tensors are dropped "
-                    "here. GTR's code is Apache-2.0; the Hub card of the file names CC-BY-4.0 or MIT depending on "
-                    "the revision."
+                    "chengyenhsieh/Amodal-Expander), whose 12 roi_heads.amodal_expander.* tensors are dropped here. "
+                    "GTR's own file (GTR_TAO_DR2101.pth) is only on Google Drive. The Amodal Expander was fine-tuned "
+                    "from it (MODEL.WEIGHTS: models/GTR_TAO_DR2101.pth) with MODEL.FREEZE_TYPE: ExceptAmodalExpander "
+                    "(WesleyHsieh0806/Amodal-Expander 30ae132, configs/GTR_TAO_Amodal_Expander.yaml), which "
+                    "gtr/modeling/freeze_layers.py (_freeze_except_amodal_expander) implements by setting "
+                    "requires_grad False on every parameter except roi_heads.amodal_expander's; the frozen batch "
+                    "norms have no statistics to update. Every other tensor of the file is therefore GTR's. GTR's "
+                    "code is Apache-2.0; the Hub card of the file names CC-BY-4.0 or MIT depending on the revision."
                 ),
                 originals={"<GTR_TAO_DR2101.pth> (GTR's own release)":
                            "Google Drive id 1TqkLpFZvOMY5HTTaAWz25RxtLHdzQ-CD"},

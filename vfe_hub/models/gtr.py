@@ -14,6 +14,12 @@ through the transformer, then classifies each track by its mean class scores (se
 every frame. Memory is bounded by the window on any video length (plus per-track class sums and, for ``paper``,
 each frame's kept boxes).
 
+Input: detectron2's ResizeShortestEdge(800, max 1333) size rule, RGB normalised with ImageNet's mean and std,
+padded to a multiple of 32. The original resizes the uint8 image with PIL's bilinear filter and rounds to uint8;
+here the resize is torch's bilinear on floats (:func:`vfe_hub.engine.preprocess`), the same interpolation for
+TAO's upscaled frames without the rounding (at most half a grey level apart; PIL's filter also antialiases
+when it shrinks an image, which this does not).
+
 Track ids of a result are ``track + class * 10000`` (one output track per class a track passes 0.05 for, as
 GTR does); :meth:`vfe_hub.Detections.to_json` adds ``video_id * 10**8`` when given a video id.
 """
