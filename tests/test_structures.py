@@ -118,3 +118,39 @@ def test_plot_with_nothing_above_the_threshold_is_silent_and_unchanged(masks):
         assert caught == []
         np.testing.assert_array_equal(np.asarray(drawn), image)
     assert not np.array_equal(np.asarray(detections([0.9], [0], masks=masks).plot(image, score_thr=0.5)), image)
+
+
+# ---------------------------------------------------------------------------------------------------- tracks, amodal boxes
+
+def test_tracked_json_is_tao_results_with_video_offsets():
+    det = detections([0.9, 0.5], [0, 1], tracks=True)
+    plain = det.to_json()
+    assert [r["track_id"] for r in plain] == [5, 6] and "video_id" not in plain[0]
+    records = det.to_json(video_id=4)
+    assert [(r["track_id"], r["video_id"]) for r in records] == [(4 * 10**8 + 5, 4), (4 * 10**8 + 6, 4)]
+    assert "track_id" not in detections([0.9], [0]).to_json()[0]
+
+
+def test_track_colours_are_stable_per_track():
+    """A track has the same colour in every frame, whatever its class; another track has another colour."""
+    image = np.zeros((40, 60, 3), np.uint8)
+
+    def edge_colour(label: int, track: int) -> list[int]:
+        det = Detections(torch.tensor([[2.0, 3.0, 20.0, 30.0]]), torch.tensor([0.9]), torch.tensor([label]),
+                         CLASSES, FrameInfo("f", 0, "s", None, (40, 60), 1), track_ids=torch.tensor([track]))
+        return np.asarray(det.plot(image, score_thr=0))[30, 10].tolist()  # the bottom edge, below the label
+
+    assert edge_colour(0, 5) == edge_colour(1, 5) != edge_colour(0, 6)
+    assert edge_colour(0, 5) != [0, 0, 0]
+
+
+def test_amodal_boxes_are_the_json_bbox_and_drawn_beyond_the_frame():
+    det = detections([0.9], [0], tracks=True)
+    det.amodal_boxes = torch.tensor([[-10.0, 3.0, 20.0, 50.0]])  # leaves the 40 x 60 frame left and below
+    [record] = det.to_json(video_id=1)
+    assert record["bbox"] == [-10.0, 3.0, 30.0, 47.0] and record["modal_bbox"] == [2.0, 3.0, 18.0, 27.0]
+    drawn = det.plot(np.zeros((40, 60, 3), np.uint8), score_thr=0)
+    assert drawn.size == (60 + 10, 40 + 10)  # 10 px of canvas on the left, 10 below
+    pixels = np.asarray(drawn)
+    assert (pixels[:, :10] == 128).any() and pixels[45, 0].tolist() != [128, 128, 128], "the amodal box is drawn there"
+    assert det.cpu().amodal_boxes is not None

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -57,7 +58,9 @@ class Detections:
     """Detections of one image or frame.
 
     ``boxes (N, 4)`` float32 ``xyxy`` in pixels of the input as given; ``scores (N,)`` float32; ``labels (N,)``
-    int64 indices into ``class_names``; optional ``track_ids (N,)``; optional ``masks``, one pycocotools RLE
+    int64 indices into ``class_names``; optional ``track_ids (N,)``; optional ``amodal_boxes (N, 4)`` float32
+    ``xyxy`` covering each whole object, hidden parts included, which may leave the image (``boxes`` are then the
+    visible, clipped ones); optional ``masks``, one pycocotools RLE
     (``{"size": [H, W], "counts": bytes}``) per detection in pixels of the input as given (build them with
     :meth:`encode_masks`, read them with :meth:`mask_tensor`). ``provenance`` names the model, its weights
     (source, revision, sha256), dtype and device.
@@ -71,6 +74,7 @@ class Detections:
     provenance: dict[str, Any] = field(default_factory=dict)
     track_ids: torch.Tensor | None = None
     masks: list[dict] | None = None
+    amodal_boxes: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.masks is not None:
@@ -108,8 +112,9 @@ class Detections:
 
     def cpu(self) -> Detections:
         moved = {k: getattr(self, k).cpu() for k in ("boxes", "scores", "labels")}
-        if self.track_ids is not None:
-            moved["track_ids"] = self.track_ids.cpu()
+        for name in ("track_ids", "amodal_boxes"):
+            if getattr(self, name) is not None:
+                moved[name] = getattr(self, name).cpu()
         return replace(self, **moved)
 
     def to_json(self, image_id: int | str | None = None, category_ids: list[int] | None = None,
@@ -117,6 +122,8 @@ class Detections:
         """COCO-style results: ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}`` per detection.
 
         Tracked detections also get ``"track_id"`` (and, with ``video_id``, ``"video_id"``): the TAO results format.
+        With amodal boxes, ``"bbox"`` is the amodal box (what the TAO-Amodal toolkit scores, possibly beyond the
+        image) and ``"modal_bbox"`` the visible one.
         With ``video_id`` the track id is ``track_id + video_id * 10**8``, unique over the videos of a results file
         as TAO's toolkit needs (GTR's encoding; tracks of one video stay under ``10**8``).
 
@@ -133,6 +140,8 @@ class Detections:
                 raise VfeHubError(f"the detections of {self.frame.name} have no image id (their FrameInfo was built "
                                   "without one): pass to_json(image_id=...)")
         boxes = self.boxes.detach().cpu().double().numpy()
+        if self.amodal_boxes is not None:
+            modal, boxes = boxes, self.amodal_boxes.detach().cpu().double().numpy()
         tracks = self.track_ids.tolist() if self.track_ids is not None else None
         offset = 0 if video_id is None else int(video_id) * 10**8
         out = []
@@ -140,6 +149,9 @@ class Detections:
             category = category_ids[label] if category_ids is not None else label + 1
             out.append({"image_id": image_id, "category_id": int(category),
                         "bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)], "score": float(score)})
+            if self.amodal_boxes is not None:
+                mx1, my1, mx2, my2 = modal[i]
+                out[-1]["modal_bbox"] = [float(mx1), float(my1), float(mx2 - mx1), float(my2 - my1)]
             if tracks is not None:
                 out[-1]["track_id"] = tracks[i] + offset
                 if video_id is not None:
@@ -189,7 +201,9 @@ class Detections:
         """The frame with its detections drawn (a ``PIL.Image``), masks as translucent fills under the boxes.
 
         ``image`` defaults to the frame re-read from ``frame.source``; pass it for in-memory inputs. Colours follow
-        the class, or the track for tracked detections (labelled ``#id``), the same in every frame.
+        the class, or the track for tracked detections (labelled ``#id``), the same in every frame. With amodal
+        boxes, those are drawn labelled and the visible boxes thin; where amodal boxes leave the frame the image
+        sits on a grey canvas large enough to show them (at most one image size more on each side).
         """
         from PIL import Image
         from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
@@ -208,13 +222,32 @@ class Detections:
         keys = self.labels[keep] if self.track_ids is None else self.track_ids[keep]
         colours = [_colour(int(k)) for k in keys]
         canvas = torch.from_numpy(array.copy()).permute(2, 0, 1)
+        boxes = self.boxes[keep].detach().cpu().float()
+        if colours and self.amodal_boxes is not None:
+            amodal = self.amodal_boxes[keep].detach().cpu().float()
+            canvas, (left, top) = _padded_canvas(canvas, amodal)
+            shift = torch.tensor([left, top, left, top], dtype=torch.float32)
+            canvas = draw_bounding_boxes(canvas, boxes + shift, colors=colours, width=1)
+            boxes = amodal + shift
         if colours:  # with nothing kept the image comes back as it is (torchvision warns on drawing no box)
             if self.masks is not None:
                 masks = _decode_masks([m for m, k in zip(self.masks, keep.tolist()) if k], self.frame.size)
                 canvas = draw_segmentation_masks(canvas, masks, alpha=0.5, colors=colours)
-            canvas = draw_bounding_boxes(canvas, self.boxes[keep].cpu().float(), labels=labels, colors=colours,
-                                         width=line_width)
+            canvas = draw_bounding_boxes(canvas, boxes, labels=labels, colors=colours, width=line_width)
         return Image.fromarray(canvas.permute(1, 2, 0).numpy())
+
+
+def _padded_canvas(image: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+    """``image (3, H, W)`` uint8 on a grey canvas reaching every box of ``boxes (K, 4)`` (xyxy, image pixels), at
+    most one image size beyond each side; returns the canvas and the image's ``(left, top)`` offset in it."""
+    _, h, w = image.shape
+    x1, y1 = boxes[:, 0].min().item(), boxes[:, 1].min().item()
+    x2, y2 = boxes[:, 2].max().item(), boxes[:, 3].max().item()
+    left, top = min(max(0, math.ceil(-x1)), w), min(max(0, math.ceil(-y1)), h)
+    right, bottom = min(max(0, math.ceil(x2 - w)), w), min(max(0, math.ceil(y2 - h)), h)
+    canvas = torch.full((3, top + h + bottom, left + w + right), 128, dtype=torch.uint8)
+    canvas[:, top:top + h, left:left + w] = image
+    return canvas, (left, top)
 
 
 def _optional(module: str, extra: str) -> Any:

@@ -74,11 +74,12 @@ class Detector(nn.Module):
                 "device": str(self.device)}
 
     def make_detections(self, frame: FrameInfo, boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor,
-                        masks: torch.Tensor | None = None, track_ids: torch.Tensor | None = None) -> Detections:
+                        masks: torch.Tensor | None = None, track_ids: torch.Tensor | None = None,
+                        amodal_boxes: torch.Tensor | None = None) -> Detections:
         """A :class:`Detections` with this model's classes and provenance; boxes are clipped to the input image.
 
         ``masks (N, H, W)`` bool, in pixels of the input image, are stored run-length encoded; ``track_ids (N,)``
-        are stored as int64.
+        are stored as int64; ``amodal_boxes (N, 4)`` are kept as they are (they may leave the image).
         """
         h, w = frame.size
         boxes = boxes.float().clone()
@@ -86,7 +87,8 @@ class Detector(nn.Module):
         boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
         rles = None if masks is None else Detections.encode_masks(masks)
         return Detections(boxes, scores.float(), labels.long(), self.class_names, frame, self.provenance(),
-                          track_ids=None if track_ids is None else track_ids.long(), masks=rles)
+                          track_ids=None if track_ids is None else track_ids.long(), masks=rles,
+                          amodal_boxes=None if amodal_boxes is None else amodal_boxes.float())
 
     def _check_options(self, options: dict[str, Any]) -> dict[str, Any]:
         unknown = set(options) - set(self.predict_options)
