@@ -82,7 +82,9 @@ def kalman_fill(records: list[dict], images: list[dict],
     ``records``: TAO-style results (``track_id``, ``image_id``, ``bbox`` ``[x, y, w, h]`` with ``w, h > 0``,
     ``score``, ``category_id``, optionally ``video_id``); ``images``: the video's images in frame order (``id``,
     ``height``, ``width``); ``depth(image_id)``: the frame's depth map ``(height, width)``, larger = farther.
-    Returns ``records`` (unchanged, same order) followed by the new records.
+    Returns ``records`` (unchanged, same order) followed by the new records. (The original sorts a video's image
+    ids as its frame order, and re-writes every record of a track with the first record's score and category, a
+    no-op on GTR's ``paper`` results, whose output tracks have one score and one category.)
 
     Per track, in frame order from its first detection to ``window`` frames after its last one (or the video's end):
     the filter starts at the first detection; a frame where the track is detected is an update (one "hit"; the first
