@@ -49,11 +49,14 @@ class DecoderLayer(_FeedForwardLayer):
 
 
 class MLP(nn.Module):
-    """``layers.{i}`` Linear layers, ReLU (then dropout) between them, none after the last."""
+    """``layers.{i}`` Linear layers, ReLU (then dropout) between them, none after the last; ``in_dim -> dim -> ...
+    -> out_dim`` (both ``dim`` unless given)."""
 
-    def __init__(self, dim: int, num_layers: int, dropout: float) -> None:
+    def __init__(self, dim: int, num_layers: int, dropout: float, in_dim: int | None = None,
+                 out_dim: int | None = None) -> None:
         super().__init__()
-        self.layers = nn.ModuleList(nn.Linear(dim, dim) for _ in range(num_layers))
+        sizes = [in_dim or dim] + [dim] * (num_layers - 1) + [out_dim or dim]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

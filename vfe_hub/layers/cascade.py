@@ -26,12 +26,14 @@ class StageOutput:
     """One cascade stage on a batch of images.
 
     ``logits (sum K_i, C + 1)`` (background last), ``proposals`` the per-image boxes ``[(K_i, 4)]`` the stage
-    pooled, ``boxes`` its per-image decoded boxes ``[(K_i, 4)]``, float32 and **not** clipped.
+    pooled, ``boxes`` its per-image decoded boxes ``[(K_i, 4)]``, float32 and **not** clipped; ``amodal_boxes``
+    the same for the expander's deltas (``None`` without an expander).
     """
 
     logits: torch.Tensor
     boxes: list[torch.Tensor]
     proposals: list[torch.Tensor]
+    amodal_boxes: list[torch.Tensor] | None = None
 
 
 class CascadeBoxHeads(nn.Module):
@@ -55,10 +57,16 @@ class CascadeBoxHeads(nn.Module):
             for _ in self.coders)
 
     def forward(self, pool: Callable[[list[torch.Tensor]], torch.Tensor], proposals: Sequence[torch.Tensor],
-                image_sizes: Sequence[tuple[int, int]]) -> list[StageOutput]:
+                image_sizes: Sequence[tuple[int, int]],
+                expander: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> list[StageOutput]:
         """Run every stage. ``pool`` maps per-image boxes ``[(K_i, 4)]`` (the pixels of ``image_sizes``, each
         ``(h, w)``) to RoI features ``(sum K_i, in_channels, roi_size, roi_size)``; ``proposals [(K_i, 4)]``.
         Returns one :class:`StageOutput` per stage, in order. Boxes are decoded in float32 (as detectron2).
+
+        ``expander`` (an :class:`.amodal_expander.AmodalExpander`, the same one at every stage) maps each stage's
+        RoI embeddings ``(sum K_i, fc_dim)`` and deltas ``(sum K_i, 4)`` to amodal deltas, which that stage's coder
+        decodes, unclipped, from the same proposals into ``amodal_boxes``; the next stage still pools the clipped
+        modal boxes, and ``logits``, ``boxes`` and ``proposals`` are those of a run without it.
         """
         proposals = list(proposals)
         counts = [len(p) for p in proposals]
@@ -66,7 +74,11 @@ class CascadeBoxHeads(nn.Module):
         for k, (head, coder) in enumerate(zip(self.stages, self.coders)):
             if k:
                 proposals = [clip_boxes(b.detach(), size) for b, size in zip(outputs[-1].boxes, image_sizes)]
-            logits, deltas = head(pool(proposals))
-            boxes = coder.decode(torch.cat(proposals).float(), deltas.float(), None)
-            outputs.append(StageOutput(logits, list(boxes.split(counts)), proposals))
+            embedding = head.embed(pool(proposals))
+            logits, deltas = head.cls_score(embedding), head.bbox_pred(embedding)
+            pooled = torch.cat(proposals).float()
+            boxes = coder.decode(pooled, deltas.float(), None)
+            amodal = None if expander is None else list(
+                coder.decode(pooled, expander(embedding, deltas).float(), None).split(counts))
+            outputs.append(StageOutput(logits, list(boxes.split(counts)), proposals, amodal))
         return outputs
