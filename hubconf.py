@@ -5,11 +5,11 @@
 """
 dependencies = ["torch", "torchvision", "safetensors", "huggingface_hub", "av"]
 
-from vfe_hub.registry import MODELS as _MODELS  # noqa: E402
+from vfe_hub.registry import ALIASES as _ALIASES, MODELS as _MODELS  # noqa: E402
 
 
 def _entry_point(name: str):
-    spec = _MODELS[name]
+    spec = _MODELS[_ALIASES.get(name, name)]
 
     def entry(**kwargs):
         from vfe_hub import load
@@ -22,4 +22,6 @@ def _entry_point(name: str):
     return entry
 
 
-globals().update({name: _entry_point(name) for name in _MODELS})
+# weight variants are "<architecture>.<tag>" (torch.hub looks entries up by name); the architecture alone loads its
+# default variant
+globals().update({name: _entry_point(name) for name in [*_MODELS, *_ALIASES]})

@@ -291,6 +291,15 @@ def gtr_layout(*, expander: bool = False) -> dict[str, tuple[int, ...]]:
     return keys
 
 
+def share_expander(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` with the Amodal Expander's stages 1 and 2 made the same tensors as stage 0, as the released files
+    hold them (one module shared by the three stages, saved once per stage)."""
+    for key in [k for k in state if k.startswith("roi_heads.amodal_expander.0.")]:
+        for stage in (1, 2):
+            state[key.replace(".0.", f".{stage}.", 1)] = state[key]
+    return state
+
+
 def random_state(layout: dict[str, tuple[int, ...]], seed: int = 0) -> OrderedDict[str, torch.Tensor]:
     """Random tensors for ``layout``: small weights, BN statistics that keep activations finite."""
     g = torch.Generator().manual_seed(seed)

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from original_layouts import (PickledConfig, clip_text_layout, detpro_layout, detpro_state, gtr_layout, mamba_layout,
-                              random_state, stpn_layout, write_mmcv_checkpoint)
+                              random_state, share_expander, stpn_layout, write_mmcv_checkpoint)
 from vfe_hub import cli
 from vfe_hub.convert import convert_state_dict, table_for
 from vfe_hub.models.detpro import ORIGINAL_FORMAT
@@ -114,26 +114,30 @@ def detpro_model(seed: int = 0):
 
 
 GTR = "gtr_dr2101_tao"
+AMODAL = "amodal_expander_dr2101_tao_amodal"
 
 
-def gtr_model(seed: int = 0, proposals: int = 20):
-    """GTR with random weights in the Amodal Expander release's layout (expander tensors dropped), converted
-    strictly, at the small input size (size divisor 32) with ``proposals`` CenterNet proposals per frame."""
-    model = dataclasses.replace(get_spec(GTR), preprocess=DETPRO_SMALL).build(proposals=proposals)
-    state, _ = convert_state_dict(random_state(gtr_layout(expander=True), seed), table_for("detectron2"),
+def gtr_model(seed: int = 0, proposals: int = 20, name: str = GTR, **config):
+    """GTR (or, ``name``, the Amodal Expander on it) with random weights in the Amodal Expander release's layout
+    (for GTR the expander's tensors are dropped), converted strictly, at the small input size (size divisor 32)
+    with ``proposals`` CenterNet proposals per frame and other ``config`` entries replaced."""
+    model = dataclasses.replace(get_spec(name), preprocess=DETPRO_SMALL).build(proposals=proposals, **config)
+    state, _ = convert_state_dict(share_expander(random_state(gtr_layout(expander=True), seed)), table_for("detectron2"),
                                   {k: v.shape for k, v in model.state_dict().items()})
     model.load_state_dict(state, strict=True)
     return model.eval()
 
 
 def small_model(name: str, seed: int = 0):
-    """Every registered model, with random weights in its released layout, at a small input size."""
+    """Every registered model (or architecture), with random weights in its released layout, at a small input
+    size."""
+    name = get_spec(name).architecture or name
     if name in LAYOUTS:
         return video_model(name, seed)
     if name == DETPRO:
         return detpro_model(seed)
-    if name == GTR:
-        return gtr_model(seed)
+    if name in (GTR, AMODAL):  # random weights track nothing: with tracks of one detection kept, the paper
+        return gtr_model(seed, name=name, min_track_len=1)  # protocol reports them
     raise KeyError(f"{name} has no small test model yet: add one to tests/small_models.py")
 
 

@@ -15,11 +15,11 @@ from torch import nn
 
 import vfe_hub
 from media import panning_clip, photo, write_video
-from original_layouts import gtr_layout, random_state
+from original_layouts import gtr_layout, random_state, share_expander
 from small_models import DETPRO_SMALL, GTR, gtr_model
 from vfe_hub import cli, registry
 from vfe_hub.convert import convert_state_dict, table_for
-from vfe_hub.errors import VfeHubError
+from vfe_hub.errors import ConversionError, VfeHubError
 from vfe_hub.weights import empty_model
 
 SPEC = registry.get_spec(GTR)
@@ -33,11 +33,19 @@ def test_both_released_layouts_convert_strictly():
     for expander, (tensors, numbers) in ((False, (1036, 127_894_106)), (True, (1048, 128_880_998))):
         layout = gtr_layout(expander=expander)
         assert (len(layout), sum(math.prod(s) for s in layout.values())) == (tensors, numbers)
-        state, dropped = convert_state_dict({k: torch.empty(s) for k, s in layout.items()}, table_for("detectron2"),
-                                            expected)
+        state, dropped = convert_state_dict(share_expander(random_state(layout)), table_for("detectron2"), expected)
         assert len(state) == len(expected) == 1033
         assert sorted(dropped) == sorted(k for k in layout if "freq_weight" in k or "amodal_expander" in k)
         assert len(dropped) == (15 if expander else 3)
+
+
+def test_expander_stages_must_be_one_shared_module():
+    """The expander is saved once per stage; a file whose stages differ is not the released model."""
+    state = share_expander(random_state(gtr_layout(expander=True)))
+    state["roi_heads.amodal_expander.2.expand_modal_box.layers.1.bias"] = torch.ones(4)
+    expected = {k: v.shape for k, v in empty_model(SPEC).state_dict().items()}
+    with pytest.raises(ConversionError, match="(?s)shared tensors saved with different values.*amodal_expander.2"):
+        convert_state_dict(state, table_for("detectron2"), expected)
 
 
 class CosineAssociation(nn.Module):
@@ -120,7 +128,7 @@ def served(fake_hub, tmp_path, monkeypatch):
     """An Amodal Expander release (random tensors in its layout, detectron2's {"model": ...} file) on the test Hub,
     the registry entry pinned to it, at the small input size."""
     buffer = io.BytesIO()
-    torch.save({"model": random_state(gtr_layout(expander=True), seed=2), "iteration": 20000}, buffer)
+    torch.save({"model": share_expander(random_state(gtr_layout(expander=True), seed=2)), "iteration": 20000}, buffer)
     data = buffer.getvalue()
     commit = fake_hub.add_file(SPEC.weights.repo_id, SPEC.weights.filename, data)
     weights = dataclasses.replace(SPEC.weights, revision=commit[:7], sha256=hashlib.sha256(data).hexdigest(),

@@ -269,3 +269,20 @@ def test_equals_the_whole_video_reference_on_random_videos():
         assert r.track_ids.tolist() == et.tolist() and r.labels.tolist() == el.tolist()
         torch.testing.assert_close(r.scores, es)
         torch.testing.assert_close(r.boxes, eb, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("protocol", ["paper", "streaming"])
+def test_rows_point_back_to_the_frames_detections(protocol):
+    """``rows`` index each output in the frame's detections as given, also where the paper protocol dropped a
+    short track before it (object 1 shows up 3 times only)."""
+    tracker = GlobalTracker(dot_associate, protocol=protocol)
+    frames = [[1, 0, 2]] * 3 + [[0, 2]] * 3
+    given, out = [], []
+    for objects in frames:
+        boxes, features, cls = frame(objects)
+        given.append(boxes)
+        out.append(tracker.step(boxes, features, cls))
+    out = out if protocol == "streaming" else list(tracker.finish())
+    for boxes, tracked in zip(given, out, strict=True):
+        assert torch.equal(boxes[tracked.rows], tracked.boxes)
+    assert len(out[0].rows) == (2 if protocol == "paper" else 3)

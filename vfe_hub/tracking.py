@@ -83,12 +83,14 @@ class TrackerConfig:
 class TrackedFrame:
     """One frame's classified tracks: ``boxes (K, 4)`` as given to the tracker, ``scores (K,)``, ``labels (K,)``
     int64 class indices (no background), ``track_ids (K,)`` int64 ``track_id + label * class_offset``; by
-    decreasing score."""
+    decreasing score. ``rows (K,)``: the position of each in the frame's detections as given to the tracker (to
+    carry anything else the caller has per detection)."""
 
     boxes: torch.Tensor
     scores: torch.Tensor
     labels: torch.Tensor
     track_ids: torch.Tensor
+    rows: torch.Tensor
 
 
 @dataclass
@@ -191,8 +193,10 @@ class GlobalTracker:
             return
         long_enough = (lengths >= self.config.min_track_len).cpu()
         for boxes, ids in history:
-            keep = long_enough[ids]
-            yield self._classify(boxes[keep.to(boxes.device)], ids[keep], sums, lengths)
+            keep = long_enough[ids].to(boxes.device)
+            tracked = self._classify(boxes[keep], ids[keep.cpu()], sums, lengths)
+            tracked.rows = keep.nonzero().squeeze(1)[tracked.rows]
+            yield tracked
 
     def _add_class_scores(self, ids: torch.Tensor, cls_scores: torch.Tensor) -> None:
         if self._class_sums is None:
@@ -215,4 +219,4 @@ class GlobalTracker:
         cfg = self.config
         rows, labels = select_per_class(boxes, means, cfg.score_thr, cfg.nms_iou, cfg.max_per_frame)
         track_ids = ids.to(boxes.device)[rows] + labels * cfg.class_offset
-        return TrackedFrame(boxes[rows], means[rows, labels], labels, track_ids)
+        return TrackedFrame(boxes[rows], means[rows, labels], labels, track_ids, rows)

@@ -57,12 +57,17 @@ _ROI_HEADS = (
     *((rf"roi_heads\.asso_head\.fc{i + 1}\.(weight|bias)", rf"asso_head.fcs.{i}.\1") for i in (0, 1)),
     (r"roi_heads\.asso_predictor\.((?:q|k)_proj\.layers\.\d+\.(?:weight|bias))", r"transformer.\1"),
     (r"roi_heads\.transformer\.((?:en|de)coder\.layers\.\d+\..+)", r"transformer.\1"),
+    # the Amodal Expander: one module shared by the three stages (CASCADE_SHARE_WEIGHTS), saved once per stage
+    (r"roi_heads\.amodal_expander\.0\.(expand_modal_box\.layers\.\d\.(?:weight|bias))", r"amodal_expander.\1"),
 )
 
 TABLE = RenameTable(
     name="detectron2",
     rules=_BACKBONE + _NECK + _PROPOSAL_HEAD + _ROI_HEADS,
-    # Training-only buffers: GTR's federated-loss class weights (and newer detectron2's), and the Amodal
-    # Expander's head in the files of that model (the GTR weights of those files are GTR's, frozen; see its card).
-    drop=(r"^roi_heads\.box_predictor\.\d+\.(freq_weight|fed_loss_cls_weights)$", r"^roi_heads\.amodal_expander\."),
+    # Training-only buffers: GTR's federated-loss class weights (and newer detectron2's).
+    drop=(r"^roi_heads\.box_predictor\.\d+\.(freq_weight|fed_loss_cls_weights)$",),
+    aliases=((r"roi_heads\.amodal_expander\.[12]\.(.+)", r"roi_heads.amodal_expander.0.\1"),),
+    # GTR itself has no expander: loaded from an Amodal Expander file (whose other tensors are GTR's, frozen while
+    # the expander trained; see its card), the expander's tensors are dropped.
+    optional=(r"^amodal_expander\.",),
 )

@@ -269,7 +269,8 @@ def _tao(*, root: str | os.PathLike, ann_file: str | os.PathLike | None = None, 
             return []
         names = names[marks[0]:marks[-1] + 1]
         marks = [m - marks[0] for m in marks] + [marks[-1] - marks[0] + 1]
-        chosen = [name for start, end in zip(marks, marks[1:]) for name in names[start:end:max((end - start) // fps, 1)]]
+        chosen = [name for start, end in zip(marks, marks[1:])
+                  for name in names[start:end:max((end - start) // fps, 1)]]
         return [(listed.get(name), str(folder / name)) for name in chosen]
 
     sequences = [FrameSequence(str(frames_dir / v["name"]), tuple((denser if fps else annotated)(v)), listed=True,
