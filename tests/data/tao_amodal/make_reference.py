@@ -127,7 +127,9 @@ def make_case(seed: int, *, videos: int = 3, frames: tuple[int, int] = (4, 12), 
         local_track = 0
         n_frames = int(rng.integers(*frames))
         images = [int(i) for i in 1000 * v + rng.choice(np.arange(1, 900), n_frames, replace=False)]
-        positives = [int(c) for c in rng.choice([c["id"] for c in cats], 2, replace=False)]
+        positives = [int(c) for c in rng.choice([c["id"] for c in cats[1:]], 2, replace=False)]
+        if alias:  # the aliased category has tracks in every video
+            positives[0] = cats[0]["id"]
         others = [c["id"] for c in cats if c["id"] not in positives]
         neg, not_exhaustive = [others[0], others[1]], [positives[1], others[2]]
         gt["videos"].append({"id": v, "name": f"video_{v}", "width": WIDTH, "height": HEIGHT,
@@ -155,7 +157,7 @@ def make_case(seed: int, *, videos: int = 3, frames: tuple[int, int] = (4, 12), 
 
         for _ in range(tracks):
             category = int(rng.choice(positives))
-            if alias and category == cats[0]["id"] and rng.random() < 0.5:
+            if alias and category == cats[0]["id"] and rng.random() < 0.7:
                 category_of_results = 5000
             else:
                 category_of_results = category
