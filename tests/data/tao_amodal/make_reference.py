@@ -222,8 +222,8 @@ def occlusion_case() -> dict[str, Any]:
     """The heavily-occluded (HP) track subset and the visibility bounds. One category, one video of 8 frames:
     track 1 has exactly 5 frames of visibility < 0.8 (not HP), track 2 exactly 6 (HP), track 3 has 6 such frames
     of which one has zero area (not evaluated: 5, not HP), track 4 none. Every GT box is found exactly except
-    track 2's, found by a worse result; visibilities 0.1 and 0.8 sit on the bin bounds; frames flagged
-    out_of_frame with boxes inside the image and the reverse."""
+    track 2's, found by a worse result; visibilities 0.1 and 0.8 sit on the bin bounds, one of 1.5 is outside
+    every bin (even "all"); frames flagged out_of_frame with boxes inside the image and the reverse."""
     cat = {"id": 7, "name": "object", "synset": "object.n.01", "frequency": "c"}
     gt: dict[str, Any] = {"info": {}, "licenses": [], "categories": [cat], "tracks": [], "annotations": [],
                           "videos": [{"id": 1, "neg_category_ids": [], "not_exhaustive_category_ids": []}],
@@ -233,7 +233,7 @@ def occlusion_case() -> dict[str, Any]:
     visibilities = {1: [0.1, 0.79, 0.0, 0.5, 0.1, 0.8, 0.8, 1.0],
                     2: [0.1, 0.79, 0.0, 0.5, 0.1, 0.3, 0.8, 0.9],
                     3: [0.1, 0.79, 0.0, 0.5, 0.1, 0.3, 0.8, 1.0],
-                    4: [0.8, 0.8, 0.9, 1.0, 1.0, 0.85, 0.8, 1.0]}
+                    4: [0.8, 0.8, 0.9, 1.0, 1.0, 0.85, 0.8, 1.5]}
     results = []
     for t, vis in visibilities.items():
         gt["tracks"].append({"id": t, "video_id": 1, "category_id": 7})
