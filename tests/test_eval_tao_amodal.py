@@ -192,9 +192,10 @@ def v05_file() -> dict[str, Any]:
                  visibility=0.0)]}
 
 
-def test_to_lvis_v1() -> None:
+def test_to_lvis_v1(caplog: pytest.LogCaptureFixture) -> None:
     original = v05_file()
     converted = to_lvis_v1(original)
+    assert "2 TAO-Amodal annotations lack 'visibility' or 'out_of_frame'" in caplog.text
     assert original == v05_file()  # not modified
     assert converted["info"] == {"note": "kept"}
     categories = {c["id"]: c for c in converted["categories"]}

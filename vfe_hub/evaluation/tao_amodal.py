@@ -188,13 +188,15 @@ def to_lvis_v1(ground_truth: Mapping[str, Any]) -> dict[str, Any]:
 
     ``ground_truth`` is the parsed TAO-Amodal file (left unchanged); the copy returned differs in:
 
-    * **categories**: LVIS v1's 1203 (:func:`vfe_hub.registry.lvis_v1_categories`), each with ``image_count`` and
+    * **categories**: LVIS v1's 1203 (:func:`vfe_hub.registry.lvis_v1_categories`: ``id``, ``name``, ``synset``,
+      ``frequency``; the script copies those of ``lvis_v1_val.json``), each with ``image_count`` and
       ``instance_count`` counted over the converted annotations (0 for the others). A v0.5 category is mapped to
       the v1 category of the same ``synset``; only categories with annotations are mapped, so the others (and the
       free-form categories, whose synset is not in LVIS v1) are dropped wherever they appear.
     * **annotations** of a mapped category: ``id`` becomes the string ``"<video_id>_<image_id>_<track_id>"``,
       ``category_id`` the v1 id, ``bbox`` the ``amodal_bbox``, ``area`` its ``int(w * h)`` (truncated);
-      ``visibility`` defaults to 1.0 and ``out_of_frame`` to false. Other annotations are dropped.
+      ``visibility`` defaults to 1.0 and ``out_of_frame`` to false (with a warning, as the script prints one).
+      Other annotations are dropped.
     * **tracks** of a mapped category get the v1 id; the others are dropped.
     * **videos**: ``neg_category_ids`` and ``not_exhaustive_category_ids`` mapped, unmapped ids dropped; every
       **image** gets its video's two lists.
@@ -211,10 +213,12 @@ def to_lvis_v1(ground_truth: Mapping[str, Any]) -> dict[str, Any]:
             if synset in v1_by_synset:
                 mapped[category_id] = v1_by_synset[synset]["id"]
         annotations = []
+        defaulted = 0
         for a in data["annotations"]:
             if a["category_id"] not in mapped:
                 continue
             amodal = a["amodal_bbox"]
+            defaulted += "visibility" not in a or "out_of_frame" not in a
             a.update(id=f"{a['video_id']}_{a['image_id']}_{a['track_id']}", category_id=mapped[a["category_id"]],
                      bbox=amodal, area=int(amodal[2] * amodal[3]), visibility=a.get("visibility", 1.0),
                      out_of_frame=a.get("out_of_frame", False))
@@ -233,6 +237,9 @@ def to_lvis_v1(ground_truth: Mapping[str, Any]) -> dict[str, Any]:
                            f"has categories with 'synset', videos with 'neg_category_ids' and "
                            f"'not_exhaustive_category_ids', images with 'video_id', annotations with 'video_id', "
                            f"'image_id', 'track_id', 'category_id' and 'amodal_bbox').") from e
+    if defaulted:
+        log.warning("%d TAO-Amodal annotations lack 'visibility' or 'out_of_frame' (set to 1.0 and false); is this "
+                    "the TAO-Amodal annotation file?", defaulted)
     images_of: dict[int, set[Any]] = {}
     instances: dict[int, int] = {}
     for a in annotations:
