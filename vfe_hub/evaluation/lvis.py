@@ -26,7 +26,8 @@ accumulation vectorised over images, categories, area ranges and IoU thresholds.
   regular ones before those ignored in the area range (ignored: ``ignore`` set, or area outside the range, bounds
   included in the range), the last in file order on equal IoU. A result matched to an ignored annotation is
   ignored; an unmatched result whose area is outside the range, or of a not-exhaustive category, is ignored.
-  Like the original, a match to an annotation of id 0 counts as no match (it keeps the matched annotation id).
+  Like the original, a match to an annotation whose id reads as 0 counts as no match (it keeps the matched
+  annotation id, as a number, in a float array: :attr:`~.lvis_data.LvisGroundTruth.ann_ids`).
 * **Accumulation** (``accumulate``), per category and area range with at least one regular annotation:
   results of all images in descending score, ties by image id then input order; cumulative true and false
   positives, ``precision = tp / (fp + tp + eps)`` made non-increasing from the right, read at the first position
@@ -53,7 +54,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
@@ -83,6 +84,29 @@ _AREA_CHUNK = 255
 Results = Union[str, os.PathLike, Sequence[Mapping[str, Any]]]
 
 
+@dataclass(frozen=True)
+class Slices:
+    """The ranges an LVIS-style evaluation is summarised over (LVIS: the area ranges), each with its own ignore rules.
+
+    ``ignored_truth(gt, index)`` gives ``(A, G)``: whether each of the annotations at positions ``index`` of
+    ``gt.annotations`` is outside each of the ``A`` slices (the annotation's ``ignore`` flag is added to it);
+    ``ignored_results(area)`` gives ``(A, D)``: whether an unmatched result of area ``w * h`` is ignored in each slice.
+    """
+
+    names: tuple[str, ...]
+    ignored_truth: Callable[[LvisGroundTruth, np.ndarray], np.ndarray]
+    ignored_results: Callable[[np.ndarray], np.ndarray]
+
+
+def outside_areas(area: np.ndarray) -> np.ndarray:
+    """``(4, N)``: ``area`` outside each of :data:`AREA_RANGES` (bounds inside the range)."""
+    return (area < _AREA_LO) | (area > _AREA_HI)
+
+
+#: The slices of LVIS: the area ranges, for annotations (the file's ``area``) and results (``w * h``) alike.
+AREA_SLICES = Slices(tuple(AREA_RANGES), lambda gt, index: outside_areas(gt.ann_areas[index]), outside_areas)
+
+
 def evaluate(ground_truth: LvisGroundTruth | Source, results: Results, iou_type: str = "bbox",
              max_dets: int = 300, progress: bool | None = None) -> dict[str, float]:
     """LVIS AP and AR of ``results`` as the official ``LVISEval`` computes them (module docstring for the rules).
@@ -102,16 +126,30 @@ def evaluate(ground_truth: LvisGroundTruth | Source, results: Results, iou_type:
                          f"300).")
     start = time.perf_counter()
     gt = ground_truth if isinstance(ground_truth, LvisGroundTruth) else LvisGroundTruth.load(ground_truth)
-    truth = _Truth.build(gt)
-    dets = _Detections.read(result_list(results), gt, truth, iou_type, int(max_dets))
+    records = result_list(results)
+    precision, recall, frequency_groups = precision_recall_by_slice(gt, records, AREA_SLICES, iou_type,
+                                                                    int(max_dets), progress)
+    scores = _summarize(precision, recall, frequency_groups, int(max_dets))
+    log.info("LVIS %s AP %.4f (APr %.4f, APc %.4f, APf %.4f): %d results, %d images, %.1f s", iou_type,
+             scores["AP"], scores["APr"], scores["APc"], scores["APf"], len(records), len(gt.image_ids),
+             time.perf_counter() - start)
+    return scores
+
+
+def precision_recall_by_slice(gt: LvisGroundTruth, results: Sequence[Mapping[str, Any]], slices: Slices,
+                              iou_type: str = "bbox", max_dets: int = 300, progress: bool | None = None
+                              ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """``LVISEval``'s ``evaluate`` and ``accumulate`` with the ranges ``slices``: precision ``(T, 101, K, A)`` over
+    :data:`IOU_THRESHOLDS`, the 101 recall thresholds, the categories (sorted ids) and the slices, recall ``(T, K,
+    A)``, -1 where a category has no regular annotation in a slice, and the category indices of frequency r, c, f.
+    """
+    truth = _Truth.build(gt, slices)
+    dets = _Detections.read(results, gt, truth, iou_type, max_dets, slices)
     pairs = (_mask_pairs if iou_type == "segm" else _box_pairs)(truth, dets, progress)
     candidates, match = _match(truth, dets, *pairs)
     precision, recall = _accumulate(truth, dets, candidates, match)
-    scores = _summarize(precision, recall, truth.frequency_groups, int(max_dets))
-    log.info("LVIS %s AP %.4f (APr %.4f, APc %.4f, APf %.4f): %d of %d results evaluated, %d images, %.1f s",
-             iou_type, scores["AP"], scores["APr"], scores["APc"], scores["APf"], len(dets.pair), dets.num_results,
-             truth.num_images, time.perf_counter() - start)
-    return scores
+    log.debug("%d of %d results evaluated", len(dets.pair), dets.num_results)
+    return precision, recall, truth.frequency_groups
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -137,15 +175,15 @@ class _Truth:
     pair: np.ndarray  # (G,) nondecreasing
     category: np.ndarray  # (G,) category index
     boxes: np.ndarray  # (G, 4) float64
-    ids: np.ndarray  # (G,) annotation ids
+    ids: np.ndarray  # (G,) annotation ids as numbers (float64, :attr:`LvisGroundTruth.ann_ids`)
     index: np.ndarray  # (G,) position in gt.annotations
-    ignored: np.ndarray  # (A, G) ignored in each area range
+    ignored: np.ndarray  # (A, G) ignored in each slice
     evaluated_pairs: np.ndarray  # sorted pairs that are positive or negative
     not_exhaustive_pairs: np.ndarray  # sorted
     frequency_groups: list[np.ndarray]  # category indices of r, c, f
 
     @classmethod
-    def build(cls, gt: LvisGroundTruth) -> _Truth:
+    def build(cls, gt: LvisGroundTruth, slices: Slices) -> _Truth:
         num_categories = len(gt.category_ids)
         image = positions(gt.image_ids, gt.ann_image_ids)
         category = positions(gt.category_ids, gt.ann_category_ids)
@@ -154,8 +192,7 @@ class _Truth:
         pair = image[index] * num_categories + category[index]
         order = np.argsort(pair, kind="stable")
         index, pair = index[order], pair[order]
-        area = area[index]
-        ignored = gt.ann_ignore[index] | (area < _AREA_LO) | (area > _AREA_HI)
+        ignored = gt.ann_ignore[index] | slices.ignored_truth(gt, index)
         frequency = np.array([gt.categories[int(c)]["frequency"] for c in gt.category_ids])
         return cls(gt, len(gt.image_ids), num_categories, pair, category[index], gt.ann_boxes[index],
                    gt.ann_ids[index], index, ignored, np.union1d(pair, _label_pairs(gt, gt.neg_category_ids)),
@@ -189,12 +226,12 @@ class _Detections:
     score: np.ndarray  # (D,) float64
     source: np.ndarray  # (D,) position in the results
     boxes: np.ndarray  # (D, 4) float64
-    unmatched_ignored: np.ndarray  # (A, D) ignored when unmatched: area outside the range or not exhaustive
+    unmatched_ignored: np.ndarray  # (A, D) ignored when unmatched: outside the slice or not exhaustive
     segmentations: list[Any] | None  # (D,) masks of segm evaluation, as given or as RLE
 
     @classmethod
     def read(cls, results: Sequence[Mapping[str, Any]], gt: LvisGroundTruth, truth: _Truth, iou_type: str,
-             max_dets: int) -> _Detections:
+             max_dets: int, slices: Slices) -> _Detections:
         image_ids, category_ids, score = _result_fields(results)
         image = known_ids(gt.image_ids, image_ids, "image_id", gt.source, "is not an image of the ground truth: "
                           "results must come from the split of the annotation file")
@@ -211,7 +248,7 @@ class _Detections:
         order = np.flatnonzero(evaluated)
         order = order[np.lexsort((source[order], -score[source][order], pair[order]))]
         pair, source, area = pair[order], source[order], area[order]
-        unmatched_ignored = (area < _AREA_LO) | (area > _AREA_HI) | np.isin(pair, truth.not_exhaustive_pairs)
+        unmatched_ignored = slices.ignored_results(area) | np.isin(pair, truth.not_exhaustive_pairs)
         segmentations = None
         if iou_type == "segm":
             given = masks if masks is not None else [r["segmentation"] for r in kept]
@@ -465,7 +502,7 @@ def _accumulate(truth: _Truth, dets: _Detections, candidates: np.ndarray, match:
                 ) -> tuple[np.ndarray, np.ndarray]:
     """``accumulate``: precision ``(T, R, K, A)`` and recall ``(T, K, A)``, -1 where a category has no regular
     annotation in an area range."""
-    num_areas, num_categories = len(AREA_RANGES), truth.num_categories
+    num_areas, num_categories = truth.ignored.shape[0], truth.num_categories
     precision = np.full((len(IOU_THRESHOLDS), len(RECALL_THRESHOLDS), num_categories, num_areas), -1.0)
     recall = np.full((len(IOU_THRESHOLDS), num_categories, num_areas), -1.0)
     num_gt = np.stack([np.bincount(truth.category[~truth.ignored[a]], minlength=num_categories)

@@ -45,6 +45,8 @@ class LvisGroundTruth:
     ``images``, ``categories`` map ids to the file's dicts; ``annotations`` keep the file's order and the
     ``ann_*`` arrays hold their fields in that order (``ann_ignore``: the optional ``ignore`` flag, which the
     official evaluator honours; ``iscrowd`` is not used by LVIS). ``image_ids`` and ``category_ids`` are sorted.
+    ``ann_ids`` are the annotation ids as numbers, the way the official evaluator reads them into its float array
+    of matches (Python's ``float``: the string id ``"3_12_7"`` of a TAO-Amodal file reads 3127.0, ``"0_0_0"`` 0.0).
     """
 
     source: str
@@ -186,7 +188,7 @@ def _image_label_sets(images: dict[int, dict[str, Any]], name: str
 def _annotation_arrays(annotations: list[dict[str, Any]], name: str) -> dict[str, np.ndarray]:
     try:
         arrays = {
-            "ann_ids": np.array([a["id"] for a in annotations], dtype=np.int64),
+            "ann_ids": np.array([float(a["id"]) for a in annotations], dtype=np.float64),
             "ann_image_ids": np.array([a["image_id"] for a in annotations], dtype=np.int64),
             "ann_category_ids": np.array([a["category_id"] for a in annotations], dtype=np.int64),
             "ann_boxes": np.array([a["bbox"] for a in annotations], dtype=np.float64).reshape(-1, 4),
@@ -194,8 +196,8 @@ def _annotation_arrays(annotations: list[dict[str, Any]], name: str) -> dict[str
             "ann_ignore": np.array([bool(a.get("ignore", 0)) for a in annotations], dtype=bool),
         }
     except (KeyError, TypeError, ValueError) as e:
-        raise DatasetError(f"{name}: every annotation needs id, image_id, category_id, bbox [x, y, w, h] and area "
-                           f"({type(e).__name__}: {e}).") from e
+        raise DatasetError(f"{name}: every annotation needs id, image_id, category_id, bbox [x, y, w, h] and area, "
+                           f"the id a number or a string that reads as one ({type(e).__name__}: {e}).") from e
     if len(arrays["ann_boxes"]) != len(annotations):
         raise DatasetError(f"{name}: every annotation bbox must be [x, y, w, h].")
     return arrays

@@ -73,7 +73,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -89,12 +89,29 @@ log = logging.getLogger(__name__)
 #: Length ranges ``name: (lo, hi)`` in annotated frames, both bounds inside the range (``Params.time_rng``).
 TIME_RANGES: dict[str, tuple[float, float]] = {"all": (0, 1e5), "short": (0, 3), "medium": (3, 10),
                                                "long": (10, 1e5)}
-_RANGE_LO = np.array([[lo, tlo] for lo, _ in AREA_RANGES.values() for tlo, _ in TIME_RANGES.values()]).T[:, :, None]
-_RANGE_HI = np.array([[hi, thi] for _, hi in AREA_RANGES.values() for _, thi in TIME_RANGES.values()]).T[:, :, None]
 _MAX_IOU = 1 - 1e-10  # evaluate_vid: ``iou = min([iou_thr, 1 - 1e-10])``
 _IOU_SLACK = 1e-9  # pairs whose roughly summed IoU comes this close to a threshold are re-added in its order
 _FIELDS = ("image_id", "category_id", "bbox", "score", "track_id")
 _KIND = "TAO result dicts (image_id, category_id, bbox [x, y, w, h], score, track_id, optional video_id)"
+
+
+@dataclass(frozen=True)
+class TrackSlices:
+    """The ranges of a TAO-style evaluation: ``areas`` (mean box area ranges, bounds inside), each crossed with
+    :data:`TIME_RANGES`, range ``a * len(TIME_RANGES) + t``. ``ignored_truth(frames, frame_track, n)``, if given,
+    flags ``(len(areas), n)`` ground-truth tracks ignored on top of the area and length rules, from the positions in
+    the file's annotations of their evaluated frames (``frames``) and the track of each (``frame_track``)."""
+
+    areas: tuple[tuple[float, float], ...] = tuple(AREA_RANGES.values())
+    ignored_truth: Callable[[np.ndarray, np.ndarray, int], np.ndarray] | None = field(default=None, compare=False)
+
+    def outside(self, area: np.ndarray, length: np.ndarray) -> np.ndarray:
+        """``(R, N)``: outside each (area range, length range), bounds inside the range."""
+        ranges = [(a, t) for a in self.areas for t in TIME_RANGES.values()]
+        lo = np.array([[a[0], t[0]] for a, t in ranges]).T[:, :, None]
+        hi = np.array([[a[1], t[1]] for a, t in ranges]).T[:, :, None]
+        value = np.stack([area, length.astype(np.float64)])[:, None, :]
+        return ((value < lo) | (value > hi)).any(axis=0)
 
 
 def evaluate(ground_truth: TaoGroundTruth | Source, results: Results, *, iou_thresholds: Sequence[float] = (0.5,),
@@ -117,19 +134,47 @@ def evaluate(ground_truth: TaoGroundTruth | Source, results: Results, *, iou_thr
         raise ValueError(f"max_dets={max_dets!r}: expected a positive number of results per frame (TAO uses 300).")
     start = time.perf_counter()
     gt = ground_truth if isinstance(ground_truth, TaoGroundTruth) else TaoGroundTruth.load(ground_truth)
-    truth = _ground_truth_tracks(gt)
     records = result_list(results, _KIND)
-    dets = _result_tracks(records, gt, truth, int(max_dets))
+    precision, recall = track_precision_recall(gt, records, thresholds, int(max_dets), progress=progress)
+    scores = _summarize(precision, recall, thresholds, [np.flatnonzero(gt.frequencies == f) for f in FREQUENCIES],
+                        int(max_dets))
+    log.info("TAO track AP %.4f, AR@%d %.4f: %d results, %.1f s", scores["AP"], max_dets, scores[f"AR@{max_dets}"],
+             len(records), time.perf_counter() - start)
+    return scores
+
+
+def track_precision_recall(gt: TaoGroundTruth, records: Sequence[Mapping], thresholds: np.ndarray, max_dets: int,
+                           slices: TrackSlices = TrackSlices(), renumber_shared_tracks: bool = False,
+                           progress: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``TaoEval``'s ``evaluate`` and ``accumulate`` over ``slices``: precision ``(T, 101, K, areas, lengths)`` and
+    recall ``(T, K, areas, lengths)`` at the 3D IoU ``thresholds``, -1 where a category has no regular ground-truth
+    track in a range. With ``renumber_shared_tracks``, result track ids used in several videos are first renumbered
+    (:func:`renumber_shared_tracks`) instead of refused."""
+    truth = _ground_truth_tracks(gt, slices)
+    dets = _result_tracks(records, gt, truth, max_dets, slices, renumber_shared_tracks)
     matching = np.minimum(thresholds, _MAX_IOU)
     det, gt_track, iou = _track_pairs(truth, dets, gt.image_ids, float(matching.min()), progress)
     candidates, match = greedy_match(dets.group, det, gt_track, iou, truth.ignored, matching, claims=dets.ids > 0)
-    precision, recall = _accumulate(truth, dets, candidates, match, len(gt.category_ids), len(thresholds))
-    scores = _summarize(precision, recall, thresholds, [np.flatnonzero(gt.frequencies == f) for f in FREQUENCIES],
-                        int(max_dets))
-    log.info("TAO track AP %.4f, AR@%d %.4f: %d result tracks of %d results evaluated against %d tracks, %.1f s",
-             scores["AP"], max_dets, scores[f"AR@{max_dets}"], len(dets.ids), len(records), len(truth.ids),
-             time.perf_counter() - start)
-    return scores
+    log.debug("%d result tracks of %d results evaluated against %d tracks", len(dets.ids), len(records),
+              len(truth.ids))
+    return _accumulate(truth, dets, candidates, match, len(gt.category_ids), len(thresholds))
+
+
+def renumber_shared_tracks(track_ids: np.ndarray, video_ids: np.ndarray) -> np.ndarray:
+    """The TAO-Amodal script's ``make_track_ids_unique``: every track id found in more than one video gets a new id
+    per (id, video), ``max(0, largest id) + 1`` onwards in the order the pairs first appear; other ids are kept."""
+    pairs = np.unique(np.stack([track_ids, video_ids], axis=1), axis=0)
+    ids, videos_per_id = np.unique(pairs[:, 0], return_counts=True)
+    shared = np.isin(track_ids, ids[videos_per_id > 1])
+    if not shared.any():
+        return track_ids
+    keys = np.stack([track_ids[shared], video_ids[shared]], axis=1)
+    unique, first, label = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    rank = np.empty(len(unique), dtype=np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(len(unique))
+    renumbered = track_ids.copy()
+    renumbered[shared] = max(0, int(track_ids.max())) + 1 + rank[label.ravel()]
+    return renumbered
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -156,7 +201,7 @@ class _Tracks:
         return self.frame_box[:, 2] * self.frame_box[:, 3]
 
 
-def _ground_truth_tracks(gt: TaoGroundTruth) -> _Tracks:
+def _ground_truth_tracks(gt: TaoGroundTruth, slices: TrackSlices) -> _Tracks:
     """``TaoEval._prepare``'s ground-truth tracks; ordered as ``group_ann_tracks`` lists them."""
     video = positions(gt.video_ids, gt.track_videos)
     category = positions(gt.category_ids, gt.track_categories)
@@ -172,14 +217,18 @@ def _ground_truth_tracks(gt: TaoGroundTruth) -> _Tracks:
     order = present[np.lexsort((first[present], group[present]))]
     frames, frame_track, length, mean_area = _frames(track, gt.image_frames[gt.ann_images[keep]], visit, area[keep],
                                                      order)
-    ignored = gt.track_ignore[order] | _outside_ranges(mean_area, length)
+    ignored = gt.track_ignore[order] | slices.outside(mean_area, length)
+    if slices.ignored_truth is not None:
+        extra = slices.ignored_truth(keep[frames], frame_track, len(order))
+        ignored |= np.repeat(extra, len(TIME_RANGES), axis=0)
     return _Tracks(group[order], video[order], category[order], gt.track_ids[order], np.zeros(len(order)), ignored,
                    frame_track, gt.ann_images[keep][frames], gt.ann_boxes[keep][frames])
 
 
-def _result_tracks(records: Sequence[Mapping], gt: TaoGroundTruth, truth: _Tracks, max_dets: int) -> _Tracks:
+def _result_tracks(records: Sequence[Mapping], gt: TaoGroundTruth, truth: _Tracks, max_dets: int,
+                   slices: TrackSlices, renumber: bool) -> _Tracks:
     """``TaoResults`` and ``TaoEval._prepare`` for the results: capped, scored, grouped, federated-filtered."""
-    image, category, score, track_ids, boxes = _read_results(records, gt)
+    image, category, score, track_ids, boxes = _read_results(records, gt, renumber)
     kept = top_per_image(image, score, max_dets)
     # limit_dets_per_image rebuilds the list image by image (first appearance); a capped image in score order
     num_images = len(gt.image_ids)
@@ -212,13 +261,14 @@ def _result_tracks(records: Sequence[Mapping], gt: TaoGroundTruth, truth: _Track
     frames, frame_track, length, mean_area = _frames(track, gt.image_frames[ann_image], visit, area[keep], order)
     not_exhaustive = np.isin(group[order], _label_groups(gt, gt.not_exhaustive_category_ids))
     return _Tracks(group[order], video[order], cat[order], ids[order], track_score[order],
-                   _outside_ranges(mean_area, length) | not_exhaustive, frame_track, ann_image[frames],
+                   slices.outside(mean_area, length) | not_exhaustive, frame_track, ann_image[frames],
                    boxes[listed][keep][frames])
 
 
-def _read_results(records: Sequence[Mapping], gt: TaoGroundTruth
+def _read_results(records: Sequence[Mapping], gt: TaoGroundTruth, renumber: bool = False
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Image index, category index (aliases resolved), score, track id and box of each result; checked."""
+    """Image index, category index (aliases resolved), score, track id (renumbered where shared across videos with
+    ``renumber``) and box of each result; checked."""
     try:
         image_ids = np.array([r["image_id"] for r in records], dtype=np.int64)
         category_ids = np.array([r["category_id"] for r in records], dtype=np.int64)
@@ -247,6 +297,8 @@ def _read_results(records: Sequence[Mapping], gt: TaoGroundTruth
         i = wrong[0]
         raise DatasetError(f"Results entry {i} has video_id {given_videos[i]} but its image_id {image_ids[i]} is a "
                            f"frame of video {video_ids[i]}; drop video_id (it follows from the image) or correct it.")
+    if renumber and len(track_ids):
+        track_ids = renumber_shared_tracks(track_ids, video_ids)
     _check_tracks(track_ids, image_ids, category_ids, video_ids)
     return image, category, score, track_ids, boxes
 
@@ -321,12 +373,6 @@ def _track_scores(scores: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -
         block = scores[starts[rows, None] + np.arange(length)]
         out[rows] = np.where((block == block[:, :1]).all(axis=1), block[:, 0], block.mean(axis=1))
     return out
-
-
-def _outside_ranges(area: np.ndarray, length: np.ndarray) -> np.ndarray:
-    """``(R, N)``: outside each (area range, length range), bounds inside the range."""
-    value = np.stack([area, length.astype(np.float64)])[:, None, :]
-    return ((value < _RANGE_LO) | (value > _RANGE_HI)).any(axis=0)
 
 
 def _label_groups(gt: TaoGroundTruth, labels: dict[int, frozenset[int]]) -> np.ndarray:
@@ -462,7 +508,7 @@ def _accumulate(truth: _Tracks, dets: _Tracks, candidates: np.ndarray, match: np
         counted = hit & (truth.ids[gt] != -1)  # the toolkit's "no match" marker is -1
         ignored = (hit & truth.ignored[ranges[:, None, None], gt]) | (~counted & dets.ignored[ranges][:, None, ids])
         precision[:, :, k, ranges], recall[:, k, ranges] = precision_recall(counted, ignored, num_gt[k, ranges])
-    shape = (len(AREA_RANGES), len(TIME_RANGES))
+    shape = (num_ranges // len(TIME_RANGES), len(TIME_RANGES))
     return precision.reshape(precision.shape[:3] + shape), recall.reshape(recall.shape[:2] + shape)
 
 
