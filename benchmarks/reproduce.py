@@ -42,15 +42,19 @@ def main() -> None:
     for name in args.models:
         spec = vfe_hub.registry.get_spec(name)
         model = vfe_hub.load(name, device=args.device, dtype=args.dtype, weights=args.weights)
-        for dataset, paper in spec.metrics.items():
+        for dataset in spec.datasets:
             start = time.perf_counter()
             measured = model.evaluate(dataset, root=args.root, ann_file=args.ann_file, limit=args.limit,
                                       batch_size=args.batch_size, progress=True)
             minutes = (time.perf_counter() - start) / 60
+            paper = spec.metrics.get(dataset, {})
+            columns = list(paper or measured)
             print(f"\n{name} on {dataset} ({minutes:.1f} min)\n")
-            print("| row | " + " | ".join(paper) + " |\n|---|" + "---|" * len(paper))
-            print("| paper | " + " | ".join(f"{v:.2f}" for v in paper.values()) + " |")
-            print("| vfe_hub | " + " | ".join(f"{100 * measured[k]:.2f}" for k in paper) + " |")
+            print("| row | " + " | ".join(columns) + " |\n|---|" + "---|" * len(columns))
+            print("| paper | " + " | ".join(f"{paper[k]:.2f}" if k in paper else "-" for k in columns) + " |")
+            print("| vfe_hub | " + " | ".join(f"{100 * measured[k]:.2f}" for k in columns) + " |")
+        if spec.metrics_note:
+            print(f"\n{spec.metrics_note}")
         if name in NOT_REPRODUCIBLE:
             print(f"\nNot reproduced here: {NOT_REPRODUCIBLE[name]}")
 

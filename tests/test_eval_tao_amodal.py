@@ -230,7 +230,7 @@ def test_to_lvis_v1_missing_fields() -> None:
         to_lvis_v1(data)
     data = v05_file()
     data["annotations"][0]["category_id"] = 99
-    with pytest.raises(DatasetError, match="Cannot convert the TAO-Amodal annotations: KeyError 99"):
+    with pytest.raises(DatasetError, match="Cannot convert the TAO annotations to LVIS v1 ids: KeyError 99"):
         to_lvis_v1(data)
 
 

@@ -122,5 +122,5 @@ def test_bad_arguments_are_named(tao_root, tmp_path):
     oracle = TrackOracle(data)
     with pytest.raises(DatasetError, match="fps=0"):
         oracle.evaluate("tao_val", root=root, fps=0)
-    with pytest.raises(DatasetError, match="validation.json does not exist; pass ann_file="):
+    with pytest.raises(DatasetError, match="validation.json does not exist; pass ann_file=<the tao annotation file>"):
         oracle.evaluate("tao_val", root=tmp_path)

@@ -6,7 +6,10 @@ import yaml
 from .registry import ModelSpec
 from .weights import conversion_command
 
-_DATASET_NAMES = {"imagenet_vid": "ImageNet VID (val)", "lvis_v1_val": "LVIS v1 (val)", "tao_val": "TAO (val)"}
+_DATASET_NAMES = {"imagenet_vid": "ImageNet VID (val)", "lvis_v1_val": "LVIS v1 (val)", "tao_val": "TAO (val)",
+                  "tao_amodal_val": "TAO-Amodal (val)"}
+#: the tasks whose results carry track ids
+TRACKING_TASKS = ("multi-object-tracking", "amodal-tracking")
 
 
 def readme_table(specs: list[ModelSpec]) -> str:
@@ -14,7 +17,7 @@ def readme_table(specs: list[ModelSpec]) -> str:
     rows = ["| name | task | paper metric | weights |", "|---|---|---|---|"]
     for spec in specs:
         metric = "; ".join(f"{_DATASET_NAMES.get(d, d)} " + ", ".join(f"{k} {v}" for k, v in m.items())
-                           for d, m in spec.metrics.items())
+                           for d, m in spec.metrics.items()) or "not published (see the card)"
         w = spec.weights
         revision = w.revision or "(to be published)"
         rows.append(f"| `{spec.name}` | {spec.task} | {metric} | `{w.repo_id}` `{w.filename}` @ `{revision}` |")
@@ -45,14 +48,16 @@ def front_matter(spec: ModelSpec) -> dict:
 def _usage(spec: ModelSpec) -> str:
     """The card's code example: tracks for trackers, a video clip for video models, images otherwise (and a
     vocabulary if open)."""
-    if spec.task == "multi-object-tracking":
+    if spec.task in TRACKING_TASKS:
+        amodal = ("\n    det.amodal_boxes                                   # whole objects, may leave the frame"
+                  if spec.task == "amodal-tracking" else "")
         return f"""```python
 import vfe_hub
 
 model = vfe_hub.load("{spec.name}", device="cuda")
 results = model.predict("clip.mp4", stream=True)        # one Detections per frame, with track_ids
 for det in results:
-    records = det.to_json(video_id=1)                    # TAO results: track_id, video_id, ...
+    records = det.to_json(video_id=1)                    # TAO results: track_id, video_id, ...{amodal}
 
 session = model.session()                                 # a live camera: one frame at a time
 for frame in camera:
@@ -131,11 +136,26 @@ _POST_PROCESSING = """Two deliberate differences from the original test code, bo
   one frame in a full comparison run of MAMBA."""
 
 
+def _variants(spec: ModelSpec) -> str:
+    """For a weight variant: the other variants of its architecture and the default."""
+    if spec.architecture is None:
+        return ""
+    from .registry import ALIASES, MODELS
+
+    others = ", ".join(f"`{name}`" for name, s in MODELS.items() if s.architecture == spec.architecture)
+    return (f"\n\nOne of the weight variants of `{spec.architecture}` ({others}), same network and code; "
+            f"`vfe_hub.load(\"{spec.architecture}\")` loads `{ALIASES[spec.architecture]}`.")
+
+
 def render(spec: ModelSpec) -> str:
     """The whole model card as Markdown."""
     metric_rows = "\n".join(f"| {dataset} | {metric} | {value} |"
                             for dataset, metrics in spec.metrics.items() for metric, value in metrics.items())
-    protocol = " (protocol `paper`)" if spec.protocols else ""
+    numbers = (f"""Paper{" (protocol `paper`)" if spec.protocols else ""}:
+
+| dataset | metric | paper |
+|---|---|---|
+{metric_rows}""" if spec.metrics else spec.metrics_note)
     return f"""---
 {yaml.safe_dump(front_matter(spec), sort_keys=False).strip()}
 ---
@@ -152,11 +172,7 @@ Paper: [{spec.paper.title}]({spec.paper.url}) ({spec.paper.venue}). Original cod
 
 {_temporal(spec)}## Numbers
 
-Paper{protocol}:
-
-| dataset | metric | paper |
-|---|---|---|
-{metric_rows}
+{numbers}
 
 Reproduce with `python benchmarks/reproduce.py {spec.name} --root <data>`.
 
@@ -164,7 +180,7 @@ Reproduce with `python benchmarks/reproduce.py {spec.name} --root <data>`.
 
 ## Weights
 
-{_weights(spec)}
+{_weights(spec)}{_variants(spec)}
 
 ## Citation
 

@@ -92,8 +92,8 @@ def _track(args: argparse.Namespace) -> None:
     from .video_writer import VideoWriter, frame_rate
 
     open_frames([args.video])  # a missing or unreadable video fails here, before the model is loaded
-    if get_spec(args.name).task != "multi-object-tracking":
-        trackers = api.list_models(task="multi-object-tracking")
+    if get_spec(args.name).task not in cards.TRACKING_TASKS:
+        trackers = [n for task in cards.TRACKING_TASKS for n in api.list_models(task=task)]
         raise VfeHubError(f"{args.name} detects but does not track; use a tracker ({', '.join(trackers)}) or "
                           f"'vfe-hub predict {args.name} ...'.")
     model = _load(args, args.name)
@@ -101,13 +101,16 @@ def _track(args: argparse.Namespace) -> None:
     detections = model.predict([args.video], batch_size=args.batch_size, stream=True, progress=args.progress,
                                **options)
     records: list[dict] = []
+    margin = None  # amodal boxes: one canvas size for the whole video, a quarter of the frame more on each side
     frames = open_frames([args.video]) if args.save_video else itertools.repeat(None)
     drawn = VideoWriter(args.save_video, frame_rate(args.video)) if args.save_video else None
     try:
         for det, frame in zip(detections, frames):
             records += det.to_json(video_id=args.video_id)
             if drawn is not None:
-                drawn.write(det.plot(frame.image, score_thr=args.score_thr))
+                if det.amodal_boxes is not None and margin is None:
+                    margin = max(det.frame.size) // 4
+                drawn.write(det.plot(frame.image, score_thr=args.score_thr, margin=margin))
     except BaseException:
         if drawn is not None:
             drawn.close(keep=False)

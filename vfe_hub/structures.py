@@ -197,7 +197,7 @@ class Detections:
             data={"class_name": np.array([self.class_names[i] for i in labels], dtype=str)},
         )
 
-    def plot(self, image: Any = None, score_thr: float = 0.3, line_width: int = 2):
+    def plot(self, image: Any = None, score_thr: float = 0.3, line_width: int = 2, margin: int | None = None):
         """The frame with its detections drawn (a ``PIL.Image``), masks as translucent fills under the boxes.
 
         ``image`` defaults to the frame re-read from ``frame.source``; pass it for in-memory inputs. Colours follow
@@ -223,11 +223,12 @@ class Detections:
         colours = [_colour(int(k)) for k in keys]
         canvas = torch.from_numpy(array.copy()).permute(2, 0, 1)
         boxes = self.boxes[keep].detach().cpu().float()
-        if colours and self.amodal_boxes is not None:
+        if self.amodal_boxes is not None and (colours or margin is not None):
             amodal = self.amodal_boxes[keep].detach().cpu().float()
-            canvas, (left, top) = _padded_canvas(canvas, amodal)
+            canvas, (left, top) = _padded_canvas(canvas, amodal, margin)
             shift = torch.tensor([left, top, left, top], dtype=torch.float32)
-            canvas = draw_bounding_boxes(canvas, boxes + shift, colors=colours, width=1)
+            if colours:
+                canvas = draw_bounding_boxes(canvas, boxes + shift, colors=colours, width=1)
             boxes = amodal + shift
         if colours:  # with nothing kept the image comes back as it is (torchvision warns on drawing no box)
             if self.masks is not None:
@@ -237,14 +238,19 @@ class Detections:
         return Image.fromarray(canvas.permute(1, 2, 0).numpy())
 
 
-def _padded_canvas(image: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+def _padded_canvas(image: torch.Tensor, boxes: torch.Tensor,
+                   margin: int | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
     """``image (3, H, W)`` uint8 on a grey canvas reaching every box of ``boxes (K, 4)`` (xyxy, image pixels), at
-    most one image size beyond each side; returns the canvas and the image's ``(left, top)`` offset in it."""
+    most one image size beyond each side, or ``margin`` pixels beyond every side; returns the canvas and the
+    image's ``(left, top)`` offset in it."""
     _, h, w = image.shape
-    x1, y1 = boxes[:, 0].min().item(), boxes[:, 1].min().item()
-    x2, y2 = boxes[:, 2].max().item(), boxes[:, 3].max().item()
-    left, top = min(max(0, math.ceil(-x1)), w), min(max(0, math.ceil(-y1)), h)
-    right, bottom = min(max(0, math.ceil(x2 - w)), w), min(max(0, math.ceil(y2 - h)), h)
+    if margin is not None:
+        left = top = right = bottom = margin
+    else:
+        x1, y1 = boxes[:, 0].min().item(), boxes[:, 1].min().item()
+        x2, y2 = boxes[:, 2].max().item(), boxes[:, 3].max().item()
+        left, top = min(max(0, math.ceil(-x1)), w), min(max(0, math.ceil(-y1)), h)
+        right, bottom = min(max(0, math.ceil(x2 - w)), w), min(max(0, math.ceil(y2 - h)), h)
     canvas = torch.full((3, top + h + bottom, left + w + right), 128, dtype=torch.uint8)
     canvas[:, top:top + h, left:left + w] = image
     return canvas, (left, top)

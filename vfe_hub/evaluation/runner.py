@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import DatasetError, close_matches, unknown_keyword_error
 from ..hub import atomic_write
 from ..progress import progress_bar
-from . import imagenet_vid, imagenet_vid_data, lvis, lvis_data, tao, tao_data
+from . import imagenet_vid, imagenet_vid_data, lvis, lvis_data, tao, tao_amodal, tao_data
 
 if TYPE_CHECKING:
     from ..models.base import Detector
@@ -221,9 +221,33 @@ def _lvis_v1(*, root: str | os.PathLike, ann_file: str | os.PathLike | None = No
 def _tao(*, root: str | os.PathLike, ann_file: str | os.PathLike | None = None, limit: int | None = None,
          fps: int | None = None, protocol: str = "paper", progress: bool | None = None) -> Benchmark:
     """TAO val: frames under ``<root>/frames/`` (the images' ``file_name``), ground truth from ``ann_file`` (default
-    ``<root>/annotations/validation.json``) turned into LVIS v1 category ids (:func:`.tao_data.to_lvis_v1`); the
-    first ``limit`` videos only if given. Each video runs as one sequence of its annotated frames in frame order
-    (``protocol`` for trackers: ``"paper"``, GTR's evaluation), scored by :func:`vfe_hub.evaluation.tao.evaluate`.
+    ``<root>/annotations/validation.json``) turned into LVIS v1 category ids (:func:`.tao_data.to_lvis_v1`), scored
+    by :func:`vfe_hub.evaluation.tao.evaluate`. See :func:`_tao_layout` for ``limit``, ``fps`` and ``protocol``."""
+    return _tao_layout("tao", Path(root), Path(ann_file) if ann_file else Path(root) / "annotations" / "validation.json",
+                       tao_data.to_lvis_v1, lambda data, records: tao.evaluate(tao_data.TaoGroundTruth.load(data),
+                                                                              records, progress=progress),
+                       limit=limit, fps=fps, protocol=protocol)
+
+
+def _tao_amodal(*, root: str | os.PathLike, ann_file: str | os.PathLike | None = None, limit: int | None = None,
+                fps: int | None = None, protocol: str = "paper", progress: bool | None = None) -> Benchmark:
+    """TAO-Amodal val: TAO's frames under ``<root>/frames/``, ground truth from ``ann_file`` (default
+    ``<root>/amodal_annotations/validation.json``) converted as TAO-Amodal's ``create_tao_amodal_v1.py`` does
+    (:func:`.tao_amodal.to_lvis_v1`: amodal boxes, LVIS v1 ids), scored by
+    :func:`vfe_hub.evaluation.tao_amodal.evaluate`. See :func:`_tao_layout` for ``limit``, ``fps`` and
+    ``protocol``."""
+    default = Path(root) / "amodal_annotations" / "validation.json"
+    return _tao_layout("tao_amodal", Path(root), Path(ann_file) if ann_file else default, tao_amodal.to_lvis_v1,
+                       lambda data, records: tao_amodal.evaluate(data, records, progress=progress),
+                       limit=limit, fps=fps, protocol=protocol)
+
+
+def _tao_layout(name: str, root: Path, ann_file: Path, convert: Callable[[dict], dict],
+                score: Callable[[dict, list[dict]], dict[str, float]], *, limit: int | None, fps: int | None,
+                protocol: str) -> Benchmark:
+    """A benchmark on TAO's frames: each of the first ``limit`` videos (all if ``None``) runs as one sequence of
+    its annotated frames in frame order (``protocol`` for trackers: ``"paper"``, GTR's evaluation); ``convert``
+    turns the annotation file into the scorer's ground truth.
 
     ``fps=N`` runs denser frames, as Amodal-Expander's ``create_30fps_json.py`` selects them: the video folder's
     images in natural order, trimmed to the annotated span; between two annotated frames ``start`` and ``end``
@@ -232,21 +256,17 @@ def _tao(*, root: str | os.PathLike, ann_file: str | os.PathLike | None = None, 
     """
     from ..io import IMAGE_EXTENSIONS, natural_key
 
-    root = Path(root)
-    ann_file = Path(ann_file) if ann_file else root / "annotations" / "validation.json"
     if fps is not None and (isinstance(fps, bool) or not isinstance(fps, int) or fps < 1):
         raise DatasetError(f"fps={fps!r}: pass a positive number of frames per second to run (e.g. 5), or None "
                            "for the annotated frames only.")
-    data = tao_data.to_lvis_v1(lvis_data.read_json(ann_file, "The TAO annotation file", "pass ann_file=<a TAO "
-                                                    "annotation file, e.g. validation.json> or put it under "
-                                                    "<root>/annotations/"))
+    data = convert(lvis_data.read_json(ann_file, f"The {name} annotation file",
+                                       f"pass ann_file=<the {name} annotation file> or put it at {ann_file}"))
     videos = data["videos"][:limit]
-    keep = {v["id"] for v in videos}
     if limit is not None:
+        keep = {v["id"] for v in videos}
         data = {**data, "videos": videos, "images": [im for im in data["images"] if im["video_id"] in keep],
                 "annotations": [a for a in data["annotations"] if a["video_id"] in keep],
                 "tracks": [t for t in data["tracks"] if t["video_id"] in keep]}
-    gt = tao_data.TaoGroundTruth.load(data)
     frames_dir = root / "frames"
     by_video: dict[int, list[dict]] = {}
     for image in data["images"]:
@@ -282,17 +302,15 @@ def _tao(*, root: str | os.PathLike, ann_file: str | os.PathLike | None = None, 
             raise DatasetError(f"{len(missing)} TAO frames are missing under {frames_dir}, e.g. {missing[0]}; TAO "
                                f"frames are expected at <root>/frames/<file_name of the annotation file>.")
 
-    def score(records: list[dict]) -> dict[str, float]:
-        return tao.evaluate(gt, records, progress=progress)
-
-    return Benchmark("tao", sequences, score, check_files, {"protocol": protocol})
+    return Benchmark(name, sequences, lambda records: score(data, records), check_files, {"protocol": protocol})
 
 
-DATASETS = {"imagenet_vid": _imagenet_vid, "lvis_v1": _lvis_v1, "tao": _tao}
+DATASETS = {"imagenet_vid": _imagenet_vid, "lvis_v1": _lvis_v1, "tao": _tao, "tao_amodal": _tao_amodal}
 #: what each dataset's ``root`` is
 ROOTS = {"imagenet_vid": "the ILSVRC folder, with Data/VID/<video>/ frames (and Annotations/VID/ without ann_file)",
          "lvis_v1": "the COCO 2017 folder, with train2017/ and val2017/ (and annotations/lvis_v1_val.json)",
-         "tao": "the TAO folder, with frames/<split>/<source>/<video>/ (and annotations/validation.json)"}
+         "tao": "the TAO folder, with frames/<split>/<source>/<video>/ (and annotations/validation.json)",
+         "tao_amodal": "the TAO-Amodal folder, with TAO's frames/ (and amodal_annotations/validation.json)"}
 
 
 def dataset_name(dataset: str) -> str:
@@ -323,7 +341,8 @@ def evaluate_model(model: Detector, dataset: str, *, batch_size: int = 1, progre
                    results_file: str | os.PathLike | None = None, shard: tuple[int, int] | None = None,
                    out_dir: str | os.PathLike | None = None, **kwargs: Any) -> dict[str, float]:
     """Score ``model`` on ``dataset`` (``"imagenet_vid"``: :func:`_imagenet_vid`; ``"lvis_v1_val"``:
-    :func:`_lvis_v1`; ``"tao_val"``: :func:`_tao`; see them for the other arguments).
+    :func:`_lvis_v1`; ``"tao_val"``: :func:`_tao`; ``"tao_amodal_val"``: :func:`_tao_amodal`; see them for the other
+    arguments).
 
     ``results_file`` receives the COCO-style results (sorted by image id). ``shard=(i, n)`` with ``out_dir`` runs
     only shard ``i`` of ``n`` into ``out_dir`` (:func:`vfe_hub.sharding.evaluate`): the metrics come back only

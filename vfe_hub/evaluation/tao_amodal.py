@@ -66,11 +66,11 @@ from typing import Any
 import numpy as np
 
 from ..errors import DatasetError
-from ..registry import lvis_v1_categories
 from .lvis import (AREA_RANGES, IOU_THRESHOLDS, Results, Slices, box_array, mean_defined, positions,
                    precision_recall_by_slice, result_list, top_per_image)
 from .lvis_data import LvisGroundTruth, Source, read_json
 from .tao import TrackSlices, track_precision_recall
+from . import tao_data
 from .tao_data import TaoGroundTruth
 
 log = logging.getLogger(__name__)
@@ -203,52 +203,20 @@ def to_lvis_v1(ground_truth: Mapping[str, Any]) -> dict[str, Any]:
 
     Raises :class:`~vfe_hub.errors.DatasetError` when a field the conversion reads is missing.
     """
-    data = copy.deepcopy(dict(ground_truth))
-    try:
-        v05 = {c["id"]: c for c in data["categories"]}
-        v1_by_synset = {c["synset"]: c for c in lvis_v1_categories()}
-        mapped = {}
-        for category_id in {a["category_id"] for a in data["annotations"]}:
-            synset = v05[category_id]["synset"]
-            if synset in v1_by_synset:
-                mapped[category_id] = v1_by_synset[synset]["id"]
-        annotations = []
-        defaulted = 0
-        for a in data["annotations"]:
-            if a["category_id"] not in mapped:
-                continue
-            amodal = a["amodal_bbox"]
-            defaulted += "visibility" not in a or "out_of_frame" not in a
-            a.update(id=f"{a['video_id']}_{a['image_id']}_{a['track_id']}", category_id=mapped[a["category_id"]],
-                     bbox=amodal, area=int(amodal[2] * amodal[3]), visibility=a.get("visibility", 1.0),
-                     out_of_frame=a.get("out_of_frame", False))
-            annotations.append(a)
-        for video in data["videos"]:
-            for key in ("neg_category_ids", "not_exhaustive_category_ids"):
-                video[key] = [mapped[c] for c in video[key] if c in mapped]
-        tracks = [dict(t, category_id=mapped[t["category_id"]]) for t in data["tracks"] if t["category_id"] in mapped]
-        videos = {v["id"]: v for v in data["videos"]}
-        for image in data["images"]:
-            video = videos[image["video_id"]]
-            image["neg_category_ids"] = list(video["neg_category_ids"])
-            image["not_exhaustive_category_ids"] = list(video["not_exhaustive_category_ids"])
-    except (KeyError, TypeError, IndexError) as e:
-        raise DatasetError(f"Cannot convert the TAO-Amodal annotations: {type(e).__name__} {e} (a TAO-Amodal file "
-                           f"has categories with 'synset', videos with 'neg_category_ids' and "
-                           f"'not_exhaustive_category_ids', images with 'video_id', annotations with 'video_id', "
-                           f"'image_id', 'track_id', 'category_id' and 'amodal_bbox').") from e
+    defaulted = 0
+
+    def amodal(a: dict[str, Any], v1_id: int) -> dict[str, Any]:
+        nonlocal defaulted
+        box = a["amodal_bbox"]
+        defaulted += "visibility" not in a or "out_of_frame" not in a
+        return {**a, "id": f"{a['video_id']}_{a['image_id']}_{a['track_id']}", "category_id": v1_id, "bbox": box,
+                "area": int(box[2] * box[3]), "visibility": a.get("visibility", 1.0),
+                "out_of_frame": a.get("out_of_frame", False)}
+
+    data = tao_data.to_lvis_v1(copy.deepcopy(dict(ground_truth)), annotation=amodal)
     if defaulted:
         log.warning("%d TAO-Amodal annotations lack 'visibility' or 'out_of_frame' (set to 1.0 and false); is this "
                     "the TAO-Amodal annotation file?", defaulted)
-    images_of: dict[int, set[Any]] = {}
-    instances: dict[int, int] = {}
-    for a in annotations:
-        images_of.setdefault(a["category_id"], set()).add(a["image_id"])
-        instances[a["category_id"]] = instances.get(a["category_id"], 0) + 1
-    data["categories"] = [dict(c, image_count=len(images_of.get(c["id"], ())), instance_count=instances.get(c["id"], 0))
-                          for c in lvis_v1_categories()]
-    data["annotations"] = annotations
-    data["tracks"] = tracks
     return data
 
 

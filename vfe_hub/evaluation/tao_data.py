@@ -13,7 +13,8 @@ box twice and drops the other).
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+import collections
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -162,33 +163,47 @@ def _annotation_arrays(annotations: list[dict[str, Any]], image_ids: np.ndarray,
     return {"ann_images": image_index, "ann_tracks": track_index, "ann_boxes": boxes, "ann_areas": areas}
 
 
-def to_lvis_v1(data: Mapping[str, Any]) -> dict[str, Any]:
+def to_lvis_v1(data: Mapping[str, Any],
+               annotation: Callable[[dict[str, Any], int], dict[str, Any]] | None = None) -> dict[str, Any]:
     """A TAO annotation file with LVIS v0.5 categories turned into LVIS v1 ids, as GTR's ``tools/create_tao_v1.py``
-    does (a file already on LVIS v1 ids is returned as it is).
+    does (and TAO-Amodal's ``create_tao_amodal_v1.py``, whose annotation rules ``annotation`` adds).
 
     Each category that has annotations is mapped by its ``synset`` to the LVIS v1 category of that synset;
-    annotations and tracks of categories without one are dropped; ``categories`` becomes LVIS v1's 1203 (with
-    their frequencies; ``vfe_hub/assets/lvis_v1_categories.json``); each video's ``neg_category_ids`` and
-    ``not_exhaustive_category_ids`` keep the mapped ids only, and every image gets its video's lists. A file
-    whose categories are LVIS v1's (same ids and synsets) or carry no synsets is returned unchanged.
+    annotations and tracks of categories without one are dropped; ``categories`` becomes LVIS v1's 1203 (their
+    ``id``, ``name``, ``synset``, ``frequency`` from ``vfe_hub/assets/lvis_v1_categories.json``) with
+    ``image_count`` and ``instance_count`` counted over the converted annotations; each video's
+    ``neg_category_ids`` and ``not_exhaustive_category_ids`` keep the mapped ids only, and every image gets its
+    video's lists. ``annotation(kept, v1_id)`` returns a kept annotation as converted (default: ``category_id``
+    replaced). A file whose categories are LVIS v1's (same ids and synsets) or carry no synsets is returned as it is.
+    Raises :class:`DatasetError` when a field the conversion reads is missing.
     """
     from ..registry import lvis_v1_categories
 
     v1 = lvis_v1_categories()
-    pairs = {(c["id"], c.get("synset")) for c in data["categories"]}
-    if all(synset is None for _, synset in pairs) or pairs <= {(c["id"], c["synset"]) for c in v1}:
-        return dict(data)  # LVIS v1 ids already (or no synsets to map by)
-    by_synset = {c["synset"]: c["id"] for c in v1}
-    categories = {c["id"]: c for c in data["categories"]}
-    used = {a["category_id"] for a in data["annotations"]}
-    idmap = {i: by_synset[categories[i]["synset"]] for i in used if categories[i].get("synset") in by_synset}
-    annotations = [{**a, "category_id": idmap[a["category_id"]]} for a in data["annotations"]
-                   if a["category_id"] in idmap]
-    tracks = [{**t, "category_id": idmap[t["category_id"]]} for t in data["tracks"] if t["category_id"] in idmap]
-    lists = ("neg_category_ids", "not_exhaustive_category_ids")
-    videos = [{**v, **{key: [idmap[i] for i in v.get(key, []) if i in idmap] for key in lists}}
-              for v in data["videos"]]
-    by_video = {v["id"]: v for v in videos}
-    images = [{**im, **{key: by_video[im["video_id"]][key] for key in lists}} for im in data["images"]]
-    return {**data, "categories": [dict(c) for c in v1], "annotations": annotations, "tracks": tracks,
-            "videos": videos, "images": images}
+    annotation = annotation or (lambda a, v1_id: {**a, "category_id": v1_id})
+    try:
+        pairs = {(c["id"], c.get("synset")) for c in data["categories"]}
+        if all(synset is None for _, synset in pairs) or pairs <= {(c["id"], c["synset"]) for c in v1}:
+            return dict(data)  # LVIS v1 ids already (or no synsets to map by)
+        by_synset = {c["synset"]: c["id"] for c in v1}
+        categories = {c["id"]: c for c in data["categories"]}
+        used = {a["category_id"] for a in data["annotations"]}
+        idmap = {i: by_synset[categories[i]["synset"]] for i in used if categories[i].get("synset") in by_synset}
+        annotations = [annotation(dict(a), idmap[a["category_id"]]) for a in data["annotations"]
+                       if a["category_id"] in idmap]
+        tracks = [{**t, "category_id": idmap[t["category_id"]]} for t in data["tracks"] if t["category_id"] in idmap]
+        lists = ("neg_category_ids", "not_exhaustive_category_ids")
+        videos = [{**v, **{key: [idmap[i] for i in v[key] if i in idmap] for key in lists}} for v in data["videos"]]
+        by_video = {v["id"]: v for v in videos}
+        images = [{**im, **{key: list(by_video[im["video_id"]][key]) for key in lists}} for im in data["images"]]
+    except (KeyError, TypeError, IndexError) as e:
+        raise DatasetError(f"Cannot convert the TAO annotations to LVIS v1 ids: {type(e).__name__} {e} (a TAO file has "
+                           "categories with 'synset', videos with 'neg_category_ids' and 'not_exhaustive_category_ids', "
+                           "images with 'video_id', annotations and tracks with 'category_id').") from e
+    image_sets: dict[int, set[Any]] = {}
+    for a in annotations:
+        image_sets.setdefault(a["category_id"], set()).add(a["image_id"])
+    counts = collections.Counter(a["category_id"] for a in annotations)
+    return {**data, "annotations": annotations, "tracks": tracks, "videos": videos, "images": images,
+            "categories": [{**c, "image_count": len(image_sets.get(c["id"], ())), "instance_count": counts[c["id"]]}
+                           for c in v1]}
