@@ -158,6 +158,9 @@ def test_load_by_name_and_track_a_video_file_from_the_command_line(served, tmp_p
     assert len(decoded) == 3 and decoded[0].shape == (120, 160, 3)
     assert np.abs(decoded[0].astype(int) - panning_clip(n=1, size=(120, 160))[0]).mean() > 1, "tracks are drawn"
     assert "tracks" in capsys.readouterr().err
+    # --fps 2 on a 5 frames/s video: every round(5 / 2) = 2nd frame; image ids stay the frame numbers
+    assert cli.main(["track", GTR, str(video), "-o", str(out), "--fps", "2", "--device", "cpu"]) == 0
+    assert {r["image_id"] for r in json.loads(out.read_text())} == {1, 3}
 
 
 def test_track_refuses_a_detector(tmp_path, capsys):

@@ -4,12 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from media import panning_clip, photo
-from small_models import video_model
+from media import panning_clip, photo, write_video
+from small_models import StandIn, video_model
 from vfe_hub.errors import VfeHubError
-
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture(scope="module", params=["mamba_r101_dc5_vid", "stpn_swint_vid"])
 def model(request):
@@ -20,6 +17,7 @@ def _same(a, b) -> bool:
     return torch.equal(a.boxes, b.boxes) and torch.equal(a.scores, b.scores) and torch.equal(a.labels, b.labels)
 
 
+@pytest.mark.slow
 def test_a_session_fed_frame_by_frame_equals_predict(model):
     """The state is kept across update calls: one frame per call (a live camera) gives, bit for bit, what
     ``predict`` gives on the whole clip (streaming protocol); calls of several frames batch them as predict does."""
@@ -36,6 +34,7 @@ def test_a_session_fed_frame_by_frame_equals_predict(model):
     assert not _same(live[3], model.predict(frames[3])[0]), "frame 3 alone has no past: the state matters"
 
 
+@pytest.mark.slow
 def test_two_sessions_are_independent_and_reset_starts_a_new_video(model):
     clip_a = panning_clip(n=3, size=(120, 160))
     clip_b = [photo(name, (120, 160)) for name in ("coffee", "chelsea", "astronaut")]
@@ -53,9 +52,29 @@ def test_two_sessions_are_independent_and_reset_starts_a_new_video(model):
     assert again[0].frame.index == 0
 
 
+@pytest.mark.slow
 def test_session_rejects_bad_input(model, tmp_path):
     session = model.session()
     with pytest.raises(VfeHubError, match="batch_size must be a positive integer"):
         session.update(photo(), batch_size=0)
     with pytest.raises(VfeHubError, match="missing.png"):
         session.update(str(tmp_path / "missing.png"))
+
+
+class Recorder(StandIn):
+    def answer(self, frame):
+        return torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.long)
+
+
+@pytest.mark.parametrize("protocol", ["streaming", "paper"])
+def test_frame_stride_runs_every_kth_frame_of_each_video(tmp_path, protocol):
+    video = write_video(tmp_path / "clip.mp4", panning_clip(n=7, size=(48, 64)))
+    model = Recorder()
+    model.paper_references = 2
+    results = model.predict(video, frame_stride=3, protocol=protocol)
+    assert [d.frame.index for d in results] == [0, 3, 6] and [d.frame.image_id for d in results] == [1, 4, 7]
+    ran = [i for _, i in model.seen]  # the paper protocol also runs its references first
+    assert set(ran) == {0, 3, 6} and (protocol == "paper" or ran == [0, 3, 6])
+    assert len(model._frames([video], {"frame_stride": 3, "protocol": protocol})) == 3
+    with pytest.raises(VfeHubError, match="frame_stride must be a positive integer"):
+        model.predict(video, frame_stride=0)

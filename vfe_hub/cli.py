@@ -98,12 +98,15 @@ def _track(args: argparse.Namespace) -> None:
                           f"'vfe-hub predict {args.name} ...'.")
     model = _load(args, args.name)
     options = {"protocol": args.protocol} if args.protocol else {}
+    rate = frame_rate(args.video) if os.path.isfile(args.video) else None
+    stride = max(round(rate / args.fps), 1) if args.fps and rate else 1
     detections = model.predict([args.video], batch_size=args.batch_size, stream=True, progress=args.progress,
-                               **options)
+                               frame_stride=stride, **options)
     records: list[dict] = []
     margin = None  # amodal boxes: one canvas size for the whole video, a quarter of the frame more on each side
-    frames = open_frames([args.video]) if args.save_video else itertools.repeat(None)
-    drawn = VideoWriter(args.save_video, frame_rate(args.video)) if args.save_video else None
+    frames = (f for f in open_frames([args.video]) if f.index % stride == 0) if args.save_video \
+        else itertools.repeat(None)
+    drawn = VideoWriter(args.save_video, (rate or 30) / stride) if args.save_video else None
     try:
         for det, frame in zip(detections, frames):
             records += det.to_json(video_id=args.video_id)
@@ -331,6 +334,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--output", "-o", required=True, metavar="FILE", help="the TAO results JSON to write")
     s.add_argument("--save-video", metavar="FILE", help="also write the video with the tracks drawn (.mp4, .mkv, ...)")
     s.add_argument("--video-id", type=int, default=1, help="the video id of the records (default: 1)")
+    s.add_argument("--fps", type=_positive_int, help="run about N frames per second of a video file (every "
+                                                     "round(video fps / N)-th frame; image ids stay the frame "
+                                                     "numbers, 1-based); default: every frame")
     s.add_argument("--weights", help="local vfe_hub folder, .safetensors or original checkpoint")
     s.add_argument("--protocol", choices=["streaming", "paper"], help="default: the model's (streaming)")
     s.add_argument("--score-thr", type=float, default=0.3, help="drawing threshold (default: 0.3)")

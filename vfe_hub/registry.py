@@ -164,7 +164,9 @@ _GTR_TEMPORAL = (
 _GTR_PROTOCOLS = {
     "streaming": (
         "Results with every frame: each detection takes the mean class scores of its track so far; no "
-        "track is removed afterwards (short tracks stay). Works on live video. The default."
+        "track is removed afterwards (short tracks stay). A frame's answer cannot wait for the end of the "
+        "video, so neither a track's whole-video mean nor its final length is known yet. Works on live video. "
+        "The default."
     ),
     "paper": (
         "GTR's evaluation: results after the last frame of the video, tracks of fewer than 5 detections "

@@ -153,10 +153,11 @@ class VideoDetector(Detector):
     (made by :meth:`new_state`) that a :class:`~vfe_hub.session.Session` owns, so sessions of one model run side by
     side (:meth:`session`) and ``predict`` runs one session per video. Protocols: ``"streaming"`` (default) sees
     frames in order and uses only the past; ``"paper"`` reproduces the published evaluation, which may look at the
-    whole video first (see the model card).
+    whole video first (see the model card). ``frame_stride=k`` runs every ``k``-th frame of each video (frames 0,
+    k, 2k, ...; a lower frame rate for the model), with results for those frames only.
     """
 
-    predict_options = {"protocol": "streaming"}
+    predict_options = {"protocol": "streaming", "frame_stride": 1}
     stateful = True
     #: how many references the paper protocol spreads over the whole video at its first frame
     paper_references = 14
@@ -209,6 +210,9 @@ class VideoDetector(Detector):
 
     def _check_options(self, options: dict[str, Any]) -> dict[str, Any]:
         options = super()._check_options(options)
+        stride = options["frame_stride"]
+        if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
+            raise VfeHubError(f"frame_stride must be a positive integer (run every k-th frame), got {stride!r}")
         protocol = options["protocol"]
         if protocol not in PROTOCOLS:
             hint = close_matches(str(protocol), PROTOCOLS, n=1)
@@ -216,6 +220,10 @@ class VideoDetector(Detector):
                               + (f" (did you mean {hint[0]!r}?)" if hint else "")
                               + f"; use one of {', '.join(map(repr, PROTOCOLS))} (see the model card).")
         return options
+
+    def _frames(self, inputs: Any, options: dict[str, Any]) -> Iterable:
+        frames = super()._frames(inputs, options)
+        return frames if options["frame_stride"] == 1 else _Strided(frames, options["frame_stride"])
 
     def _run(self, frames: Iterable, batch_size: int, bar: Any, options: dict[str, Any]) -> Iterator[Detections]:
         """One session per sequence; under the paper protocol each sequence is first read once into a
@@ -244,3 +252,21 @@ class VideoDetector(Detector):
                 session = Session(self, protocol="paper", references=refs)
                 results = [*session.run((store[i] for i in (0, *rest)), batch_size, bar), *session.finish()]
             yield from sorted(results, key=lambda d: d.frame.index)
+
+
+class _Strided:
+    """Every ``stride``-th frame (index 0, stride, ...) of each sequence of a :class:`vfe_hub.io.FrameSource`; its
+    length is known where the source's is."""
+
+    def __init__(self, source: Any, stride: int) -> None:
+        self.source = source
+        self.stride = stride
+
+    def __len__(self) -> int:
+        counts = [count for _, count in self.source.sequences]
+        if None in counts:
+            raise TypeError("a video's frame count is not in its container metadata")
+        return sum(-(-count // self.stride) for count in counts)
+
+    def __iter__(self) -> Iterator:
+        return (frame for frame in self.source if frame.index % self.stride == 0)
