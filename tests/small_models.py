@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import io
 import json
 from pathlib import Path
@@ -16,7 +17,7 @@ from vfe_hub import cli
 from vfe_hub.convert import convert_state_dict, table_for
 from vfe_hub.models.detpro import ORIGINAL_FORMAT
 from vfe_hub import VideoDetector
-from vfe_hub.registry import Preprocess, get_spec
+from vfe_hub.registry import MODELS, Preprocess, get_spec
 
 # The layers do not depend on the input size; 320 x 192 keeps a ResNet-101 forward under a second on a CPU core.
 SMALL = Preprocess(max_size=320, min_size=192, mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375),
@@ -122,10 +123,28 @@ def gtr_model(seed: int = 0, proposals: int = 20, name: str = GTR, **config):
     (for GTR the expander's tensors are dropped), converted strictly, at the small input size (size divisor 32)
     with ``proposals`` CenterNet proposals per frame and other ``config`` entries replaced."""
     model = dataclasses.replace(get_spec(name), preprocess=DETPRO_SMALL).build(proposals=proposals, **config)
-    state, _ = convert_state_dict(share_expander(random_state(gtr_layout(expander=True), seed)), table_for("detectron2"),
+    state, _ = convert_state_dict(share_expander(random_state(gtr_layout(expander=True), seed)),
+                                  table_for("detectron2"),
                                   {k: v.shape for k, v in model.state_dict().items()})
     model.load_state_dict(state, strict=True)
     return model.eval()
+
+
+def serve_amodal_release(hub, monkeypatch, tmp_path, name: str, seed: int) -> str:
+    """An Amodal Expander release file (random tensors in its layout, shared expander stages, detectron2's
+    ``{"model": ...}``) on the test Hub ``hub`` as ``name``'s registry file; the entry pinned to it (commit,
+    sha256, size) at the small input size with 20 proposals, the cache in ``tmp_path``. Returns the commit."""
+    buffer = io.BytesIO()
+    torch.save({"model": share_expander(random_state(gtr_layout(expander=True), seed)), "iteration": 20000}, buffer)
+    data = buffer.getvalue()
+    spec = get_spec(name)
+    commit = hub.add_file(spec.weights.repo_id, spec.weights.filename, data)
+    weights = dataclasses.replace(spec.weights, revision=commit[:7], sha256=hashlib.sha256(data).hexdigest(),
+                                  size=len(data))
+    small = dataclasses.replace(spec, weights=weights, preprocess=DETPRO_SMALL, config={**spec.config, "proposals": 20})
+    monkeypatch.setitem(MODELS, spec.name, small)
+    monkeypatch.setenv("VFE_HUB_CACHE", str(tmp_path / "vfe_cache"))
+    return commit
 
 
 def small_model(name: str, seed: int = 0):

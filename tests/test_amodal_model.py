@@ -1,9 +1,6 @@
 """The Amodal Expander on GTR: three released weight variants of one architecture, amodal boxes out of frame."""
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import io
 import json
 
 import av
@@ -13,7 +10,7 @@ import torch
 import vfe_hub
 from media import panning_clip, photo, write_video
 from original_layouts import gtr_layout, random_state, share_expander
-from small_models import AMODAL, DETPRO_SMALL, gtr_model
+from small_models import AMODAL, gtr_model, serve_amodal_release
 from vfe_hub import cli, registry
 from vfe_hub.convert import convert_state_dict, table_for
 from vfe_hub.weights import empty_model
@@ -76,18 +73,9 @@ def test_amodal_boxes_leave_the_frame_where_modal_boxes_do_not(amodal):
 
 @pytest.fixture
 def served(fake_hub, tmp_path, monkeypatch):
-    """The default variant's file (random tensors in the released layout) on the test Hub, at the small input size."""
+    """The default variant's file on the test Hub, at the small input size."""
     name = registry.ALIASES[AMODAL]
-    spec = registry.get_spec(name)
-    buffer = io.BytesIO()
-    torch.save({"model": share_expander(random_state(gtr_layout(expander=True), seed=4))}, buffer)
-    data = buffer.getvalue()
-    commit = fake_hub.add_file(spec.weights.repo_id, spec.weights.filename, data)
-    weights = dataclasses.replace(spec.weights, revision=commit[:7], sha256=hashlib.sha256(data).hexdigest(),
-                                  size=len(data))
-    small = dataclasses.replace(spec, weights=weights, preprocess=DETPRO_SMALL, config={**spec.config, "proposals": 20})
-    monkeypatch.setitem(registry.MODELS, name, small)
-    monkeypatch.setenv("VFE_HUB_CACHE", str(tmp_path / "vfe_cache"))
+    serve_amodal_release(fake_hub, monkeypatch, tmp_path, name, seed=4)
     return name
 
 

@@ -97,7 +97,8 @@ def test_a_perfect_tracker_scores_one_on_the_annotated_frames(tao_root):
     root, data = tao_root
     oracle = TrackOracle(data)
     metrics = oracle.evaluate("tao_val", root=root, batch_size=2)
-    assert metrics["AP"] == pytest.approx(1.0, abs=1e-12) == metrics["AP50"] and metrics["AP75"] == -1.0  # tp / (tp + eps)
+    # precision is tp / (tp + eps): 1 within rounding
+    assert metrics["AP"] == pytest.approx(1.0, abs=1e-12) == metrics["AP50"] and metrics["AP75"] == -1.0
     assert oracle.files == [f"frame{p:04d}.jpg" for p in ANNOTATED] * 2
 
 

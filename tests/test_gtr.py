@@ -1,9 +1,6 @@
 """GTR: strict conversion of both released layouts, load by name through the test Hub, tracking on video, the CLI."""
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import io
 import json
 import math
 
@@ -16,7 +13,7 @@ from torch import nn
 import vfe_hub
 from media import panning_clip, photo, write_video
 from original_layouts import gtr_layout, random_state, share_expander
-from small_models import DETPRO_SMALL, GTR, gtr_model
+from small_models import GTR, gtr_model, serve_amodal_release
 from vfe_hub import cli, registry
 from vfe_hub.convert import convert_state_dict, table_for
 from vfe_hub.errors import ConversionError, VfeHubError
@@ -72,7 +69,7 @@ def _check_tracks(dets: list) -> None:
     for det in dets:
         assert det.track_ids.dtype == torch.int64 and len(det.track_ids) == len(det)
         assert len(set(det.track_ids.tolist())) == len(det), "a (frame, track id) pair repeats"
-        assert torch.equal(det.track_ids // 10000, det.labels), "an output track has one class: id = track + 10000 * class"
+        assert torch.equal(det.track_ids // 10000, det.labels), "one class per output track: track + 10000 * class"
 
 
 @pytest.mark.slow
@@ -125,18 +122,7 @@ def test_session_equals_predict(model):
 
 @pytest.fixture
 def served(fake_hub, tmp_path, monkeypatch):
-    """An Amodal Expander release (random tensors in its layout, detectron2's {"model": ...} file) on the test Hub,
-    the registry entry pinned to it, at the small input size."""
-    buffer = io.BytesIO()
-    torch.save({"model": share_expander(random_state(gtr_layout(expander=True), seed=2)), "iteration": 20000}, buffer)
-    data = buffer.getvalue()
-    commit = fake_hub.add_file(SPEC.weights.repo_id, SPEC.weights.filename, data)
-    weights = dataclasses.replace(SPEC.weights, revision=commit[:7], sha256=hashlib.sha256(data).hexdigest(),
-                                  size=len(data))
-    small = dataclasses.replace(SPEC, weights=weights, preprocess=DETPRO_SMALL, config={**SPEC.config, "proposals": 20})
-    monkeypatch.setitem(registry.MODELS, GTR, small)
-    monkeypatch.setenv("VFE_HUB_CACHE", str(tmp_path / "vfe_cache"))
-    return commit
+    return serve_amodal_release(fake_hub, monkeypatch, tmp_path, GTR, seed=2)
 
 
 @pytest.mark.slow

@@ -120,7 +120,7 @@ def test_plot_with_nothing_above_the_threshold_is_silent_and_unchanged(masks):
     assert not np.array_equal(np.asarray(detections([0.9], [0], masks=masks).plot(image, score_thr=0.5)), image)
 
 
-# ---------------------------------------------------------------------------------------------------- tracks, amodal boxes
+# ---------------------------------------------------------------------------------------- tracks, amodal boxes
 
 def test_tracked_json_is_tao_results_with_video_offsets():
     det = detections([0.9, 0.5], [0, 1], tracks=True)

@@ -223,7 +223,8 @@ def _tao(*, root: str | os.PathLike, ann_file: str | os.PathLike | None = None, 
     """TAO val: frames under ``<root>/frames/`` (the images' ``file_name``), ground truth from ``ann_file`` (default
     ``<root>/annotations/validation.json``) turned into LVIS v1 category ids (:func:`.tao_data.to_lvis_v1`), scored
     by :func:`vfe_hub.evaluation.tao.evaluate`. See :func:`_tao_layout` for ``limit``, ``fps`` and ``protocol``."""
-    return _tao_layout("tao", Path(root), Path(ann_file) if ann_file else Path(root) / "annotations" / "validation.json",
+    default = Path(root) / "annotations" / "validation.json"
+    return _tao_layout("tao", Path(root), Path(ann_file) if ann_file else default,
                        tao_data.to_lvis_v1, lambda data, records: tao.evaluate(tao_data.TaoGroundTruth.load(data),
                                                                               records, progress=progress),
                        limit=limit, fps=fps, protocol=protocol)

@@ -197,9 +197,10 @@ def to_lvis_v1(data: Mapping[str, Any],
         by_video = {v["id"]: v for v in videos}
         images = [{**im, **{key: list(by_video[im["video_id"]][key]) for key in lists}} for im in data["images"]]
     except (KeyError, TypeError, IndexError) as e:
-        raise DatasetError(f"Cannot convert the TAO annotations to LVIS v1 ids: {type(e).__name__} {e} (a TAO file has "
-                           "categories with 'synset', videos with 'neg_category_ids' and 'not_exhaustive_category_ids', "
-                           "images with 'video_id', annotations and tracks with 'category_id').") from e
+        raise DatasetError(f"Cannot convert the TAO annotations to LVIS v1 ids: {type(e).__name__} {e} (a TAO file "
+                           "has categories with 'synset', videos with 'neg_category_ids' and "
+                           "'not_exhaustive_category_ids', images with 'video_id', annotations and tracks with "
+                           "'category_id').") from e
     image_sets: dict[int, set[Any]] = {}
     for a in annotations:
         image_sets.setdefault(a["category_id"], set()).add(a["image_id"])
