@@ -11,7 +11,7 @@ from PIL import Image
 
 from small_models import StandIn
 from vfe_hub.errors import DatasetError
-from vfe_hub.evaluation import tao_data
+from vfe_hub.evaluation import tao_amodal, tao_data
 from vfe_hub.registry import lvis_v1_categories
 
 V1 = {c["id"]: c for c in lvis_v1_categories()}
@@ -54,11 +54,13 @@ def _write_tao(root: Path) -> dict:
 
 class TrackOracle(StandIn):
     """Answers each annotated frame with its ground-truth tracks (LVIS v1 labels, the ground truth's track ids),
-    other frames with nothing; records the frame files it ran."""
+    other frames with nothing; records the frame files it ran. With ``amodal`` the boxes are also the amodal
+    boxes (TAO-Amodal scores those)."""
 
-    def __init__(self, data: dict) -> None:
+    def __init__(self, data: dict, amodal: bool = False) -> None:
         super().__init__()
-        v1 = tao_data.to_lvis_v1(data)
+        self.amodal = amodal
+        v1 = (tao_amodal.to_lvis_v1 if amodal else tao_data.to_lvis_v1)(data)
         self.truth: dict[str, list] = {}
         images = {im["id"]: im["file_name"] for im in v1["images"]}
         for a in v1["annotations"]:
@@ -73,7 +75,8 @@ class TrackOracle(StandIn):
             boxes = torch.tensor([[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)]).reshape(-1, 4)
             labels = torch.tensor([a["category_id"] - 1 for a in anns], dtype=torch.long)
             tracks = torch.tensor([a["track_id"] for a in anns], dtype=torch.long)
-            out.append(self.make_detections(frame, boxes, torch.ones(len(anns)), labels, track_ids=tracks))
+            out.append(self.make_detections(frame, boxes, torch.ones(len(anns)), labels, track_ids=tracks,
+                                            amodal_boxes=boxes if self.amodal else None))
         return out
 
 
@@ -125,3 +128,18 @@ def test_bad_arguments_are_named(tao_root, tmp_path):
         oracle.evaluate("tao_val", root=root, fps=0)
     with pytest.raises(DatasetError, match="validation.json does not exist; pass ann_file=<the tao annotation file>"):
         oracle.evaluate("tao_val", root=tmp_path)
+
+
+def test_tao_amodal_val_scores_the_amodal_boxes(tao_root, tmp_path):
+    """TAO-Amodal: the same frames, annotations with ``amodal_bbox`` and visibility under
+    ``amodal_annotations/``; a tracker answering the amodal boxes scores 1."""
+    root, data = tao_root
+    amodal = json.loads(json.dumps(data))
+    for a in amodal["annotations"]:
+        a["amodal_bbox"], a["visibility"], a["out_of_frame"] = a["bbox"], 0.5, False
+    (root / "amodal_annotations").mkdir(exist_ok=True)
+    (root / "amodal_annotations" / "validation.json").write_text(json.dumps(amodal))
+    oracle = TrackOracle(amodal, amodal=True)
+    metrics = oracle.evaluate("tao_amodal_val", root=root)
+    assert metrics["AP"] == pytest.approx(1.0, abs=1e-12) and metrics["track_AP"] == pytest.approx(1.0, abs=1e-12)
+    assert metrics["AP_PO"] == pytest.approx(1.0, abs=1e-12) and metrics["AP_HV"] == -1.0  # every box half visible
