@@ -114,6 +114,15 @@ def _weights(spec: ModelSpec) -> str:
     pinned = (f"at revision `{w.revision}`, sha256 {w.sha256 or 'checked against config.json and the Hub'}"
               if w.revision else "(not published yet: the commit and sha256 are pinned at publication)")
     originals = "\n".join(f"- {what}: {where}" for what, where in w.originals.items())
+    if w.unreleased:
+        return f"""**No weights are available.** {w.unreleased}
+
+What converts your own:
+
+{originals}
+
+Convert a checkpoint with `{conversion_command(spec)}`, then `vfe_hub.load("{spec.name}", weights="<out_dir>")`;
+without `weights=` a load fails with this explanation."""
     return f"""Converted weights: `{w.repo_id}` / `{w.filename}` {pinned}. {w.licence_note}
 
 The original release:

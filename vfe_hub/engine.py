@@ -25,9 +25,24 @@ from .structures import FrameInfo, ImageBatch
 
 
 def resized_size(height: int, width: int, rule: Preprocess) -> tuple[int, int]:
-    """``(h, w)`` after mmcv's keep-ratio rescale: ``s = min(max_size / long, min_size / short)``, ``int(x * s + 0.5)``."""
+    """``(h, w)`` after mmcv's keep-ratio rescale: ``s = min(max_size / long, min_size / short)``, ``int(x * s + 0.5)``;
+    or, for ``rule.style == "maskrcnn_benchmark"``, after that code base's ``Resize.get_size`` (see
+    :class:`~vfe_hub.registry.Preprocess`)."""
+    if rule.style == "maskrcnn_benchmark":
+        return _maskrcnn_benchmark_size(height, width, rule.min_size, rule.max_size)
     s = min(rule.max_size / max(height, width), rule.min_size / min(height, width))
     return int(height * s + 0.5), int(width * s + 0.5)
+
+
+def _maskrcnn_benchmark_size(height: int, width: int, size: int, max_size: int) -> tuple[int, int]:
+    short, long = float(min(height, width)), float(max(height, width))
+    if long / short * size > max_size:
+        size = int(round(max_size * short / long))
+    if min(height, width) == size:
+        return height, width
+    if width < height:
+        return int(size * height / width), size
+    return size, int(size * width / height)
 
 
 def padded_size(height: int, width: int, rule: Preprocess) -> tuple[int, int]:
@@ -60,7 +75,10 @@ def preprocess(frames: Sequence[Frame], rule: Preprocess, device: torch.device) 
     The frames must share one padded size (:func:`padded_size`; split a list with :func:`same_padding`): each is
     then padded exactly as it would be alone, so no frame's result depends on the others in the batch.
     The resize is torch's bilinear (half-pixel centres, no antialiasing), the sampling of the original's
-    ``cv2.INTER_LINEAR``; cv2's fixed-point uint8 arithmetic can differ by about one grey level.
+    ``cv2.INTER_LINEAR``; cv2's fixed-point uint8 arithmetic can differ by about one grey level. For
+    ``rule.style == "maskrcnn_benchmark"`` it is torch's antialiased bilinear rounded to 8 bits (PIL's
+    ``Image.resize(BILINEAR)``, up to one grey level of PIL's fixed-point arithmetic), then the channels are
+    reversed to BGR before the mean and std (given in BGR order) apply.
     Images of equal size are resized together; the result is zero-padded (after normalisation) at the bottom and
     right.
     """
@@ -84,7 +102,13 @@ def preprocess(frames: Sequence[Frame], rule: Preprocess, device: torch.device) 
         if pin:
             host = host.pin_memory()
         x = host.to(device, non_blocking=True).permute(0, 3, 1, 2).float()
-        x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
+        if rule.style == "maskrcnn_benchmark":
+            if (h, w) != tuple(x.shape[-2:]):
+                x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+                x = x.round().clamp(0, 255)
+            x = x.flip(1)  # BGR
+        else:
+            x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
         batch[index, :, :h, :w] = (x - mean) / std
     scales = [(w / im.shape[1], h / im.shape[0]) for (h, w), im in zip(sizes, images)]
     return ImageBatch(batch, sizes, scales, infos)

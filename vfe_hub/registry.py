@@ -36,7 +36,8 @@ class WeightsSpec:
     branch once it exists; the commit loaded is recorded in the results' provenance) and ``sha256=None`` (the
     download is checked against ``config.json`` and the Hub's LFS sha256); original-format files always name a
     commit. ``originals`` says where the original release can be downloaded (file -> place), for loads that fail
-    because the converted weights are not reachable.
+    because the converted weights are not reachable. ``unreleased`` says why no weights can be downloaded at all
+    (none were ever published): a load without ``weights=`` then fails with it at once.
     """
 
     repo_id: str
@@ -47,6 +48,7 @@ class WeightsSpec:
     size: int | None = None
     licence_note: str = ""
     originals: dict[str, str] = field(default_factory=dict)
+    unreleased: str = ""
 
     def __post_init__(self) -> None:
         if self.revision is None and self.format != "vfe_hub":
@@ -62,6 +64,11 @@ class Preprocess:
     to ``int(w * s + 0.5) x int(h * s + 0.5)`` (bilinear, small images are upscaled), normalised as
     ``(rgb - mean) / std`` on the 0-255 scale, then zero-padded at the bottom and right to a multiple of
     ``size_divisor``.
+
+    ``style="maskrcnn_benchmark"`` is that code base's pipeline instead: the short edge becomes ``min_size``, or
+    ``int(round(max_size * short / long))`` when the long edge would exceed ``max_size``, and the long edge
+    ``int(short' * long / short)`` (truncated); the resize is PIL's bilinear (antialiased when downscaling, rounded
+    to 8 bits); ``mean`` and ``std`` are then in **BGR** order, applied to ``bgr`` on the 0-255 scale.
     """
 
     max_size: int
@@ -69,6 +76,7 @@ class Preprocess:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     size_divisor: int
+    style: str = "mmcv"
 
 
 @dataclass(frozen=True)
@@ -135,6 +143,15 @@ _STPN_CITATION = """@inproceedings{sun2023stpn,
   booktitle = {IEEE/CVF International Conference on Computer Vision (ICCV)},
   year      = {2023}
 }"""
+
+_LST_CITATION = """@inproceedings{hu2020lst,
+  title     = {Learning to Segment the Tail},
+  author    = {Hu, Xinting and Jiang, Yi and Tang, Kaihua and Chen, Jingyuan and Miao, Chunyan and Zhang, Hanwang},
+  booktitle = {IEEE/CVF Conference on Computer Vision and Pattern Recognition (CVPR)},
+  year      = {2020}
+}"""
+
+_LST_CODE = "https://github.com/JoyHuYY1412/LST_LVIS"
 
 _DETPRO_CITATION = """@inproceedings{du2022detpro,
   title     = {Learning to Prompt for Open-Vocabulary Object Detection with Vision-Language Model},
@@ -208,6 +225,12 @@ def _amodal_expander_file(filename: str, sha256: str, size: int) -> WeightsSpec:
 def lvis_v1_categories() -> list[dict[str, Any]]:
     """LVIS v1's 1203 categories ``{"id", "name", "synset", "frequency"}`` by id (``vfe_hub/assets``)."""
     text = resources.files(__package__).joinpath("assets", "lvis_v1_categories.json").read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+def lvis_v05_categories() -> list[dict[str, Any]]:
+    """LVIS v0.5's 1230 categories ``{"id", "name", "synset", "frequency"}`` by id (``vfe_hub/assets``)."""
+    text = resources.files(__package__).joinpath("assets", "lvis_v05_categories.json").read_text(encoding="utf-8")
     return json.loads(text)
 
 
@@ -388,6 +411,56 @@ MODELS: dict[str, ModelSpec] = {
                     "text_encoder": {}},
             original_code="https://github.com/dyabel/detpro (mmdetection 2.7 fork)",
             tags=("open-vocabulary-detection", "instance-segmentation", "lvis", "mask-rcnn", "clip", "prompt-learning"),
+        ),
+        ModelSpec(
+            name="lst_r50_fpn_lvis05",
+            family="lst",
+            task="instance-segmentation",
+            summary=(
+                "LST (Learning to Segment the Tail): a Mask R-CNN R50-FPN with a cosine classifier and a box-to-mask "
+                "weight transfer, trained class-incrementally on LVIS v0.5 (270 frequent classes, then six steps "
+                "of 160 rarer ones); boxes and masks of the 1230 LVIS v0.5 classes. No trained weights were released."
+            ),
+            classes=tuple(c["name"] for c in lvis_v05_categories()),  # by id; the model's order comes with weights
+            weights=WeightsSpec(
+                repo_id="vfe-hub/lst_r50_fpn_lvis05",
+                filename="model.safetensors",
+                revision=None,
+                format="vfe_hub",
+                licence_note="The code is MIT-licensed (maskrcnn-benchmark's licence, kept by the LST fork).",
+                originals={
+                    "<checkpoint.pth> (a maskrcnn-benchmark checkpoint of any phase; none released)":
+                        f"trained with {_LST_CODE} (branch maskrcnn_base for the base phase, master for the six "
+                        f"incremental phases, get_distillation for the distillation targets)",
+                    "<lvis_sorted_id_all.json> (LST's class order)":
+                        f"{_LST_CODE}/blob/master/jupyter_notebook/lvis_sorted_id_all.json",
+                },
+                unreleased=(
+                    "no trained LST weights were ever released (not in JoyHuYY1412/LST_LVIS, its branches "
+                    f"maskrcnn_base and get_distillation, or its issues). The code that trains them is {_LST_CODE}."
+                ),
+            ),
+            preprocess=Preprocess(max_size=1333, min_size=800, mean=(102.9801, 115.9465, 122.7717),
+                                  std=(1.0, 1.0, 1.0), size_divisor=32, style="maskrcnn_benchmark"),
+            paper=Paper(
+                title="Learning to Segment the Tail",
+                url="https://arxiv.org/abs/2004.00900",
+                venue="CVPR 2020",
+                citation=_LST_CITATION,
+            ),
+            licence="mit",
+            datasets=("lvis_v05_val",),
+            metrics={},
+            metrics_note=(
+                "The paper's abstract reports, on LVIS v0.5 val (mask AP), +8.3 AP on the classes with fewer than "
+                "10 training instances and +2.0 AP over all 1230 classes against its Mask R-CNN R50-FPN baseline; "
+                "the absolute numbers of its tables were not confirmed here, so none are listed."
+            ),
+            temporal="none (image model)",
+            protocols={},
+            config={"num_classes": 1231, "proposals": 1000, "max_per_img": 300},
+            original_code=f"{_LST_CODE} (maskrcnn-benchmark fork)",
+            tags=("instance-segmentation", "long-tail", "incremental-learning", "lvis", "mask-rcnn"),
         ),
         ModelSpec(
             name="gtr_dr2101_tao",
