@@ -97,6 +97,7 @@ class LST(Detector):
         self._category_ids = list(range(1, num_classes))  # placeholders until weights with their class order load
         self._class_names = tuple(f"class_{i}" for i in self._category_ids)
         self.update_mask_filters()
+        self.register_load_state_dict_post_hook(lambda module, incompatible: module.update_mask_filters())
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -109,7 +110,7 @@ class LST(Detector):
 
     def update_mask_filters(self) -> None:
         """Compute the class mask filters ``(C, 256)`` = ``bbox2mask(classifier.weight)`` (the raw, unnormalised
-        classifier rows), in float32; done at construction and whenever weights load."""
+        classifier rows), in float32; done at construction and after every ``load_state_dict``."""
         if self.classifier.weight.is_meta:
             return
         with torch.no_grad():
@@ -129,8 +130,6 @@ class LST(Detector):
         super().load_weights(weights)
         names = {c["id"]: c["name"] for c in lvis_v05_categories()}
         self._category_ids, self._class_names = list(ids), tuple(names[i] for i in ids)
-        self.mask_filters = torch.zeros(len(ids) + 1, 256, device=self.classifier.weight.device)
-        self.update_mask_filters()
 
     # ------------------------------------------------------------------------------------------------ inference
 
