@@ -17,6 +17,7 @@ from safetensors import safe_open
 from torchvision.models.detection.roi_heads import paste_masks_in_image
 
 import vfe_hub
+from benchmark_layouts import CATEGORIES, write_lvis
 from media import photo
 from original_layouts import (MASKRCNN_BENCHMARK_CELL_ANCHORS, lst_layout, lst_state, random_state,
                               write_maskrcnn_benchmark_checkpoint)
@@ -142,7 +143,7 @@ def test_load_without_weights_says_none_were_released():
     with pytest.raises(WeightsNotFoundError) as e:
         vfe_hub.load(LST, device="cpu")
     message = str(e.value)
-    assert "no trained LST weights were ever released" in message
+    assert "No trained LST weights were ever released" in message
     assert "https://github.com/JoyHuYY1412/LST_LVIS" in message
     assert "--sorted-ids" in message and "weights=" in message
 
@@ -292,3 +293,25 @@ def test_weights_without_class_order_are_refused():
     with pytest.raises(WeightsNotFoundError, match="class order"):
         model.load_weights(LoadedWeights(model.state_dict(), {"weights": "x.safetensors"}, {}))
 
+
+
+@pytest.mark.slow
+def test_evaluate_on_lvis_v05_val(tmp_path):
+    """``evaluate("lvis_v05_val")``: LVIS v0.5 images named by COCO 2014 file names, found in the COCO 2017 folders;
+    boxes and masks scored, labels mapped to the weights' LVIS v0.5 ids."""
+    write_lvis(tmp_path)
+    data = json.loads((tmp_path / "annotations" / "lvis_v1_val.json").read_text())
+    for image in data["images"]:
+        folder = image.pop("coco_url").split("/")[-2].removesuffix("2017")
+        image["file_name"] = f"COCO_{folder}2014_{image['id']:012d}.jpg"
+    (tmp_path / "annotations" / "lvis_v0.5_val.json").write_text(json.dumps(data))
+    ids = [c["id"] for c in CATEGORIES]
+    model = lst_model(num_classes=len(ids) + 1)
+    model.load_weights(LoadedWeights(model.state_dict(), {"weights": "test"}, {"category_ids": ids}))
+    out = tmp_path / "results.json"
+    metrics = model.evaluate("lvis_v05_val", root=tmp_path, results_file=out)
+    assert {"AP", "APr", "APc", "APf", "mask_AP", "mask_APr"} <= set(metrics)
+    assert all(-1.0 <= v <= 1.0 for v in metrics.values())
+    records = json.loads(out.read_text())
+    assert {r["image_id"] for r in records} == {11, 4} and {r["category_id"] for r in records} <= set(ids)
+    assert len(records) == 2 * 20 and all("segmentation" in r for r in records)

@@ -98,6 +98,8 @@ class ModelSpec:
     prints them, with the metric names the evaluator returns (the evaluator returns fractions; mask metrics are
     prefixed ``mask_``); ``metrics_note`` says why numbers are missing where they are. ``architecture`` names the
     architecture when the spec is one of its weight variants (``<architecture>.<tag>``, see :class:`Variant`).
+    ``details`` (Markdown) describes the architecture and training for the model card, where the summary is too
+    short.
     """
 
     name: str
@@ -119,6 +121,7 @@ class ModelSpec:
     tags: tuple[str, ...] = ()
     architecture: str | None = None
     metrics_note: str = ""
+    details: str = ""
 
     def info(self) -> dict[str, Any]:
         """The spec as plain data (JSON-serialisable)."""
@@ -152,6 +155,41 @@ _LST_CITATION = """@inproceedings{hu2020lst,
 }"""
 
 _LST_CODE = "https://github.com/JoyHuYY1412/LST_LVIS"
+
+_LST_DETAILS = """\
+**Network** (maskrcnn-benchmark conventions; inference is the graph of the last training phase):
+
+- ResNet-50 with the stride in each block's first 1x1 conv and frozen batch norm **without eps**; FPN P2-P5 plus
+  P6 by max-pooling.
+- RPN: 3 anchors per cell (sizes 32-512, ratios 0.5/1/2; the base anchors are buffers of the checkpoint), per
+  level the 1000 best by sigmoid score, NMS 0.7, then the 1000 best per image.
+- Box head: RoIAlign 7x7 (sampling 2, not aligned), fc6 + ReLU, fc7 without ReLU. A **cosine classifier**:
+  `scale_cls` times the cosine of fc7 and each class's weight row (no bias), softmax over background + C. The
+  class-specific regressor (weights 10/10/5/5) reads ReLU(fc7). Every (box, class) with a score above 0 enters
+  class-wise NMS 0.5 (IoU with "+1" widths); 300 detections per image.
+- Mask head: RoIAlign 14x14 of the final boxes, 4 conv3x3 + ReLU, 2x2 deconv + ReLU (28x28). The logits of a class
+  are a 1x1 conv with that class's filter, made from its **raw** classifier row by the weight transfer `bbox2mask`
+  (Linear 1024-1024, LeakyReLU, Linear 1024-256, LeakyReLU; computed once when the weights load), plus
+  `MLP_mask`, a linear layer from the 256x28x28 features to one 28x28 map shared by all classes (157 M
+  parameters, about 630 MB in float32). Masks are pasted by maskrcnn-benchmark's `Masker` (one cell of padding,
+  threshold 0.5).
+- Input: PIL bilinear resize (short side 800, long side at most 1333, the long side truncated), BGR x 255 minus
+  the pixel mean (no std), padded to a multiple of 32.
+
+**Classes**: label k is the k-th id of LST's list of the 1230 LVIS v0.5 categories by decreasing training
+frequency (`lvis_sorted_id_all.json`, which travels with the converted weights); results carry LVIS v0.5
+category ids.
+
+**The seven phases** (class-incremental training): the base phase learns the 270 most frequent classes (271
+outputs with the background; branch `maskrcnn_base`); six incremental phases then add 160 rarer classes each
+(431, 591, 751, 911, 1071, 1231 outputs), with the whole ResNet frozen, the new classifier rows appended to the
+old ones, distillation of the previous phase's cosine similarities on old classes (branch `get_distillation`)
+and a balanced replay of old-class images. `vfe-hub convert` reads the number of classes from any phase's
+checkpoint; the card's numbers refer to the final 1231-class phase.
+
+**MLP_mask in float16** (`vfe-hub convert ... --fp16-mask`): the converted folder stores `MLP_mask`'s weight in
+float16 (about 315 MB instead of 630 MB); it is cast back to float32 when loaded. Measured on mask-head features
+of random weights (tests/test_lst.py): the mask logits move by at most a few 1e-4, mean under 1e-4."""
 
 _DETPRO_CITATION = """@inproceedings{du2022detpro,
   title     = {Learning to Prompt for Open-Vocabulary Object Detection with Vision-Language Model},
@@ -436,7 +474,7 @@ MODELS: dict[str, ModelSpec] = {
                         f"{_LST_CODE}/blob/master/jupyter_notebook/lvis_sorted_id_all.json",
                 },
                 unreleased=(
-                    "no trained LST weights were ever released (not in JoyHuYY1412/LST_LVIS, its branches "
+                    "No trained LST weights were ever released (not in JoyHuYY1412/LST_LVIS, its branches "
                     f"maskrcnn_base and get_distillation, or its issues). The code that trains them is {_LST_CODE}."
                 ),
             ),
@@ -460,6 +498,7 @@ MODELS: dict[str, ModelSpec] = {
             protocols={},
             config={"num_classes": 1231, "proposals": 1000, "max_per_img": 300},
             original_code=f"{_LST_CODE} (maskrcnn-benchmark fork)",
+            details=_LST_DETAILS,
             tags=("instance-segmentation", "long-tail", "incremental-learning", "lvis", "mask-rcnn"),
         ),
         ModelSpec(
