@@ -125,7 +125,8 @@ def test_base_phase_converts_with_its_class_order_and_fp16_mask(tmp_path):
 
 def test_fp16_mask_storage_changes_mask_logits_little():
     """The measured effect of storing MLP_mask in float16 (the model card quotes it): on mask features of the
-    scale the head produces, the logits move by a few 1e-4 at most, far below what changes a 0.5 threshold."""
+    scale the head produces, the logits move by under 1e-3 (mean under 2e-4); under one mask cell in 1,000 crosses
+    the 0.5 threshold."""
     model = vfe_hub.registry.get_spec(LST).build(num_classes=11)
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
@@ -136,7 +137,8 @@ def test_fp16_mask_storage_changes_mask_logits_little():
         model.mlp_mask.weight.copy_(model.mlp_mask.weight.half().float())
         half = model.mask_logits(features, labels)
     diff = (full - half).abs()
-    assert 0 < diff.max() < 2e-3 and diff.mean() < 3e-4
+    assert 0 < diff.max() < 1e-3 and diff.mean() < 2e-4 and full.abs().mean() > 0.5
+    assert ((full > 0) != (half > 0)).float().mean() < 1e-3
 
 
 def test_load_without_weights_says_none_were_released():

@@ -17,10 +17,10 @@ decoding (``x2 = ctr + w / 2 - 1``), clipping to ``W - 1``, NMS IoU, and the RoI
   sampling 2). ``pool_rois(legacy=True)`` on the inclusive corners is checked to take every RoI from the level of
   torchvision's ``LevelMapper``; the box and mask heads are then fed torchvision's RoIAlign of the edges
   (``pool_rois`` with its own level rule, which equals torchvision's but within 1e-6 of a level boundary);
-- output: maskrcnn-benchmark rescales a box's inclusive corners, torchvision its edges, so the final boxes equal
-  torchvision's plus one resized pixel in input pixels (``1 / scale``) at ``x2, y2``;
-- torchvision keeps RPN boxes of at least 1e-3 px and detections of at least 1e-2 px, maskrcnn-benchmark all (the
-  photograph fills the padded input, so no box is clipped to nothing) and cuts at the 100 best.
+- output: maskrcnn-benchmark rescales a box's inclusive corners, torchvision its edges, so ``detect``'s boxes plus
+  one resized pixel (``1 / scale`` input pixels) at ``x2, y2`` are torchvision's;
+- torchvision drops RPN boxes under 1e-3 px and detections under 1e-2 px, maskrcnn-benchmark none: the photograph
+  fills the input (nothing padded), so no box is clipped to nothing.
 
 Asserted (float32, CPU): the same 1000 proposals within 1e-2 px, the 100 detections' labels equal, scores within
 1e-5, boxes within 2e-3 px; 28x28 mask probabilities within 1e-3; masks pasted by ``paste_masks_padded`` equal to
