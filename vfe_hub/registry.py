@@ -78,6 +78,10 @@ class Preprocess:
     size_divisor: int
     style: str = "mmcv"
 
+    def __post_init__(self) -> None:
+        if self.style not in ("mmcv", "maskrcnn_benchmark"):
+            raise ValueError(f"Preprocess.style must be 'mmcv' or 'maskrcnn_benchmark', got {self.style!r}")
+
 
 @dataclass(frozen=True)
 class Paper:
