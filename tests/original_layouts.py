@@ -390,7 +390,8 @@ def lst_layout(num_classes: int = 1231) -> dict[str, tuple[int, ...]]:
                  "rpn.head.bbox_pred.weight": (12, 256, 1, 1), "rpn.head.bbox_pred.bias": (12,)})
     keys.update({f"rpn.anchor_generator.cell_anchors.{i}": (3, 4) for i in range(5)})
     r = "roi_heads."
-    keys.update({f"{r}box.feature_extractor.fc6.weight": (1024, 256 * 7 * 7), f"{r}box.feature_extractor.fc6.bias": (1024,),
+    keys.update({f"{r}box.feature_extractor.fc6.weight": (1024, 256 * 7 * 7),
+                 f"{r}box.feature_extractor.fc6.bias": (1024,),
                  f"{r}box.feature_extractor.fc7.weight": (1024, 1024), f"{r}box.feature_extractor.fc7.bias": (1024,),
                  f"{r}box.predictor.cls_score.weight": (num_classes, 1024),
                  f"{r}box.predictor.bbox_pred.weight": (4 * num_classes, 1024),

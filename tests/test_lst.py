@@ -196,7 +196,8 @@ def test_frozen_bn_without_eps():
     bn.running_var.copy_(torch.rand(64, generator=g) * 1e-4 + 1e-6)  # tiny variances: eps 1e-5 would matter
     x = torch.randn(2, 64, 5, 5, generator=g)
     scale = bn.weight.double() / bn.running_var.double().sqrt()
-    expected = x.double() * scale.view(1, -1, 1, 1) + (bn.bias.double() - bn.running_mean.double() * scale).view(1, -1, 1, 1)
+    shift = bn.bias.double() - bn.running_mean.double() * scale
+    expected = x.double() * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1)
     torch.testing.assert_close(bn(x).double(), expected, rtol=1e-5, atol=1e-4)
     assert net.layer2[0].conv1.stride == (2, 2) and net.layer2[0].conv2.stride == (1, 1)
 

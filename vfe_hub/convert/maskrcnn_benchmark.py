@@ -24,7 +24,8 @@ TABLE = RenameTable(
         (r"backbone\.body\.stem\.bn1\." + _BN, r"backbone.bn1.\1"),
         (r"backbone\.body\.(layer[1-4]\.\d+\.(?:conv[123]\.weight|bn[123]\." + _BN + r"|downsample\.0\.weight"
          r"|downsample\.1\." + _BN + "))", r"backbone.\1"),
-        *((rf"backbone\.fpn\.fpn_inner{k}\.(weight|bias)", rf"neck.lateral_convs.{k - 1}.conv.\1") for k in range(1, 5)),
+        *((rf"backbone\.fpn\.fpn_inner{k}\.(weight|bias)", rf"neck.lateral_convs.{k - 1}.conv.\1")
+          for k in range(1, 5)),
         *((rf"backbone\.fpn\.fpn_layer{k}\.(weight|bias)", rf"neck.fpn_convs.{k - 1}.conv.\1") for k in range(1, 5)),
         (r"rpn\.head\.(conv|cls_logits|bbox_pred)\.(weight|bias)", r"rpn.\1.\2"),
         (r"rpn\.anchor_generator\.cell_anchors\.(\d+)", r"cell_anchors.\1"),

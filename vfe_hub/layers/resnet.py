@@ -4,9 +4,9 @@
 the first 1x1 conv (the layout of MSRA's original Caffe models, and of mmdetection backbones trained with
 ``style='caffe'``). Parameter names are torchvision's in both styles (``conv1``, ``bn1``, ``layerN.i.conv{1,2,3}``,
 ``downsample.{0,1}``), so the style cannot be read from a checkpoint. ``bn_eps`` is the frozen batch norms' eps:
-``1e-5`` (mmdetection, torchvision) or ``0`` (maskrcnn-benchmark's ``FrozenBatchNorm2d``, ``w / sqrt(var)``). Unlike torchvision's
-``replace_stride_with_dilation``, a dilated stage dilates **every** block, as mmdetection does (the DC5 backbones of
-the video models depend on it).
+``1e-5`` (mmdetection, torchvision) or ``0`` (maskrcnn-benchmark's ``FrozenBatchNorm2d``, ``w / sqrt(var)``).
+Unlike torchvision's ``replace_stride_with_dilation``, a dilated stage dilates **every** block, as mmdetection does
+(the DC5 backbones of the video models depend on it).
 """
 from __future__ import annotations
 
