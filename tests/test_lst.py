@@ -33,7 +33,7 @@ from vfe_hub.layers.mask_head import paste_masks_padded
 from vfe_hub.layers.resnet import ResNet
 from vfe_hub.models.lst import read_sorted_ids
 from vfe_hub.registry import get_spec, lvis_v05_categories
-from vfe_hub.weights import LoadedWeights, empty_model
+from vfe_hub.weights import LoadedWeights, convert_checkpoint, empty_model
 
 LVIS_V05_IDS = [c["id"] for c in lvis_v05_categories()]
 
@@ -91,6 +91,8 @@ def test_sorted_ids_are_checked(tmp_path):
     bad.write_text(json.dumps(sorted_ids()[:-1] + [sorted_ids()[0]]))
     with pytest.raises(ConversionError, match="1230 LVIS v0.5 category ids"):
         read_sorted_ids(bad)
+    with pytest.raises(ConversionError, match="--sorted-ids lvis_sorted_id_all.json"):
+        convert_checkpoint(get_spec(LST), tmp_path / "model_final.pth")  # the class order is part of the model
 
 
 @pytest.mark.slow
