@@ -3,6 +3,7 @@
     python benchmarks/reproduce.py mamba_r101_dc5_vid --root data/ILSVRC2015 --device cuda [--limit 20]
     python benchmarks/reproduce.py detpro_r50_fpn_lvis1 --root data/coco --weights detpro_converted/ --device cuda
     python benchmarks/reproduce.py gtr_dr2101_tao --root data/tao --ann-file data/tao/annotations/validation.json
+    python benchmarks/reproduce.py lst_r50_fpn_lvis05 --root data/coco --weights lst_converted/ --device cuda
 
 Numbers are in percent. With --limit only the first N videos (ImageNet VID) or images (LVIS) are scored, so they
 are not comparable to the paper's full-set numbers (the table says so). LVIS rows give box and mask metrics.
@@ -41,6 +42,9 @@ def main() -> None:
           + (f", first {args.limit} videos/images only (not comparable to the paper)" if args.limit else ""))
     for name in args.models:
         spec = vfe_hub.registry.get_spec(name)
+        if spec.weights.unreleased and not args.weights:
+            print(f"\n{name}: skipped, {spec.weights.unreleased} Pass --weights with your own converted weights.")
+            continue
         model = vfe_hub.load(name, device=args.device, dtype=args.dtype, weights=args.weights)
         for dataset in spec.datasets:
             start = time.perf_counter()

@@ -346,3 +346,87 @@ def detpro_state(layout: dict[str, tuple[int, ...]], seed: int = 0) -> OrderedDi
         if key.startswith("roi_head.clip_model.") and clip_half_precision(key):
             state[key] = tensor.half()
     return state
+
+
+#: maskrcnn-benchmark's base anchors (``rpn.anchor_generator.cell_anchors.{level}``) of the LVIS FPN config
+#: (sizes 32-512, strides 4-64, ratios 0.5/1/2), as its ``generate_anchors`` computes them.
+MASKRCNN_BENCHMARK_CELL_ANCHORS = (
+    ((-22, -10, 25, 13), (-14, -14, 17, 17), (-10, -22, 13, 25)),
+    ((-40, -20, 47, 27), (-28, -28, 35, 35), (-20, -44, 27, 51)),
+    ((-84, -40, 99, 55), (-56, -56, 71, 71), (-36, -80, 51, 95)),
+    ((-164, -72, 195, 103), (-112, -112, 143, 143), (-76, -168, 107, 199)),
+    ((-332, -152, 395, 215), (-224, -224, 287, 287), (-148, -328, 211, 391)),
+)
+
+
+def lst_layout(num_classes: int = 1231) -> dict[str, tuple[int, ...]]:
+    """An LST checkpoint's ``model`` (maskrcnn-benchmark ``GeneralizedRCNN`` with LST's cosine predictor and
+    box-to-mask transfer, ``module.`` stripped): R-50-FPN with FrozenBN buffers, RPN with its anchor buffers, the
+    ``FPN2MLPCosineFeatureExtractor`` / ``FPNCosinePredictor`` box head, the mask head with ``MLP_mask`` and
+    ``bbox2mask``."""
+    b = "backbone.body."
+    keys: dict[str, tuple[int, ...]] = {f"{b}stem.conv1.weight": (64, 3, 7, 7)}
+    _frozen_bn(keys, f"{b}stem.bn1", 64)
+    in_c = 64
+    for i, n in enumerate(RESNET_BLOCKS[50]):
+        width, out = 64 * 2**i, 256 * 2**i
+        for k in range(n):
+            p = f"{b}layer{i + 1}.{k}."
+            keys[p + "conv1.weight"] = (width, in_c, 1, 1)
+            _frozen_bn(keys, p + "bn1", width)
+            keys[p + "conv2.weight"] = (width, width, 3, 3)
+            _frozen_bn(keys, p + "bn2", width)
+            keys[p + "conv3.weight"] = (out, width, 1, 1)
+            _frozen_bn(keys, p + "bn3", out)
+            if k == 0:
+                keys[p + "downsample.0.weight"] = (out, in_c, 1, 1)
+                _frozen_bn(keys, p + "downsample.1", out)
+            in_c = out
+    for k, c in enumerate((256, 512, 1024, 2048), start=1):
+        keys.update({f"backbone.fpn.fpn_inner{k}.weight": (256, c, 1, 1), f"backbone.fpn.fpn_inner{k}.bias": (256,),
+                     f"backbone.fpn.fpn_layer{k}.weight": (256, 256, 3, 3), f"backbone.fpn.fpn_layer{k}.bias": (256,)})
+    keys.update({"rpn.head.conv.weight": (256, 256, 3, 3), "rpn.head.conv.bias": (256,),
+                 "rpn.head.cls_logits.weight": (3, 256, 1, 1), "rpn.head.cls_logits.bias": (3,),
+                 "rpn.head.bbox_pred.weight": (12, 256, 1, 1), "rpn.head.bbox_pred.bias": (12,)})
+    keys.update({f"rpn.anchor_generator.cell_anchors.{i}": (3, 4) for i in range(5)})
+    r = "roi_heads."
+    keys.update({f"{r}box.feature_extractor.fc6.weight": (1024, 256 * 7 * 7),
+                 f"{r}box.feature_extractor.fc6.bias": (1024,),
+                 f"{r}box.feature_extractor.fc7.weight": (1024, 1024), f"{r}box.feature_extractor.fc7.bias": (1024,),
+                 f"{r}box.predictor.cls_score.weight": (num_classes, 1024),
+                 f"{r}box.predictor.bbox_pred.weight": (4 * num_classes, 1024),
+                 f"{r}box.predictor.bbox_pred.bias": (4 * num_classes,), f"{r}box.predictor.scale_cls": (1,)})
+    for k in range(1, 5):
+        keys.update({f"{r}mask.feature_extractor.mask_fcn{k}.weight": (256, 256, 3, 3),
+                     f"{r}mask.feature_extractor.mask_fcn{k}.bias": (256,)})
+    keys.update({f"{r}mask.predictor.conv5_mask.weight": (256, 256, 2, 2), f"{r}mask.predictor.conv5_mask.bias": (256,),
+                 f"{r}mask.predictor.MLP_mask.weight": (784, 256 * 28 * 28), f"{r}mask.predictor.MLP_mask.bias": (784,),
+                 f"{r}bbox2mask.0.weight": (1024, 1024), f"{r}bbox2mask.0.bias": (1024,),
+                 f"{r}bbox2mask.2.weight": (256, 1024), f"{r}bbox2mask.2.bias": (256,)})
+    return keys
+
+
+def lst_state(num_classes: int = 1231, seed: int = 0) -> OrderedDict[str, torch.Tensor]:
+    """Random tensors in :func:`lst_layout` with the real anchor buffers and ``scale_cls`` at its initial 10; RoI
+    head biases scaled down so that RoIs differ in score."""
+    state = random_state(lst_layout(num_classes), seed)
+    for i, anchors in enumerate(MASKRCNN_BENCHMARK_CELL_ANCHORS):
+        state[f"rpn.anchor_generator.cell_anchors.{i}"] = torch.tensor(anchors, dtype=torch.float32)
+    state["roi_heads.box.predictor.scale_cls"] = torch.full((1,), 10.0)
+    for key in state:
+        if key.startswith("roi_heads.box.") and key.endswith(".bias"):
+            state[key] = state[key] * 0.01
+    state["roi_heads.box.predictor.bbox_pred.weight"] *= 0.1
+    return state
+
+
+def write_maskrcnn_benchmark_checkpoint(path: Path, state: OrderedDict[str, torch.Tensor]) -> Path:
+    """Save like maskrcnn-benchmark's ``Checkpointer`` after distributed training: ``{"model", "optimizer",
+    "scheduler", "iteration"}``, model keys prefixed ``module.``."""
+    first = next(iter(state.values()))
+    torch.save({"model": OrderedDict((f"module.{k}", v) for k, v in state.items()),
+                "optimizer": {"state": {0: {"momentum_buffer": torch.zeros_like(first)}},
+                              "param_groups": [{"lr": 0.005, "momentum": 0.9, "params": [0]}]},
+                "scheduler": {"milestones": [60000, 80000], "gamma": 0.1, "last_epoch": 90000},
+                "iteration": 90000}, path)
+    return path

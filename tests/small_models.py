@@ -11,8 +11,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from original_layouts import (PickledConfig, clip_text_layout, detpro_layout, detpro_state, gtr_layout, mamba_layout,
-                              random_state, share_expander, stpn_layout, write_mmcv_checkpoint)
+from original_layouts import (PickledConfig, clip_text_layout, detpro_layout, detpro_state, gtr_layout, lst_state,
+                              mamba_layout, random_state, share_expander, stpn_layout, write_mmcv_checkpoint)
 from vfe_hub import cli
 from vfe_hub.convert import convert_state_dict, table_for
 from vfe_hub.models.detpro import ORIGINAL_FORMAT
@@ -147,6 +147,22 @@ def serve_amodal_release(hub, monkeypatch, tmp_path, name: str, seed: int) -> st
     return commit
 
 
+LST = "lst_r50_fpn_lvis05"
+#: maskrcnn-benchmark's input pipeline at the small size
+LST_SMALL = Preprocess(max_size=320, min_size=192, mean=(102.9801, 115.9465, 122.7717), std=(1.0, 1.0, 1.0),
+                       size_divisor=32, style="maskrcnn_benchmark")
+
+
+def lst_model(seed: int = 0, num_classes: int = 1231):
+    """LST with random weights in a maskrcnn-benchmark checkpoint's layout (the real anchor buffers), converted
+    strictly, at the small input size with :data:`FAST` proposal counts."""
+    model = dataclasses.replace(get_spec(LST), preprocess=LST_SMALL).build(num_classes=num_classes, **FAST)
+    state, _ = convert_state_dict(lst_state(num_classes, seed), table_for("maskrcnn_benchmark"),
+                                  {k: v.shape for k, v in model.state_dict().items()})
+    model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
 def small_model(name: str, seed: int = 0):
     """Every registered model (or architecture), with random weights in its released layout, at a small input
     size."""
@@ -155,6 +171,8 @@ def small_model(name: str, seed: int = 0):
         return video_model(name, seed)
     if name == DETPRO:
         return detpro_model(seed)
+    if name == LST:
+        return lst_model(seed)
     if name in (GTR, AMODAL):  # random weights track nothing: with tracks of one detection kept, the paper
         return gtr_model(seed, name=name, min_track_len=1)  # protocol reports them
     raise KeyError(f"{name} has no small test model yet: add one to tests/small_models.py")

@@ -75,6 +75,15 @@ def _name_from_folder(weights: str | os.PathLike | None) -> str:
     return read_config(config, required=("name",))["name"]
 
 
+def _folder_config(weights: str | os.PathLike | None) -> dict[str, Any]:
+    """The network config recorded in a vfe_hub folder's ``config.json`` (e.g. the number of classes of a converted
+    checkpoint), or ``{}``; explicit overrides take precedence."""
+    config = Path(weights) / CONFIG_NAME if weights is not None else None
+    if config is None or not config.is_file():
+        return {}
+    return dict(read_config(config).get("config", {}))
+
+
 def _check_overrides(spec: ModelSpec, overrides: dict[str, Any]) -> None:
     unknown = sorted(set(overrides) - set(spec.config))
     if unknown:
@@ -100,6 +109,7 @@ def load(name: str | None = None, *, device: torch.device | str | None = None, d
     """
     spec = get_spec(name if name is not None else _name_from_folder(weights))
     _check_overrides(spec, overrides)
+    overrides = {**{k: v for k, v in _folder_config(weights).items() if k in spec.config}, **overrides}
     device, dtype = resolve_device(device), _dtype(dtype, spec.dtypes)
     model = weights_mod.empty_model(spec, **overrides)
     if vocabulary is not None and not model.open_vocabulary:

@@ -7,7 +7,7 @@ from .registry import ModelSpec
 from .weights import conversion_command
 
 _DATASET_NAMES = {"imagenet_vid": "ImageNet VID (val)", "lvis_v1_val": "LVIS v1 (val)", "tao_val": "TAO (val)",
-                  "tao_amodal_val": "TAO-Amodal (val)"}
+                  "tao_amodal_val": "TAO-Amodal (val)", "lvis_v05_val": "LVIS v0.5 (val)"}
 #: the tasks whose results carry track ids
 TRACKING_TASKS = ("multi-object-tracking", "amodal-tracking")
 
@@ -20,7 +20,9 @@ def readme_table(specs: list[ModelSpec]) -> str:
                            for d, m in spec.metrics.items()) or "not published (see the card)"
         w = spec.weights
         revision = w.revision or "(to be published)"
-        rows.append(f"| `{spec.name}` | {spec.task} | {metric} | `{w.repo_id}` `{w.filename}` @ `{revision}` |")
+        weights = ("none released: convert your own (see the card)" if w.unreleased
+                   else f"`{w.repo_id}` `{w.filename}` @ `{revision}`")
+        rows.append(f"| `{spec.name}` | {spec.task} | {metric} | {weights} |")
     return "\n".join(rows)
 
 
@@ -78,6 +80,7 @@ results[0].plot().save("frame0.jpg")
 Or `torch.hub.load("<repo>", "{spec.name}")`, `vfe_hub.pipeline("{spec.task}", model="{spec.name}")`,
 `vfe-hub predict {spec.name} clip.mp4`."""
     vocabulary = ', vocabulary=["zebra", "teapot", "kite"]' if spec.task == "open-vocabulary-detection" else ""
+    vocabulary += ', weights="<out_dir>"' if spec.weights.unreleased else ""  # a folder of converted own weights
     return f"""```python
 import vfe_hub
 
@@ -114,6 +117,15 @@ def _weights(spec: ModelSpec) -> str:
     pinned = (f"at revision `{w.revision}`, sha256 {w.sha256 or 'checked against config.json and the Hub'}"
               if w.revision else "(not published yet: the commit and sha256 are pinned at publication)")
     originals = "\n".join(f"- {what}: {where}" for what, where in w.originals.items())
+    if w.unreleased:
+        return f"""**No weights are available.** {w.unreleased}
+
+What converts your own:
+
+{originals}
+
+Convert a checkpoint with `{conversion_command(spec)}`, then `vfe_hub.load("{spec.name}", weights="<out_dir>")`;
+without `weights=` a load fails with this explanation."""
     return f"""Converted weights: `{w.repo_id}` / `{w.filename}` {pinned}. {w.licence_note}
 
 The original release:
@@ -156,6 +168,7 @@ def render(spec: ModelSpec) -> str:
 | dataset | metric | paper |
 |---|---|---|
 {metric_rows}""" if spec.metrics else spec.metrics_note)
+    details = f"\n## Model\n\n{spec.details}\n" if spec.details else ""
     return f"""---
 {yaml.safe_dump(front_matter(spec), sort_keys=False).strip()}
 ---
@@ -165,7 +178,7 @@ def render(spec: ModelSpec) -> str:
 {spec.summary}
 
 Paper: [{spec.paper.title}]({spec.paper.url}) ({spec.paper.venue}). Original code: {spec.original_code}.
-
+{details}
 ## Usage
 
 {_usage(spec)}

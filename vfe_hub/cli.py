@@ -176,7 +176,8 @@ def _convert(args: argparse.Namespace) -> None:
 
     spec = get_spec(args.name)
     checkpoint = Path(args.checkpoint)
-    inputs = {k: getattr(args, k) for k in ("embeddings", "categories", "contexts") if getattr(args, k)}
+    inputs = {k: getattr(args, k) for k in ("embeddings", "categories", "contexts", "sorted_ids", "fp16_mask")
+              if getattr(args, k)}
     converted = convert_checkpoint(spec, checkpoint, **inputs)
     config = {"name": spec.name, "family": spec.family, "config": spec.config, **converted.config,
               "source": {"file": checkpoint.name, "sha256": hub.sha256_of(checkpoint), "format": converted.format}}
@@ -374,6 +375,10 @@ def parser() -> argparse.ArgumentParser:
                                         "are read")
     s.add_argument("--contexts", nargs="+", help="DetPro (optional): learned prompt contexts (*_prompt.pth), used to "
                                                  "embed custom vocabularies with DetPro's prompts")
+    s.add_argument("--sorted-ids", help="LST: the frequency-sorted LVIS v0.5 category ids of its classes "
+                                        "(lvis_sorted_id_all.json)")
+    s.add_argument("--fp16-mask", action="store_true", help="LST (optional): store MLP_mask (about 630 MB in float32) "
+                                                            "in float16; see the model card for the output difference")
 
     s = command("publish", _publish, "upload a vfe_hub folder to a Hugging Face Hub repo",
                 "vfe-hub publish out/ you/mamba_r101_dc5_vid")

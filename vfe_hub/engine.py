@@ -25,9 +25,24 @@ from .structures import FrameInfo, ImageBatch
 
 
 def resized_size(height: int, width: int, rule: Preprocess) -> tuple[int, int]:
-    """``(h, w)`` after mmcv's keep-ratio rescale: ``s = min(max_size / long, min_size / short)``, ``int(x * s + 0.5)``."""
+    """``(h, w)`` after mmcv's keep-ratio rescale: ``s = min(max_size / long, min_size / short)``, ``int(x * s + 0.5)``;
+    or, for ``rule.style == "maskrcnn_benchmark"``, after that code base's ``Resize.get_size`` (see
+    :class:`~vfe_hub.registry.Preprocess`)."""
+    if rule.style == "maskrcnn_benchmark":
+        return _maskrcnn_benchmark_size(height, width, rule.min_size, rule.max_size)
     s = min(rule.max_size / max(height, width), rule.min_size / min(height, width))
     return int(height * s + 0.5), int(width * s + 0.5)
+
+
+def _maskrcnn_benchmark_size(height: int, width: int, size: int, max_size: int) -> tuple[int, int]:
+    short, long = float(min(height, width)), float(max(height, width))
+    if long / short * size > max_size:
+        size = int(round(max_size * short / long))
+    if min(height, width) == size:
+        return height, width
+    if width < height:
+        return int(size * height / width), size
+    return size, int(size * width / height)
 
 
 def padded_size(height: int, width: int, rule: Preprocess) -> tuple[int, int]:
@@ -60,7 +75,9 @@ def preprocess(frames: Sequence[Frame], rule: Preprocess, device: torch.device) 
     The frames must share one padded size (:func:`padded_size`; split a list with :func:`same_padding`): each is
     then padded exactly as it would be alone, so no frame's result depends on the others in the batch.
     The resize is torch's bilinear (half-pixel centres, no antialiasing), the sampling of the original's
-    ``cv2.INTER_LINEAR``; cv2's fixed-point uint8 arithmetic can differ by about one grey level.
+    ``cv2.INTER_LINEAR``; cv2's fixed-point uint8 arithmetic can differ by about one grey level. For
+    ``rule.style == "maskrcnn_benchmark"`` it is PIL's ``Image.resize(BILINEAR)`` (:func:`pil_bilinear`), then the
+    channels are reversed to BGR before the mean and std (given in BGR order) apply.
     Images of equal size are resized together; the result is zero-padded (after normalisation) at the bottom and
     right.
     """
@@ -83,11 +100,33 @@ def preprocess(frames: Sequence[Frame], rule: Preprocess, device: torch.device) 
         host = torch.from_numpy(np.stack([images[i] for i in index]))
         if pin:
             host = host.pin_memory()
-        x = host.to(device, non_blocking=True).permute(0, 3, 1, 2).float()
-        x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
+        x = host.to(device, non_blocking=True).permute(0, 3, 1, 2)
+        if rule.style == "maskrcnn_benchmark":
+            x = pil_bilinear(x, (h, w)).float().flip(1)  # BGR
+        else:
+            x = F.interpolate(x.float(), size=(h, w), mode="bilinear", align_corners=False)
         batch[index, :, :h, :w] = (x - mean) / std
     scales = [(w / im.shape[1], h / im.shape[0]) for (h, w), im in zip(sizes, images)]
     return ImageBatch(batch, sizes, scales, infos)
+
+
+def pil_bilinear(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``images (B, C, H, W)`` uint8 resized to ``size = (h, w)`` as PIL's ``Image.resize(BILINEAR)``: triangle
+    filter widened by the scale when downscaling (antialiasing), 8-bit results.
+
+    On the CPU this is torch's uint8 antialiased kernel, which follows PIL's fixed-point arithmetic (measured: one
+    pixel in 10,000 differs by one grey level). Other devices have no such kernel: there the two separable passes
+    run in float, horizontal first, each rounded to 8 bits as PIL's are (about one pixel in 1,000 differs by one
+    grey level, a few in 100 for strongly anisotropic scales).
+    """
+    if tuple(images.shape[-2:]) == tuple(size):
+        return images
+    if images.device.type == "cpu":
+        return F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=True)
+    x = images.float()
+    for step in ((x.shape[-2], size[1]), size):
+        x = F.interpolate(x, size=step, mode="bilinear", align_corners=False, antialias=True).round().clamp(0, 255)
+    return x.to(torch.uint8)
 
 
 def batches(frames: Sequence[Frame], rule: Preprocess, device: torch.device, *,

@@ -36,7 +36,8 @@ class WeightsSpec:
     branch once it exists; the commit loaded is recorded in the results' provenance) and ``sha256=None`` (the
     download is checked against ``config.json`` and the Hub's LFS sha256); original-format files always name a
     commit. ``originals`` says where the original release can be downloaded (file -> place), for loads that fail
-    because the converted weights are not reachable.
+    because the converted weights are not reachable. ``unreleased`` says why no weights can be downloaded at all
+    (none were ever published): a load without ``weights=`` then fails with it at once.
     """
 
     repo_id: str
@@ -47,6 +48,7 @@ class WeightsSpec:
     size: int | None = None
     licence_note: str = ""
     originals: dict[str, str] = field(default_factory=dict)
+    unreleased: str = ""
 
     def __post_init__(self) -> None:
         if self.revision is None and self.format != "vfe_hub":
@@ -62,6 +64,11 @@ class Preprocess:
     to ``int(w * s + 0.5) x int(h * s + 0.5)`` (bilinear, small images are upscaled), normalised as
     ``(rgb - mean) / std`` on the 0-255 scale, then zero-padded at the bottom and right to a multiple of
     ``size_divisor``.
+
+    ``style="maskrcnn_benchmark"`` is that code base's pipeline instead: the short edge becomes ``min_size``, or
+    ``int(round(max_size * short / long))`` when the long edge would exceed ``max_size``, and the long edge
+    ``int(short' * long / short)`` (truncated); the resize is PIL's bilinear (antialiased when downscaling, rounded
+    to 8 bits); ``mean`` and ``std`` are then in **BGR** order, applied to ``bgr`` on the 0-255 scale.
     """
 
     max_size: int
@@ -69,6 +76,11 @@ class Preprocess:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     size_divisor: int
+    style: str = "mmcv"
+
+    def __post_init__(self) -> None:
+        if self.style not in ("mmcv", "maskrcnn_benchmark"):
+            raise ValueError(f"Preprocess.style must be 'mmcv' or 'maskrcnn_benchmark', got {self.style!r}")
 
 
 @dataclass(frozen=True)
@@ -90,6 +102,8 @@ class ModelSpec:
     prints them, with the metric names the evaluator returns (the evaluator returns fractions; mask metrics are
     prefixed ``mask_``); ``metrics_note`` says why numbers are missing where they are. ``architecture`` names the
     architecture when the spec is one of its weight variants (``<architecture>.<tag>``, see :class:`Variant`).
+    ``details`` (Markdown) describes the architecture and training for the model card, where the summary is too
+    short.
     """
 
     name: str
@@ -111,6 +125,7 @@ class ModelSpec:
     tags: tuple[str, ...] = ()
     architecture: str | None = None
     metrics_note: str = ""
+    details: str = ""
 
     def info(self) -> dict[str, Any]:
         """The spec as plain data (JSON-serialisable)."""
@@ -135,6 +150,52 @@ _STPN_CITATION = """@inproceedings{sun2023stpn,
   booktitle = {IEEE/CVF International Conference on Computer Vision (ICCV)},
   year      = {2023}
 }"""
+
+_LST_CITATION = """@inproceedings{hu2020lst,
+  title     = {Learning to Segment the Tail},
+  author    = {Hu, Xinting and Jiang, Yi and Tang, Kaihua and Chen, Jingyuan and Miao, Chunyan and Zhang, Hanwang},
+  booktitle = {IEEE/CVF Conference on Computer Vision and Pattern Recognition (CVPR)},
+  year      = {2020}
+}"""
+
+_LST_CODE = "https://github.com/JoyHuYY1412/LST_LVIS"
+
+_LST_DETAILS = """\
+**Network** (maskrcnn-benchmark conventions; inference is the graph of the last training phase):
+
+- ResNet-50 with the stride in each block's first 1x1 conv and frozen batch norm **without eps**; FPN P2-P5 plus
+  P6 by max-pooling.
+- RPN: 3 anchors per cell (sizes 32-512, ratios 0.5/1/2; the base anchors are buffers of the checkpoint), per
+  level the 1000 best by sigmoid score, NMS 0.7, then the 1000 best per image.
+- Box head: RoIAlign 7x7 (sampling 2, not aligned), fc6 + ReLU, fc7 without ReLU. A **cosine classifier**:
+  `scale_cls` times the cosine of fc7 and each class's weight row (no bias), softmax over background + C. The
+  class-specific regressor (weights 10/10/5/5) reads ReLU(fc7). Every (box, class) with a score above 0 enters
+  class-wise NMS 0.5 (IoU with "+1" widths); 300 detections per image.
+- Mask head: RoIAlign 14x14 of the final boxes, 4 conv3x3 + ReLU, 2x2 deconv + ReLU (28x28). The logits of a class
+  are a 1x1 conv with that class's filter, made from its **raw** classifier row by the weight transfer `bbox2mask`
+  (Linear 1024-1024, LeakyReLU, Linear 1024-256, LeakyReLU; computed once when the weights load), plus
+  `MLP_mask`, a linear layer from the 256x28x28 features to one 28x28 map shared by all classes (157 M
+  parameters, about 630 MB in float32). Masks are pasted by maskrcnn-benchmark's `Masker` (one cell of padding,
+  threshold 0.5).
+- Input: PIL bilinear resize (short side 800, long side at most 1333, the long side truncated), BGR x 255 minus
+  the pixel mean (no std), padded to a multiple of 32.
+
+**Classes**: label k is the k-th id of LST's list of the 1230 LVIS v0.5 categories by decreasing training
+frequency (`lvis_sorted_id_all.json`, which travels with the converted weights); results carry LVIS v0.5
+category ids.
+
+**The seven phases** (class-incremental training): the base phase learns the 270 most frequent classes (271
+outputs with the background; branch `maskrcnn_base`); six incremental phases then add 160 rarer classes each
+(431, 591, 751, 911, 1071, 1231 outputs), with the whole ResNet frozen, the new classifier rows appended to the
+old ones, distillation of the previous phase's cosine similarities on old classes (branch `get_distillation`)
+and a balanced replay of old-class images. `vfe-hub convert` reads the number of classes from any phase's
+checkpoint; the card's numbers refer to the final 1231-class phase.
+
+**MLP_mask in float16** (`vfe-hub convert ... --fp16-mask`): the converted folder stores `MLP_mask`'s weight in
+float16 (about 315 MB instead of 630 MB); it is cast back to float32 when loaded. Measured with random weights of
+the trained scale on 64 RoIs of ReLU features (`test_fp16_mask_storage_changes_mask_logits_little`): the mask
+logits (mean magnitude 0.83) move by at most 6e-4 (mean 1.2e-4), the probabilities by at most 1.4e-4, and one
+28x28 mask cell in 10,000 crosses the 0.5 threshold. Measure it again on trained weights before relying on it."""
 
 _DETPRO_CITATION = """@inproceedings{du2022detpro,
   title     = {Learning to Prompt for Open-Vocabulary Object Detection with Vision-Language Model},
@@ -208,6 +269,12 @@ def _amodal_expander_file(filename: str, sha256: str, size: int) -> WeightsSpec:
 def lvis_v1_categories() -> list[dict[str, Any]]:
     """LVIS v1's 1203 categories ``{"id", "name", "synset", "frequency"}`` by id (``vfe_hub/assets``)."""
     text = resources.files(__package__).joinpath("assets", "lvis_v1_categories.json").read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+def lvis_v05_categories() -> list[dict[str, Any]]:
+    """LVIS v0.5's 1230 categories ``{"id", "name", "synset", "frequency"}`` by id (``vfe_hub/assets``)."""
+    text = resources.files(__package__).joinpath("assets", "lvis_v05_categories.json").read_text(encoding="utf-8")
     return json.loads(text)
 
 
@@ -388,6 +455,57 @@ MODELS: dict[str, ModelSpec] = {
                     "text_encoder": {}},
             original_code="https://github.com/dyabel/detpro (mmdetection 2.7 fork)",
             tags=("open-vocabulary-detection", "instance-segmentation", "lvis", "mask-rcnn", "clip", "prompt-learning"),
+        ),
+        ModelSpec(
+            name="lst_r50_fpn_lvis05",
+            family="lst",
+            task="instance-segmentation",
+            summary=(
+                "LST (Learning to Segment the Tail): a Mask R-CNN R50-FPN with a cosine classifier and a box-to-mask "
+                "weight transfer, trained class-incrementally on LVIS v0.5 (270 frequent classes, then six steps "
+                "of 160 rarer ones); boxes and masks of the 1230 LVIS v0.5 classes. No trained weights were released."
+            ),
+            classes=tuple(c["name"] for c in lvis_v05_categories()),  # by id; the model's order comes with weights
+            weights=WeightsSpec(
+                repo_id="vfe-hub/lst_r50_fpn_lvis05",
+                filename="model.safetensors",
+                revision=None,
+                format="vfe_hub",
+                licence_note="The code is MIT-licensed (maskrcnn-benchmark's licence, kept by the LST fork).",
+                originals={
+                    "<checkpoint.pth> (a maskrcnn-benchmark checkpoint of any phase; none released)":
+                        f"trained with {_LST_CODE} (branch maskrcnn_base for the base phase, master for the six "
+                        f"incremental phases, get_distillation for the distillation targets)",
+                    "<lvis_sorted_id_all.json> (LST's class order)":
+                        f"{_LST_CODE}/blob/master/jupyter_notebook/lvis_sorted_id_all.json",
+                },
+                unreleased=(
+                    "No trained LST weights were ever released (not in JoyHuYY1412/LST_LVIS, its branches "
+                    f"maskrcnn_base and get_distillation, or its issues). The code that trains them is {_LST_CODE}."
+                ),
+            ),
+            preprocess=Preprocess(max_size=1333, min_size=800, mean=(102.9801, 115.9465, 122.7717),
+                                  std=(1.0, 1.0, 1.0), size_divisor=32, style="maskrcnn_benchmark"),
+            paper=Paper(
+                title="Learning to Segment the Tail",
+                url="https://arxiv.org/abs/2004.00900",
+                venue="CVPR 2020",
+                citation=_LST_CITATION,
+            ),
+            licence="mit",
+            datasets=("lvis_v05_val",),
+            metrics={},
+            metrics_note=(
+                "The paper's abstract reports, on LVIS v0.5 val (mask AP), +8.3 AP on the classes with fewer than "
+                "10 training instances and +2.0 AP over all 1230 classes against its Mask R-CNN R50-FPN baseline; "
+                "the absolute numbers of its tables were not confirmed here, so none are listed."
+            ),
+            temporal="none (image model)",
+            protocols={},
+            config={"num_classes": 1231, "proposals": 1000, "max_per_img": 300},
+            original_code=f"{_LST_CODE} (maskrcnn-benchmark fork)",
+            details=_LST_DETAILS,
+            tags=("instance-segmentation", "long-tail", "incremental-learning", "lvis", "mask-rcnn"),
         ),
         ModelSpec(
             name="gtr_dr2101_tao",

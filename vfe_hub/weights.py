@@ -201,6 +201,10 @@ def resolve(spec: ModelSpec, expected: Shapes, *, weights: str | os.PathLike | N
     otherwise ``weights`` is a vfe_hub folder, a ``.safetensors`` file or an original checkpoint converted on the
     fly.
     """
+    if weights is None and spec.weights.unreleased:
+        raise WeightsNotFoundError(f"{spec.name}: {spec.weights.unreleased} To use your own: "
+                                   f"`{conversion_command(spec)}`, then vfe_hub.load({spec.name!r}, "
+                                   f"weights=\"<out_dir>\").")
     if weights is None:
         loaded = _from_hub(spec, expected, revision, progress)
     else:

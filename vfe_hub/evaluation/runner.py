@@ -193,10 +193,22 @@ def _lvis_v1(*, root: str | os.PathLike, ann_file: str | os.PathLike | None = No
     models with masks, the mask metrics prefixed ``mask_``. The model's ``category_ids`` map its labels to LVIS
     category ids.
     """
-    root = Path(root)
-    ann_file = Path(ann_file) if ann_file else root / "annotations" / "lvis_v1_val.json"
+    return _lvis("lvis_v1", "lvis_v1_val.json", Path(root), ann_file, limit, progress)
+
+
+def _lvis_v05(*, root: str | os.PathLike, ann_file: str | os.PathLike | None = None, limit: int | None = None,
+              progress: bool | None = None) -> Benchmark:
+    """LVIS v0.5 val, as :func:`_lvis_v1` with ``ann_file`` defaulting to ``<root>/annotations/lvis_v0.5_val.json``
+    (5000 COCO 2017 val images; the evaluation rules of LVIS v0.5 and v1 are the same: 300 detections per image,
+    APr/APc/APf by the categories' frequency in the file). The model's ``category_ids`` are LVIS v0.5 ids."""
+    return _lvis("lvis_v05", "lvis_v0.5_val.json", Path(root), ann_file, limit, progress)
+
+
+def _lvis(name: str, default_file: str, root: Path, ann_file: str | os.PathLike | None, limit: int | None,
+          progress: bool | None) -> Benchmark:
+    ann_file = Path(ann_file) if ann_file else root / "annotations" / default_file
     if not ann_file.is_file():
-        raise DatasetError(f"{ann_file} is missing: pass ann_file=<lvis_v1_val.json> (from lvisdataset.org) or "
+        raise DatasetError(f"{ann_file} is missing: pass ann_file=<{default_file}> (from lvisdataset.org) or "
                            f"put it under <root>/annotations/.")
     gt = _lvis_subset(ann_file, limit)
     sequences = [FrameSequence(str(path), ((int(i), str(path)),))
@@ -205,8 +217,8 @@ def _lvis_v1(*, root: str | os.PathLike, ann_file: str | os.PathLike | None = No
     def check_files() -> None:
         missing = [seq.source for seq in sequences if not os.path.isfile(seq.source)]
         if missing:
-            raise DatasetError(f"{len(missing)} LVIS images are missing under {root}, e.g. {missing[0]}; LVIS v1 "
-                               f"val needs COCO 2017 train2017/ and val2017/ under root.")
+            raise DatasetError(f"{len(missing)} LVIS images are missing under {root}, e.g. {missing[0]}; "
+                               f"{default_file} needs the COCO images (train2017/ and val2017/) under root.")
 
     def score(records: list[dict]) -> dict[str, float]:
         metrics = lvis.evaluate(gt, records, iou_type="bbox", max_dets=300, progress=progress)
@@ -215,7 +227,7 @@ def _lvis_v1(*, root: str | os.PathLike, ann_file: str | os.PathLike | None = No
             metrics.update({f"mask_{k}": v for k, v in segm.items()})
         return metrics
 
-    return Benchmark("lvis_v1", sequences, score, check_files, vocabulary="LVIS")
+    return Benchmark(name, sequences, score, check_files, vocabulary="LVIS")
 
 
 def _tao(*, root: str | os.PathLike, ann_file: str | os.PathLike | None = None, limit: int | None = None,
@@ -306,10 +318,12 @@ def _tao_layout(name: str, root: Path, ann_file: Path, convert: Callable[[dict],
     return Benchmark(name, sequences, lambda records: score(data, records), check_files, {"protocol": protocol})
 
 
-DATASETS = {"imagenet_vid": _imagenet_vid, "lvis_v1": _lvis_v1, "tao": _tao, "tao_amodal": _tao_amodal}
+DATASETS = {"imagenet_vid": _imagenet_vid, "lvis_v1": _lvis_v1, "lvis_v05": _lvis_v05, "tao": _tao,
+            "tao_amodal": _tao_amodal}
 #: what each dataset's ``root`` is
 ROOTS = {"imagenet_vid": "the ILSVRC folder, with Data/VID/<video>/ frames (and Annotations/VID/ without ann_file)",
          "lvis_v1": "the COCO 2017 folder, with train2017/ and val2017/ (and annotations/lvis_v1_val.json)",
+         "lvis_v05": "the COCO 2017 folder, with train2017/ and val2017/ (and annotations/lvis_v0.5_val.json)",
          "tao": "the TAO folder, with frames/<split>/<source>/<video>/ (and annotations/validation.json)",
          "tao_amodal": "the TAO-Amodal folder, with TAO's frames/ (and amodal_annotations/validation.json)"}
 
@@ -342,7 +356,7 @@ def evaluate_model(model: Detector, dataset: str, *, batch_size: int = 1, progre
                    results_file: str | os.PathLike | None = None, shard: tuple[int, int] | None = None,
                    out_dir: str | os.PathLike | None = None, **kwargs: Any) -> dict[str, float]:
     """Score ``model`` on ``dataset`` (``"imagenet_vid"``: :func:`_imagenet_vid`; ``"lvis_v1_val"``:
-    :func:`_lvis_v1`; ``"tao_val"``: :func:`_tao`; ``"tao_amodal_val"``: :func:`_tao_amodal`; see them for the other
+    :func:`_lvis_v1`; ``"lvis_v05_val"``: :func:`_lvis_v05`; ``"tao_val"``: :func:`_tao`; ``"tao_amodal_val"``: :func:`_tao_amodal`; see them for the other
     arguments).
 
     ``results_file`` receives the COCO-style results (sorted by image id). ``shard=(i, n)`` with ``out_dir`` runs

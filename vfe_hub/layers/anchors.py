@@ -1,4 +1,4 @@
-"""Anchors with mmdetection's (v2, non-legacy) conventions."""
+"""Anchors with mmdetection's (v2, non-legacy) conventions, or given base anchors (e.g. maskrcnn-benchmark's)."""
 from __future__ import annotations
 
 import math
@@ -27,6 +27,14 @@ class AnchorGenerator:
             hs = (base * h_ratio * scales_t).reshape(-1)
             self.base.append(torch.stack([-0.5 * ws, -0.5 * hs, 0.5 * ws, 0.5 * hs], dim=-1))
 
+    @classmethod
+    def from_base(cls, strides: Sequence[int], base: Sequence[torch.Tensor]) -> AnchorGenerator:
+        """A generator with the given base anchors ``(A, 4)`` per level (xyxy around cell ``(0, 0)``), e.g. those
+        a checkpoint stores; the grid is the same as for computed ones."""
+        anchors = cls.__new__(cls)
+        anchors.strides, anchors.base = list(strides), [b.float() for b in base]
+        return anchors
+
     @property
     def num_anchors(self) -> int:
         return self.base[0].shape[0]
@@ -40,3 +48,17 @@ class AnchorGenerator:
         yy, xx = torch.meshgrid(ys, xs, indexing="ij")
         shifts = torch.stack([xx, yy, xx, yy], dim=-1).reshape(-1, 1, 4)
         return (shifts + self.base[level].to(device)[None]).reshape(-1, 4)
+
+
+def detectron_cell_anchors(stride: int, size: float, ratios: Sequence[float]) -> torch.Tensor:
+    """Detectron's (and maskrcnn-benchmark's) ``generate_anchors`` for one FPN level: ``(len(ratios), 4)`` xyxy
+    pixel-inclusive boxes of area about ``size**2``, ratio ``h / w``, centred on the centre of the ``stride``-pixel
+    cell ``[0, stride - 1]``: widths ``round(sqrt(stride**2 / r))`` and heights ``round(w * r)`` (half to even) of
+    the cell are scaled by ``size / stride``."""
+    ratios_t = torch.tensor(list(ratios), dtype=torch.float64)
+    ctr = 0.5 * (stride - 1)
+    ws = torch.round(torch.sqrt(stride * stride / ratios_t))
+    hs = torch.round(ws * ratios_t)
+    ws, hs = ws * (size / stride), hs * (size / stride)
+    return torch.stack([ctr - 0.5 * (ws - 1), ctr - 0.5 * (hs - 1), ctr + 0.5 * (ws - 1), ctr + 0.5 * (hs - 1)],
+                       dim=1).float()

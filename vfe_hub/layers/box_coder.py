@@ -59,17 +59,28 @@ class Box2BoxCoder:
 
     detectron2 never clips while decoding (its box predictors return unclipped boxes; clipping happens where
     the boxes are used); ``decode`` clips to ``[0, W] x [0, H]`` only when ``max_shape`` is given.
+
+    ``legacy=True`` is maskrcnn-benchmark's ``BoxCoder`` (``TO_REMOVE = 1``): boxes are pixel-inclusive, so the
+    width is ``x2 - x1 + 1``, the decoded ``x2`` is ``ctr + 0.5 * w - 1``, and clipping is to
+    ``[0, W - 1] x [0, H - 1]`` (its ``clip_to_image``).
     """
 
-    def __init__(self, weights: Sequence[float], scale_clamp: float = math.log(1000.0 / 16)) -> None:
+    def __init__(self, weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0), scale_clamp: float = math.log(1000.0 / 16),
+                 legacy: bool = False) -> None:
         self.weights = tuple(weights)
         self.scale_clamp = scale_clamp
+        self.offset = 1.0 if legacy else 0.0
 
     def decode(self, boxes: torch.Tensor, deltas: torch.Tensor, max_shape: tuple[int, int] | None) -> torch.Tensor:
         """``boxes (N, 4)`` xyxy and ``deltas (N, 4 * K)`` give ``(N, 4 * K)`` xyxy boxes (K classes or 1)."""
         n, k = deltas.shape[0], deltas.shape[1] // 4
         d = deltas.reshape(-1, 4) / deltas.new_tensor(self.weights)
         ref = boxes.repeat(1, k).reshape(-1, 4)
-        size = ref[:, 2:] - ref[:, :2]
-        out = _apply(ref[:, :2] + 0.5 * size, size, d, None, self.scale_clamp).reshape(n, 4 * k)
-        return out if max_shape is None else clip_boxes(out, max_shape)
+        size = ref[:, 2:] - ref[:, :2] + self.offset
+        out = _apply(ref[:, :2] + 0.5 * size, size, d, None, self.scale_clamp)
+        if self.offset:
+            out[:, 2:] -= self.offset
+        out = out.reshape(n, 4 * k)
+        if max_shape is None:
+            return out
+        return clip_boxes(out, (max_shape[0] - self.offset, max_shape[1] - self.offset))

@@ -14,21 +14,26 @@ class FCNMaskHead(nn.Module):
     Maps RoI features ``(K, in_channels, S, S)`` (mmdetection pools ``S = 14``) to logits
     ``(K, num_classes, 2S, 2S)``; ``num_classes = 1`` is the class-agnostic head. The logits cover the RoI box
     exactly: mask pixel ``(i, j)`` of ``M = 2S`` is centred at ``x0 + (j + 0.5) * (x1 - x0) / M`` (see
-    :func:`paste_masks`).
+    :func:`paste_masks`). ``num_classes=None`` builds no ``conv_logits``: the head then ends at :meth:`features`
+    (the logits come from elsewhere, e.g. class filters made by a weight transfer).
     """
 
     def __init__(self, in_channels: int = 256, conv_channels: int = 256, num_convs: int = 4,
-                 num_classes: int = 1) -> None:
+                 num_classes: int | None = 1) -> None:
         super().__init__()
         self.convs = nn.ModuleList(nn.Conv2d(in_channels if i == 0 else conv_channels, conv_channels, 3, padding=1)
                                    for i in range(num_convs))
         self.upsample = nn.ConvTranspose2d(conv_channels if num_convs else in_channels, conv_channels, 2, stride=2)
-        self.conv_logits = nn.Conv2d(conv_channels, num_classes, 1)
+        self.conv_logits = nn.Conv2d(conv_channels, num_classes, 1) if num_classes is not None else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """RoI features ``(K, in_channels, S, S)`` -> upsampled features ``(K, conv_channels, 2S, 2S)`` (after ReLU)."""
         for conv in self.convs:
             x = torch.relu(conv(x))
-        return self.conv_logits(torch.relu(self.upsample(x)))
+        return torch.relu(self.upsample(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv_logits(self.features(x))
 
 
 def paste_masks(probs: torch.Tensor, boxes: torch.Tensor, image_size: tuple[int, int], threshold: float = 0.5,
@@ -80,3 +85,28 @@ def _grid_coordinates(pixels: torch.Tensor, low: torch.Tensor, high: torch.Tenso
     """
     coords = ((pixels.float() + 0.5) - low) / (high - low) * 2 - 1
     return coords.masked_fill(coords.isinf(), 0.0)
+
+
+def paste_masks_padded(probs: torch.Tensor, boxes: torch.Tensor, image_size: tuple[int, int],
+                       threshold: float = 0.5, padding: int = 1) -> torch.Tensor:
+    """maskrcnn-benchmark's ``Masker``: binary image masks ``(K, h, w)`` from ``probs (K, M, M)`` and
+    pixel-inclusive ``boxes (K, 4)`` in pixels of the output image.
+
+    Each ``M x M`` map is zero-padded by ``padding`` cells, its box widened about the centre by ``(M + 2p) / M``
+    and truncated to integers; the padded map is bilinearly resized (``align_corners=False``) onto the
+    ``x2 - x1 + 1`` by ``y2 - y1 + 1`` pixels of that box and thresholded (``> threshold``). That resize samples
+    the map at the pixel centres of the integer box, which is :func:`paste_masks` over the box's pixel edges
+    ``[x1, x2 + 1]`` (the samples differ only in float rounding of their positions).
+    """
+    if probs.shape[0] == 0:
+        return paste_masks(probs, boxes, image_size, threshold)
+    m = probs.shape[-1]
+    padded = F.pad(probs.float(), (padding,) * 4)
+    scale = (m + 2 * padding) / m
+    boxes = boxes.float()
+    half = (boxes[:, 2:] - boxes[:, :2]) * 0.5 * scale
+    centre = (boxes[:, 2:] + boxes[:, :2]) * 0.5
+    wide = torch.cat([centre - half, centre + half], dim=1).to(torch.int32).float()
+    wide[:, 2:] = torch.maximum(wide[:, 2:] + 1, wide[:, :2] + 1)  # pixel edges; at least one pixel
+    above = torch.nextafter(torch.tensor(threshold, dtype=torch.float32), torch.tensor(2.0)).item()  # ">" in float32
+    return paste_masks(padded, wide, image_size, above)

@@ -3,9 +3,10 @@
 ``style="pytorch"`` puts a block's stride on its 3x3 conv (torchvision's layout); ``style="caffe"`` puts it on
 the first 1x1 conv (the layout of MSRA's original Caffe models, and of mmdetection backbones trained with
 ``style='caffe'``). Parameter names are torchvision's in both styles (``conv1``, ``bn1``, ``layerN.i.conv{1,2,3}``,
-``downsample.{0,1}``), so the style cannot be read from a checkpoint. Unlike torchvision's
-``replace_stride_with_dilation``, a dilated stage dilates **every** block, as mmdetection does (the DC5 backbones of
-the video models depend on it).
+``downsample.{0,1}``), so the style cannot be read from a checkpoint. ``bn_eps`` is the frozen batch norms' eps:
+``1e-5`` (mmdetection, torchvision) or ``0`` (maskrcnn-benchmark's ``FrozenBatchNorm2d``, ``w / sqrt(var)``).
+Unlike torchvision's ``replace_stride_with_dilation``, a dilated stage dilates **every** block, as mmdetection does
+(the DC5 backbones of the video models depend on it).
 """
 from __future__ import annotations
 
@@ -26,20 +27,21 @@ class Bottleneck(nn.Module):
     expansion = 4
 
     def __init__(self, in_channels: int, width: int, stride: int = 1, dilation: int = 1,
-                 style: str = "pytorch") -> None:
+                 style: str = "pytorch", bn_eps: float = 1e-5) -> None:
         super().__init__()
         out = width * self.expansion
         stride1, stride2 = (stride, 1) if style == "caffe" else (1, stride)
         self.conv1 = nn.Conv2d(in_channels, width, 1, stride1, bias=False)
-        self.bn1 = FrozenBatchNorm2d(width)
+        self.bn1 = FrozenBatchNorm2d(width, eps=bn_eps)
         self.conv2 = nn.Conv2d(width, width, 3, stride2, padding=dilation, dilation=dilation, bias=False)
-        self.bn2 = FrozenBatchNorm2d(width)
+        self.bn2 = FrozenBatchNorm2d(width, eps=bn_eps)
         self.conv3 = nn.Conv2d(width, out, 1, bias=False)
-        self.bn3 = FrozenBatchNorm2d(out)
+        self.bn3 = FrozenBatchNorm2d(out, eps=bn_eps)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = None
         if stride != 1 or in_channels != out:
-            self.downsample = nn.Sequential(nn.Conv2d(in_channels, out, 1, stride, bias=False), FrozenBatchNorm2d(out))
+            self.downsample = nn.Sequential(nn.Conv2d(in_channels, out, 1, stride, bias=False),
+                                            FrozenBatchNorm2d(out, eps=bn_eps))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
@@ -53,7 +55,7 @@ class ResNet(nn.Module):
 
     Input ``(B, 3, H, W)`` normalised image; output stage ``i`` has ``256 * 2**i`` channels at stride
     ``4 * prod(strides[1:i+1])``. ``style`` is ``"pytorch"`` (stride on each block's 3x3 conv) or ``"caffe"``
-    (stride on its first 1x1 conv).
+    (stride on its first 1x1 conv); ``bn_eps`` the frozen batch norms' eps (0 for maskrcnn-benchmark).
     """
 
     def __init__(
@@ -63,21 +65,22 @@ class ResNet(nn.Module):
         dilations: Sequence[int] = (1, 1, 1, 1),
         out_indices: Sequence[int] = (0, 1, 2, 3),
         style: str = "pytorch",
+        bn_eps: float = 1e-5,
     ) -> None:
         super().__init__()
         if style not in STYLES:
             raise ValueError(f"style must be one of {STYLES}, got {style!r}")
         self.out_indices = tuple(out_indices)
         self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
-        self.bn1 = FrozenBatchNorm2d(64)
+        self.bn1 = FrozenBatchNorm2d(64, eps=bn_eps)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
         in_channels = 64
         for i, (blocks, stride, dilation) in enumerate(zip(DEPTHS[depth], strides, dilations)):
             width = 64 * 2**i
-            layer = [Bottleneck(in_channels, width, stride, dilation, style)]
+            layer = [Bottleneck(in_channels, width, stride, dilation, style, bn_eps)]
             in_channels = width * Bottleneck.expansion
-            layer += [Bottleneck(in_channels, width, 1, dilation, style) for _ in range(blocks - 1)]
+            layer += [Bottleneck(in_channels, width, 1, dilation, style, bn_eps) for _ in range(blocks - 1)]
             self.add_module(f"layer{i + 1}", nn.Sequential(*layer))
         self.out_channels = [256 * 2**i for i in self.out_indices]
 

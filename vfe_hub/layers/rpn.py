@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from .anchors import AnchorGenerator
-from .box_coder import DeltaXYWHCoder
+from .box_coder import Box2BoxCoder, DeltaXYWHCoder
 from .nms import multiclass_nms
 
 
@@ -35,12 +35,17 @@ class ProposalSelector:
     ``min_bbox_size``: kept where ``w >= min_size`` and ``h >= min_size``), with ``min_size = 0`` boxes of zero
     width or height are dropped (``w > 0`` and ``h > 0``); NMS at ``iou`` runs per level
     (:func:`.nms.multiclass_nms` keyed by level); the best ``max_per_img`` remain, sorted by score.
+
+    ``legacy=True`` is maskrcnn-benchmark's ``RPNPostProcessor`` at test time: boxes are pixel-inclusive (decoded by
+    :class:`.box_coder.Box2BoxCoder` with ``legacy=True``, clipped to ``[0, W - 1]``, sizes and NMS IoU with
+    ``x2 - x1 + 1``), and the best ``max_per_img`` over all levels are kept per image (``FPN_POST_NMS_TOP_N_TEST``).
     """
 
     def __init__(self, anchors: AnchorGenerator, nms_pre: int, iou: float, max_per_img: int,
-                 min_size: float = 0.0) -> None:
+                 min_size: float = 0.0, legacy: bool = False) -> None:
         self.anchors = anchors
-        self.coder = DeltaXYWHCoder()
+        self.coder = Box2BoxCoder(legacy=True) if legacy else DeltaXYWHCoder()
+        self.offset = 1.0 if legacy else 0.0
         self.nms_pre = nms_pre
         self.iou = iou
         self.max_per_img = max_per_img
@@ -71,9 +76,10 @@ class ProposalSelector:
                 scores.append(s[i].float())
                 levels.append(torch.full_like(s[i], level, dtype=torch.long))
             boxes, scores, levels = torch.cat(boxes), torch.cat(scores), torch.cat(levels)
-            sizes = boxes[:, 2:] - boxes[:, :2]
+            edges = boxes + boxes.new_tensor([0.0, 0.0, self.offset, self.offset])  # pixel edges, for sizes and IoU
+            sizes = edges[:, 2:] - edges[:, :2]
             valid = (sizes >= self.min_size).all(dim=1) if self.min_size > 0 else (sizes > 0).all(dim=1)
-            boxes, scores, levels = boxes[valid], scores[valid], levels[valid]
-            keep = multiclass_nms(boxes, scores, levels, self.iou, self.max_per_img)
+            boxes, scores, levels, edges = boxes[valid], scores[valid], levels[valid], edges[valid]
+            keep = multiclass_nms(edges, scores, levels, self.iou, self.max_per_img)
             results.append((boxes[keep], scores[keep]))
         return results
