@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vfe_hub.layers.nms import multiclass_nms
+from vfe_hub.layers.nms import multiclass_nms, select_per_class
 
 
 def reference(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, iou: float,
@@ -80,3 +80,17 @@ def test_empty_input_and_dtypes():
     assert empty.dtype == torch.long and empty.shape == (0,)
     boxes = torch.tensor([[0.0, 0, 1, 1]])
     assert multiclass_nms(boxes, torch.tensor([0.3]), torch.tensor([2]), 0.5, 5).tolist() == [0]
+
+
+def test_keep_ties_keeps_every_pair_tied_with_the_last_one():
+    """maskrcnn-benchmark's cut: ``kthvalue`` keeps all scores >= the max_num-th, so ties at the cut all stay."""
+    boxes = torch.tensor([[10.0 * i, 0.0, 10.0 * i + 5, 5.0] for i in range(8)])  # apart: NMS keeps all
+    scores = torch.tensor([[0.9], [0.8], [0.5], [0.5], [0.5], [0.5], [0.5], [0.2]])
+    rows, _ = select_per_class(boxes, scores, 0.0, 0.5, 3)
+    assert rows.tolist() == [0, 1, 2]
+    rows, _ = select_per_class(boxes, scores, 0.0, 0.5, 3, keep_ties=True)
+    assert rows.tolist() == [0, 1, 2, 3, 4, 5, 6]
+    rows, _ = select_per_class(boxes, scores, 0.0, 0.5, 2, keep_ties=True)
+    assert rows.tolist() == [0, 1]
+    rows, _ = select_per_class(boxes, scores, 0.0, 0.5, 20, keep_ties=True)
+    assert len(rows) == 8

@@ -82,9 +82,8 @@ def detect(proposals: torch.Tensor, scores: torch.Tensor, deltas: torch.Tensor, 
 
     ``legacy=True`` is maskrcnn-benchmark's ``PostProcessor``: boxes are pixel-inclusive (pass a legacy coder),
     NMS runs in resized-image pixels with IoU over ``x2 - x1 + 1`` widths, and the kept boxes (still
-    pixel-inclusive) are then divided by ``scale`` (its ``BoxList.resize``). maskrcnn-benchmark cuts at
-    ``max_per_img`` with ``kthvalue``, keeping every detection tied with the last one; here exactly
-    ``max_per_img`` remain.
+    pixel-inclusive) are then divided by ``scale`` (its ``BoxList.resize``), and the cut at ``max_per_img`` keeps
+    every detection tied with the last one (its ``kthvalue``), so more than ``max_per_img`` can remain.
     """
     scores = scores.float()
     boxes = coder.decode(proposals, deltas.float(), image_size)
@@ -93,7 +92,7 @@ def detect(proposals: torch.Tensor, scores: torch.Tensor, deltas: torch.Tensor, 
     boxes = boxes.view(boxes.shape[0], -1, 4)
     if legacy:
         edges = (boxes + boxes.new_tensor([0.0, 0.0, 1.0, 1.0])).expand(-1, scores.shape[1], 4)
-        rows, labels = select_per_class(edges, scores, score_thr, iou, max_per_img)
+        rows, labels = select_per_class(edges, scores, score_thr, iou, max_per_img, keep_ties=True)
         return boxes.expand(-1, scores.shape[1], 4)[rows, labels] / factor, scores[rows, labels], labels
     boxes = (boxes / factor).expand(-1, scores.shape[1], 4)
     rows, labels = select_per_class(boxes, scores, score_thr, iou, max_per_img)

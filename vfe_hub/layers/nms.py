@@ -63,15 +63,25 @@ def multiclass_nms(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tens
 
 
 def select_per_class(boxes: torch.Tensor, scores: torch.Tensor, score_thr: float, iou_threshold: float,
-                     max_num: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                     max_num: int | None = None, keep_ties: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """The (row, class) pairs kept from ``scores (K, C)`` (class probabilities, no background column) by the
     score threshold, exact class-wise NMS and the top ``max_num``, as ``(rows (N,), labels (N,))``.
 
     ``boxes`` are ``(K, 4)`` (one box for every class) or ``(K, C, 4)`` (a box per class). Every pair with a
     score > ``score_thr`` is a candidate, in row-major order (row, then class); :func:`multiclass_nms` then
-    orders the kept pairs by decreasing score, equal scores by that candidate order.
+    orders the kept pairs by decreasing score, equal scores by that candidate order. ``keep_ties`` also keeps
+    every pair whose score equals the ``max_num``-th (maskrcnn-benchmark's ``kthvalue`` cut), so more than
+    ``max_num`` can come back.
     """
     rows, labels = torch.nonzero(scores > score_thr, as_tuple=True)
     candidates = boxes[rows] if boxes.dim() == 2 else boxes[rows, labels]
-    order = multiclass_nms(candidates, scores[rows, labels], labels, iou_threshold, max_num)
+    kept = scores[rows, labels]
+    limit = max_num + 1 if keep_ties and max_num else max_num
+    while True:
+        order = multiclass_nms(candidates, kept, labels, iou_threshold, limit)
+        if limit == max_num or len(order) < limit or kept[order[-1]] < kept[order[max_num - 1]]:
+            break
+        limit *= 2  # the cut falls inside a run of equal scores: look further
+    if keep_ties and max_num and len(order) > max_num:
+        order = order[kept[order] >= kept[order[max_num - 1]]]
     return rows[order], labels[order]
