@@ -7,7 +7,7 @@ from ..errors import ConversionError
 from .rename import RenameTable, check_state_dict, convert_state_dict
 
 #: checkpoint format (as in ``WeightsSpec.format``) -> module holding its ``TABLE``
-FORMATS = {"mmdet_v2": "mmdet_v2", "detectron2": "detectron2"}
+FORMATS = {"mmdet_v1": "mmdet_v1", "mmdet_v2": "mmdet_v2", "detectron2": "detectron2"}
 
 
 def table_for(fmt: str) -> RenameTable:

@@ -35,12 +35,18 @@ class ProposalSelector:
     ``min_bbox_size``: kept where ``w >= min_size`` and ``h >= min_size``), with ``min_size = 0`` boxes of zero
     width or height are dropped (``w > 0`` and ``h > 0``); NMS at ``iou`` runs per level
     (:func:`.nms.multiclass_nms` keyed by level); the best ``max_per_img`` remain, sorted by score.
+
+    ``legacy=True`` is mmdetection v1's ``RPNHead`` for pixel-inclusive boxes: the legacy
+    :class:`.box_coder.DeltaXYWHCoder` (clipped to ``[0, W - 1]``), sizes and NMS IoU over ``x2 - x1 + 1``
+    widths, and nothing dropped by size when ``min_size = 0``. (Its per-level ``nms_post`` cut of at least
+    ``max_per_img`` before the global top ``max_per_img`` keeps the same boxes.)
     """
 
     def __init__(self, anchors: AnchorGenerator, nms_pre: int, iou: float, max_per_img: int,
-                 min_size: float = 0.0) -> None:
+                 min_size: float = 0.0, legacy: bool = False) -> None:
         self.anchors = anchors
-        self.coder = DeltaXYWHCoder()
+        self.offset = 1.0 if legacy else 0.0
+        self.coder = DeltaXYWHCoder(legacy=legacy)
         self.nms_pre = nms_pre
         self.iou = iou
         self.max_per_img = max_per_img
@@ -71,9 +77,10 @@ class ProposalSelector:
                 scores.append(s[i].float())
                 levels.append(torch.full_like(s[i], level, dtype=torch.long))
             boxes, scores, levels = torch.cat(boxes), torch.cat(scores), torch.cat(levels)
-            sizes = boxes[:, 2:] - boxes[:, :2]
-            valid = (sizes >= self.min_size).all(dim=1) if self.min_size > 0 else (sizes > 0).all(dim=1)
+            sizes = boxes[:, 2:] - boxes[:, :2] + self.offset
+            valid = (sizes >= self.min_size).all(dim=1) if self.min_size > 0 or self.offset else (sizes > 0).all(dim=1)
             boxes, scores, levels = boxes[valid], scores[valid], levels[valid]
-            keep = multiclass_nms(boxes, scores, levels, self.iou, self.max_per_img)
+            edges = boxes + boxes.new_tensor([0.0, 0.0, self.offset, self.offset])
+            keep = multiclass_nms(edges, scores, levels, self.iou, self.max_per_img)
             results.append((boxes[keep], scores[keep]))
         return results
