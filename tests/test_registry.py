@@ -74,11 +74,12 @@ def test_list_models_filters_by_task_and_dataset():
 def test_list_models_rejects_unknown_task_or_dataset():
     with pytest.raises(vfe_hub.VfeHubError, match=r"Unknown task 'video-detection'\. Did you mean "
                                                   r"'video-object-detection'\? Valid: amodal-tracking, "
-                                                  r"multi-object-tracking, open-vocabulary-detection, "
-                                                  r"video-object-detection\."):
+                                                  r"instance-segmentation, multi-object-tracking, "
+                                                  r"open-vocabulary-detection, video-object-detection\."):
         vfe_hub.list_models(task="video-detection")
     with pytest.raises(vfe_hub.VfeHubError, match=r"Unknown dataset 'coco'\. Valid: imagenet_vid, "
-                                                  r"imagenet_vid_val, lvis_v1, lvis_v1_val, tao, tao_amodal, "
+                                                  r"imagenet_vid_val, lvis_v05, lvis_v05_val, lvis_v1, "
+                                                  r"lvis_v1_val, tao, tao_amodal, "
                                                   r"tao_amodal_val, tao_val\."):
         vfe_hub.list_models(dataset="coco")
 

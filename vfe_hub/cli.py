@@ -176,7 +176,7 @@ def _convert(args: argparse.Namespace) -> None:
 
     spec = get_spec(args.name)
     checkpoint = Path(args.checkpoint)
-    inputs = {k: getattr(args, k) for k in ("embeddings", "categories", "contexts") if getattr(args, k)}
+    inputs = {k: getattr(args, k) for k in ("embeddings", "categories", "contexts", "groups") if getattr(args, k)}
     converted = convert_checkpoint(spec, checkpoint, **inputs)
     config = {"name": spec.name, "family": spec.family, "config": spec.config, **converted.config,
               "source": {"file": checkpoint.name, "sha256": hub.sha256_of(checkpoint), "format": converted.format}}
@@ -315,7 +315,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("name", help="a registered model name")
     s.add_argument("inputs", nargs="+", help="images, folders, globs or videos")
     s.add_argument("--weights", help="local vfe_hub folder, .safetensors or original checkpoint")
-    s.add_argument("--protocol", choices=["streaming", "paper"], help="video models only")
+    s.add_argument("--protocol", choices=["streaming", "paper", "lvis", "tao"],
+                   help="one of the model's protocols (model card): streaming/paper for video models, lvis/tao "
+                        "for BAGS")
     s.add_argument("--output", "-o", metavar="FILE", help=OUTPUT_HELP)
     s.add_argument("--save-dir", help="draw detections on the frames into this folder")
     s.add_argument("--score-thr", type=float, default=0.3, help="drawing threshold (default: 0.3)")
@@ -374,6 +376,8 @@ def parser() -> argparse.ArgumentParser:
                                         "are read")
     s.add_argument("--contexts", nargs="+", help="DetPro (optional): learned prompt contexts (*_prompt.pth), used to "
                                                  "embed custom vocabularies with DetPro's prompts")
+    s.add_argument("--groups", help="BAGS: a folder with label2binlabel.pt and pred_slice_with0.pt, or "
+                                    "lvis_v0.5_train.json (groups from its instance counts)")
 
     s = command("publish", _publish, "upload a vfe_hub folder to a Hugging Face Hub repo",
                 "vfe-hub publish out/ you/mamba_r101_dc5_vid")
