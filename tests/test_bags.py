@@ -6,16 +6,24 @@ import contextlib
 import dataclasses
 import io
 import json
+import math
 import random
 import re
 
 import pytest
 import torch
+import torch.nn.functional as F
+from torchvision.ops import nms, roi_align
 
 import vfe_hub
+from media import photo
 from original_layouts import bags_htc_layout
-from small_models import BAGS, DETPRO_SMALL, bags_state
+from small_models import BAGS, DETPRO_SMALL, bags_model, bags_state
 from vfe_hub import cli, hub, registry
+from vfe_hub.engine import preprocess
+from vfe_hub.io import Frame
+from vfe_hub.layers.mask_head import paste_masks_inclusive
+from vfe_hub.structures import Detections
 from vfe_hub.errors import VfeHubError, WeightsNotFoundError
 from vfe_hub.layers.group_softmax import GroupTableError, tables_from_groups
 from vfe_hub.models.bags import PROTOCOLS, Protocol
@@ -193,3 +201,89 @@ def test_loaded_weights_run_both_protocols(converted):
     assert 0 < len(lvis) <= 300 and bool((lvis.scores > 1e-3).all()) and lvis.masks is not None
     with pytest.raises(VfeHubError, match="did you mean 'tao'"):
         model.predict([image], protocol="tau")
+
+
+# ------------------------------------------------------------------------------------------------ HTC test flow
+
+
+def _delta2bbox(rois: torch.Tensor, deltas: torch.Tensor, stds, size) -> torch.Tensor:
+    """mmdetection v1's ``delta2bbox``, written out: ``+1`` widths, corners moved half a pixel in, clamped to the
+    last pixel of ``size = (h, w)``."""
+    d = deltas * torch.tensor(stds)
+    pw, ph = rois[:, 2] - rois[:, 0] + 1, rois[:, 3] - rois[:, 1] + 1
+    px, py = (rois[:, 0] + rois[:, 2]) * 0.5, (rois[:, 1] + rois[:, 3]) * 0.5
+    limit = abs(math.log(16 / 1000))
+    gw, gh = pw * d[:, 2].clamp(-limit, limit).exp(), ph * d[:, 3].clamp(-limit, limit).exp()
+    gx, gy = px + pw * d[:, 0], py + ph * d[:, 1]
+    h, w = size
+    return torch.stack([(gx - gw * 0.5 + 0.5).clamp(0, w - 1), (gy - gh * 0.5 + 0.5).clamp(0, h - 1),
+                        (gx + gw * 0.5 - 0.5).clamp(0, w - 1), (gy + gh * 0.5 - 0.5).clamp(0, h - 1)], dim=1)
+
+
+def _roi_align_v1(feats, semantic, boxes: torch.Tensor, size: int) -> torch.Tensor:
+    """mmdetection v1's RoIAlign (end ``x2 + 1``, sampling 2, level ``floor(log2(sqrt(area_+1) / 56))``) on P2-P5,
+    plus the semantic embedding's 14x14 RoIs, averaged down to ``size``."""
+    out = []
+    for box in boxes:
+        scale = math.sqrt((box[2] - box[0] + 1) * (box[3] - box[1] + 1))
+        level = min(max(math.floor(math.log2(scale / 56 + 1e-6)), 0), 3)
+        roi = torch.cat([torch.zeros(1), box[:2], box[2:] + 1])[None]
+        pooled = roi_align(feats[level], roi, size, 1 / 2 ** (level + 2), 2, aligned=False)
+        extra = roi_align(semantic, roi, 14, 1 / 8, 2, aligned=False)
+        out.append(pooled + (extra if size == 14 else F.adaptive_avg_pool2d(extra, size)))
+    return torch.cat(out)
+
+
+@pytest.mark.slow
+def test_htc_test_flow_equals_a_step_by_step_reference():
+    """One image through the small random BAGS model against HTC's ``simple_test`` written out from the original:
+    semantic fusion, the three interleaved stages, the mean of raw logits, the group-softmax merge, per-class NMS
+    with +1 widths, and the mask information flow with per-stage sigmoids averaged, pasted."""
+    model = bags_model(seed=1, proposals=30, max_per_img=15)
+    image = photo("astronaut", (100, 140))
+    batch = preprocess([Frame(image, "astronaut", 0, "<stream>", None)], model.spec.preprocess, torch.device("cpu"))
+    with torch.inference_mode():
+        got, = model(batch)
+        feats = model.neck(model.backbone(batch.images))
+        rois = model.proposals(model.rpn(feats), batch.image_sizes)[0][0]
+        semantic = model.semantic_head(feats)
+        size, logits = batch.image_sizes[0], []
+        for k, stds in enumerate(((0.1, 0.1, 0.2, 0.2), (0.05, 0.05, 0.1, 0.1), (0.033, 0.033, 0.067, 0.067))):
+            stage = model.box_heads.stages[k]
+            x = _roi_align_v1(feats, semantic, rois, 7).flatten(1)
+            x = torch.relu(stage.fcs[1](torch.relu(stage.fcs[0](x))))
+            logits.append(stage.cls_score(x))
+            boxes = _delta2bbox(rois, stage.bbox_pred(x), stds, size)
+            if k < 2:
+                rois = boxes
+        mean = sum(logits) / 3
+        table, slices = model.label2binlabel, model.pred_slice
+        probs = [mean[:, s:s + n].softmax(1) for s, n in slices.tolist()]
+        scores = torch.zeros(len(mean), 1230)
+        for g in range(1, 5):
+            for label in (table[g] > 0).nonzero().squeeze(1).tolist():
+                scores[:, label - 1] = probs[0][:, 1] * probs[g][:, table[g, label]]
+        factor = min(192 / 100, 320 / 140)
+        boxes = boxes / factor
+        kept = []
+        for c in range(1230):
+            rows = (scores[:, c] > 1e-3).nonzero().squeeze(1)
+            keep = nms(boxes[rows] + torch.tensor([0.0, 0.0, 1.0, 1.0]), scores[rows, c], 0.5)
+            kept += [(float(scores[r, c]), int(r), c) for r in rows[keep].tolist()]
+        kept = sorted(kept, key=lambda t: -t[0])[:15]
+        rows, labels = torch.tensor([r for _, r, _ in kept]), torch.tensor([c for _, _, c in kept])
+        assert len(got) == 15 and got.labels.tolist() == labels.tolist()
+        torch.testing.assert_close(got.scores, scores[rows, labels], rtol=0, atol=1e-6)
+        torch.testing.assert_close(got.boxes, boxes[rows].clamp(min=0), rtol=0, atol=1e-3)
+
+        x = _roi_align_v1(feats, semantic, boxes[rows] * factor, 14)
+        res, mask_probs = None, []
+        for head in model.mask_heads:
+            y = x if res is None else x + torch.relu(head.conv_res(res))
+            for conv in head.convs:
+                y = torch.relu(conv(y))
+            res = y
+            mask_logits = head.conv_logits(torch.relu(head.upsample(y)))
+            mask_probs.append(mask_logits[torch.arange(15), labels + 1].sigmoid())
+        masks = paste_masks_inclusive(sum(mask_probs) / 3, boxes[rows], (100, 140))
+    assert masks.any() and got.masks == Detections.encode_masks(masks)
