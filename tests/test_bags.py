@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torchvision.ops import nms, roi_align
 
 import vfe_hub
-from media import photo
+from media import photo, write_image
 from original_layouts import bags_htc_layout
 from small_models import BAGS, DETPRO_SMALL, bags_model, bags_state
 from vfe_hub import cli, hub, registry
@@ -287,3 +287,26 @@ def test_htc_test_flow_equals_a_step_by_step_reference():
             mask_probs.append(mask_logits[torch.arange(15), labels + 1].sigmoid())
         masks = paste_masks_inclusive(sum(mask_probs) / 3, boxes[rows], (100, 140))
     assert masks.any() and got.masks == Detections.encode_masks(masks)
+
+
+@pytest.mark.slow
+def test_tao_frame_list_writes_one_json_per_frame_and_restarts(tmp_path):
+    model = bags_model(seed=0, proposals=20, max_per_img=None)
+    root = tmp_path / "frames"
+    names = ["val/YFCC100M/v_1/frame0001.jpg", "val/YFCC100M/v_1/frame0002.jpg"]
+    for name, subject in zip(names, ("astronaut", "coffee")):
+        write_image(root / name, photo(subject, (60, 80)))
+    frame_list = tmp_path / "validation_img_list.txt"
+    frame_list.write_text("\n".join(names) + "\n")
+    out = tmp_path / "results"
+    assert model.write_tao_detections(frame_list, root, out) == 2
+    first = json.loads((out / f"{names[0]}.json").read_text())["instances"]
+    assert set(first) == {"pred_boxes", "scores", "pred_classes"}
+    assert 0 < len(first["scores"]) <= 500 and min(first["scores"]) > 1e-5
+    assert all(0 <= c < 1230 for c in first["pred_classes"]) and len(first["pred_boxes"][0]) == 4
+    assert all(0 <= b[0] <= 80 and 0 <= b[3] <= 60 for b in first["pred_boxes"])
+    (out / f"{names[1]}.json").unlink()
+    stamp = (out / f"{names[0]}.json").stat().st_mtime_ns
+    assert model.write_tao_detections(frame_list, root, out) == 1  # only the missing frame runs again
+    assert (out / f"{names[0]}.json").stat().st_mtime_ns == stamp and (out / f"{names[1]}.json").is_file()
+    assert model.write_tao_detections(frame_list, root, out) == 0

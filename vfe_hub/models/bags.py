@@ -42,7 +42,7 @@ from torch import nn
 
 from .. import engine, hub
 from ..convert import convert_state_dict, table_for
-from ..errors import ConversionError, VfeHubError, WeightsNotFoundError, close_matches
+from ..errors import ConversionError, InputError, VfeHubError, WeightsNotFoundError, close_matches
 from ..layers.anchors import AnchorGenerator
 from ..layers.box_coder import DeltaXYWHCoder, clip_boxes
 from ..layers.cascade import CascadeBoxHeads
@@ -156,6 +156,33 @@ class Bags(Detector):
     def _run(self, frames: Iterable, batch_size: int, bar: Any, options: dict[str, Any]) -> Iterator[Detections]:
         forward = functools.partial(self.forward, protocol=options["protocol"])
         return engine.run(self, frames, batch_size, bar, forward=forward)
+
+    def write_tao_detections(self, frame_list: str | Path, root: str | Path, out_dir: str | Path, *,
+                             batch_size: int = 1, progress: bool | None = None) -> int:
+        """Detections of the TAO frames named in ``frame_list`` (one path per line, relative to ``root``, e.g.
+        ``val/YFCC100M/v_.../frame0001.jpg``: the TAO challenge winner's ``{split}_img_list.txt``) under the ``tao``
+        protocol, one JSON file per frame at ``out_dir/<path>.json`` with the fields of that release's per-frame
+        results: ``{"instances": {"pred_boxes": [[x1, y1, x2, y2], ...] (frame pixels), "scores": [...],
+        "pred_classes": [...] (0-based LVIS v0.5 labels: category id - 1)}}``.
+
+        Restartable: frames whose file exists are skipped, and each file is written whole (a temporary file
+        renamed into place), so an interrupted run leaves only complete files. Returns the number of files written.
+        """
+        root, out_dir = Path(root), Path(out_dir)
+        try:
+            names = [line.strip() for line in Path(frame_list).read_text().splitlines() if line.strip()]
+        except OSError as e:
+            raise InputError(f"frame_list {frame_list} cannot be read ({e}): pass a text file of frame paths.") from e
+        todo = [n for n in names if not (out_dir / f"{n}.json").is_file()]
+        if not todo:
+            return 0
+        results = self.predict([str(root / n) for n in todo], batch_size=batch_size, progress=progress,
+                               stream=True, protocol="tao")
+        for name, det in zip(todo, results, strict=True):
+            record = {"instances": {"pred_boxes": det.boxes.tolist(), "scores": det.scores.tolist(),
+                                    "pred_classes": det.labels.tolist()}}
+            hub.atomic_write(out_dir / f"{name}.json", lambda tmp: tmp.write_text(json.dumps(record)))
+        return len(todo)
 
     def _pool(self, feats: list[torch.Tensor], semantic: torch.Tensor, boxes: list[torch.Tensor],
               size: int) -> torch.Tensor:
