@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torchvision.models import resnet as tv_resnet
+from torchvision.ops import nms
 
 from deform_reference import deform_conv_reference
 from vfe_hub.layers.anchors import AnchorGenerator
@@ -20,6 +21,7 @@ from vfe_hub.layers.group_softmax import (GroupTableError, check_group_tables, g
 from vfe_hub.layers.htc import FusedSemanticHead, HTCMaskHead, info_flow_mask_probs
 from vfe_hub.layers.mask_head import paste_masks_inclusive
 from vfe_hub.layers.resnet import Bottleneck, ResNet
+from vfe_hub.layers.rpn import ProposalSelector
 
 
 def _randomise(module: torch.nn.Module, seed: int) -> None:
@@ -104,6 +106,26 @@ def test_legacy_delta_coder_is_delta2bbox_with_plus_one_widths():
                 min(gy + gh / 2 - 0.5, 59)]
     torch.testing.assert_close(out[0], torch.tensor(expected, dtype=torch.float64))
     assert out[0, 3] == 59  # clipped to H - 1
+
+
+def test_legacy_proposals_decode_and_suppress_with_plus_one_widths():
+    anchors = AnchorGenerator((8,), (0.5, 1.0, 2.0), (2,), legacy=True)
+    selector = ProposalSelector(anchors, nms_pre=30, iou=0.5, max_per_img=8, legacy=True)
+    g = torch.Generator().manual_seed(0)
+    logits, deltas = torch.randn(1, 3, 3, 4, generator=g), 0.3 * torch.randn(1, 12, 3, 4, generator=g)
+    boxes, scores = selector([(logits, deltas)], [(20, 30)])[0]
+    grid = anchors.grid(0, (3, 4), torch.device("cpu"))
+    ref_scores = logits.permute(0, 2, 3, 1).reshape(-1).sigmoid()
+    d = deltas.permute(0, 2, 3, 1).reshape(-1, 4)
+    w, h = grid[:, 2] - grid[:, 0] + 1, grid[:, 3] - grid[:, 1] + 1
+    cx, cy = (grid[:, 0] + grid[:, 2]) / 2 + w * d[:, 0], (grid[:, 1] + grid[:, 3]) / 2 + h * d[:, 1]
+    gw, gh = w * d[:, 2].exp(), h * d[:, 3].exp()
+    ref = torch.stack([(cx - gw / 2 + 0.5).clamp(0, 29), (cy - gh / 2 + 0.5).clamp(0, 19),
+                       (cx + gw / 2 - 0.5).clamp(0, 29), (cy + gh / 2 - 0.5).clamp(0, 19)], 1)
+    keep = nms(ref + torch.tensor([0.0, 0.0, 1.0, 1.0]), ref_scores, 0.5)[:8]
+    assert len(keep) == len(boxes) > 1
+    torch.testing.assert_close(boxes, ref[keep])
+    torch.testing.assert_close(scores, ref_scores[keep])
 
 
 def test_pixel_inclusive_cascade_clips_intermediate_boxes_to_the_last_pixel():
