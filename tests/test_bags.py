@@ -310,3 +310,13 @@ def test_tao_frame_list_writes_one_json_per_frame_and_restarts(tmp_path):
     assert model.write_tao_detections(frame_list, root, out) == 1  # only the missing frame runs again
     assert (out / f"{names[0]}.json").stat().st_mtime_ns == stamp and (out / f"{names[1]}.json").is_file()
     assert model.write_tao_detections(frame_list, root, out) == 0
+
+
+def test_predict_frame_list_needs_one_root_and_an_output_folder(tmp_path, capsys):
+    frame_list = tmp_path / "list.txt"
+    frame_list.write_text("a.jpg\n")
+    assert cli.main(["predict", BAGS, str(tmp_path), str(tmp_path), "--frame-list", str(frame_list),
+                     "--per-frame-dir", str(tmp_path / "out")]) == 1
+    assert "--frame-list takes one input" in capsys.readouterr().err
+    assert cli.main(["predict", BAGS, str(tmp_path), "--frame-list", str(frame_list)]) == 1
+    assert "--per-frame-dir" in capsys.readouterr().err

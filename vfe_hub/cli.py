@@ -81,11 +81,27 @@ def _predict_to_files(args: argparse.Namespace, model: Detector, inputs: list[st
 
 
 def _predict(args: argparse.Namespace) -> None:
+    if args.frame_list:
+        _predict_frame_list(args)
+        return
     open_frames(args.inputs)  # a missing or unreadable input fails here, before the model is loaded
     save_dir = Path(args.save_dir) if args.save_dir else None
     writer = _predict_to_files(args, _load(args, args.name), args.inputs, args.output, save_dir)
     if args.output:
         print(f"{writer.frames} frames, {writer.detections} detections -> {args.output}", file=sys.stderr)
+
+
+def _predict_frame_list(args: argparse.Namespace) -> None:
+    """``--frame-list``: one JSON per frame into ``--per-frame-dir`` (models with ``write_tao_detections``)."""
+    if len(args.inputs) != 1 or not args.per_frame_dir:
+        raise VfeHubError("--frame-list takes one input, the folder the listed frame paths are relative to, and "
+                          "--per-frame-dir, the folder of the per-frame JSON files.")
+    model = _load(args, args.name)
+    if not hasattr(model, "write_tao_detections"):
+        raise VfeHubError(f"{args.name} writes no per-frame TAO detections; use -o FILE for a JSON lines file.")
+    written = model.write_tao_detections(args.frame_list, args.inputs[0], args.per_frame_dir,
+                                         batch_size=args.batch_size, progress=args.progress)
+    print(f"{written} frames written to {args.per_frame_dir} (frames already there were skipped)", file=sys.stderr)
 
 
 def _track(args: argparse.Namespace) -> None:
@@ -321,6 +337,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--output", "-o", metavar="FILE", help=OUTPUT_HELP)
     s.add_argument("--save-dir", help="draw detections on the frames into this folder")
     s.add_argument("--score-thr", type=float, default=0.3, help="drawing threshold (default: 0.3)")
+    s.add_argument("--frame-list", help="BAGS, TAO detections: a text file of frame paths relative to the one INPUT "
+                                        "folder (e.g. validation_img_list.txt); with --per-frame-dir, writes one "
+                                        "JSON per frame and skips frames already written (restartable)")
+    s.add_argument("--per-frame-dir", help="with --frame-list: the folder of the per-frame JSON files")
     _run_options(s)
     _shard_options(s)
     s.set_defaults(run=_sharded(_predict))
