@@ -142,6 +142,10 @@ class Bags(Detector):
         self.label2binlabel = label2binlabel.long().to(device)
         self.pred_slice = pred_slice.long().to(device)
 
+    def companion_files(self) -> dict[str, dict[str, torch.Tensor]]:
+        """The files that travel with the weights: ``groups.safetensors`` with the current group tables."""
+        return {GROUPS_FILE: {"label2binlabel": self.label2binlabel.cpu(), "pred_slice": self.pred_slice.cpu()}}
+
     # ------------------------------------------------------------------------------------------------ inference
 
     def _check_options(self, options: dict[str, Any]) -> dict[str, Any]:
@@ -297,7 +301,6 @@ def convert(model: Bags, path: Path, *, groups: str | Path | None = None) -> Con
     if isinstance(checkpoint, dict) and "optimizer" in checkpoint:
         dropped.append("optimizer")
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
-    tables = {"label2binlabel": label2binlabel.long(), "pred_slice": pred_slice.long()}
     record = {"file": groups.name} if groups.is_dir() else {"file": groups.name, "sha256": hub.sha256_of(groups)}
     return Converted(state, ORIGINAL_FORMAT, {"classes": list(model.class_names), "inputs": {"groups": record}},
-                     {GROUPS_FILE: tables}, dropped)
+                     model.companion_files(), dropped)
