@@ -109,9 +109,10 @@ def load_rows(names: list[str]) -> None:
             vocabulary = ({"classes": list(model.class_names), "category_ids": model.category_ids}
                           if hasattr(model, "category_ids") else {})
             folder = Path(tmp) / name
+            companions = model.companion_files() if hasattr(model, "companion_files") else {}  # BAGS's groups
             hub.write_model_dir(folder, model.state_dict(),
                                 {"name": name, "family": spec.family, "config": spec.config, **vocabulary},
-                                cards.render(spec))
+                                cards.render(spec), companions)
             size = (folder / hub.WEIGHTS_NAME).stat().st_size / 2**20
             del model
             out = subprocess.run([sys.executable, "-c", _LOAD_PROBE, str(folder)], capture_output=True, text=True,

@@ -430,3 +430,60 @@ def write_maskrcnn_benchmark_checkpoint(path: Path, state: OrderedDict[str, torc
                 "scheduler": {"milestones": [60000, 80000], "gamma": 0.1, "last_epoch": 90000},
                 "iteration": 90000}, path)
     return path
+
+
+def bags_htc_layout() -> dict[str, tuple[int, ...]]:
+    """BAGS's ``gs_htc_dconv_c3-c5_mstrain_400_1400_x101_64x4d_fpn_20e_lvis`` (mmdetection v1): ResNeXt-101 64x4d
+    with ``conv2_offset`` (18 channels, bias) beside every 3x3 conv of layer2-4, FPN, RPN, the fused semantic head
+    (183 stuff classes), three ``GSBBoxHeadWith0`` (1236 logits, 4 deltas) and three ``HTCMaskHead`` (1231 maps,
+    ``conv_res``). ConvModules keep their ``.conv``."""
+    keys: dict[str, tuple[int, ...]] = {"backbone.conv1.weight": (64, 3, 7, 7)}
+    _bn(keys, "backbone.bn1", 64)
+    in_c = 64
+    for i, n in enumerate(RESNET_BLOCKS[101]):
+        planes = 64 * 2**i
+        width, out = planes // 64 * 4 * 64, planes * 4
+        for b in range(n):
+            p = f"backbone.layer{i + 1}.{b}."
+            keys[p + "conv1.weight"] = (width, in_c, 1, 1)
+            _bn(keys, p + "bn1", width)
+            if i > 0:
+                keys[p + "conv2_offset.weight"] = (18, width, 3, 3)
+                keys[p + "conv2_offset.bias"] = (18,)
+            keys[p + "conv2.weight"] = (width, width // 64, 3, 3)
+            _bn(keys, p + "bn2", width)
+            keys[p + "conv3.weight"] = (out, width, 1, 1)
+            _bn(keys, p + "bn3", out)
+            if b == 0:
+                keys[p + "downsample.0.weight"] = (out, in_c, 1, 1)
+                _bn(keys, p + "downsample.1", out)
+            in_c = out
+    for i, c in enumerate((256, 512, 1024, 2048)):
+        _conv(keys, f"neck.lateral_convs.{i}.conv", 256, c, 1)
+        _conv(keys, f"neck.fpn_convs.{i}.conv", 256, 256, 3)
+    _conv(keys, "rpn_head.rpn_conv", 256, 256, 3)
+    _conv(keys, "rpn_head.rpn_cls", 3, 256, 1)
+    _conv(keys, "rpn_head.rpn_reg", 12, 256, 1)
+    for i in range(5):
+        _conv(keys, f"semantic_head.lateral_convs.{i}.conv", 256, 256, 1)
+    for i in range(4):
+        _conv(keys, f"semantic_head.convs.{i}.conv", 256, 256, 3)
+    _conv(keys, "semantic_head.conv_embedding.conv", 256, 256, 1)
+    _conv(keys, "semantic_head.conv_logits", 183, 256, 1)
+    for s in range(3):
+        _linear(keys, f"bbox_head.{s}.shared_fcs.0", 1024, 256 * 7 * 7)
+        _linear(keys, f"bbox_head.{s}.shared_fcs.1", 1024, 1024)
+        _linear(keys, f"bbox_head.{s}.fc_cls", 1236, 1024)
+        _linear(keys, f"bbox_head.{s}.fc_reg", 4, 1024)
+        for i in range(4):
+            _conv(keys, f"mask_head.{s}.convs.{i}.conv", 256, 256, 3)
+        keys[f"mask_head.{s}.upsample.weight"] = (256, 256, 2, 2)
+        keys[f"mask_head.{s}.upsample.bias"] = (256,)
+        _conv(keys, f"mask_head.{s}.conv_logits", 1231, 256, 1)
+        _conv(keys, f"mask_head.{s}.conv_res.conv", 256, 256, 1)
+    return keys
+
+
+def _conv(keys: dict, name: str, out: int, inp: int, k: int) -> None:
+    keys[f"{name}.weight"] = (out, inp, k, k)
+    keys[f"{name}.bias"] = (out,)

@@ -11,8 +11,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from original_layouts import (PickledConfig, clip_text_layout, detpro_layout, detpro_state, gtr_layout, lst_state,
-                              mamba_layout, random_state, share_expander, stpn_layout, write_mmcv_checkpoint)
+from original_layouts import (PickledConfig, bags_htc_layout, clip_text_layout, detpro_layout, detpro_state,
+                              gtr_layout, lst_state, mamba_layout, random_state, share_expander, stpn_layout,
+                              write_mmcv_checkpoint)
 from vfe_hub import cli
 from vfe_hub.convert import convert_state_dict, table_for
 from vfe_hub.models.detpro import ORIGINAL_FORMAT
@@ -163,6 +164,31 @@ def lst_model(seed: int = 0, num_classes: int = 1231):
     return model.eval()
 
 
+BAGS = "bags_gs_htc_x101_dcn_lvis05"
+
+
+def bags_state(seed: int = 0):
+    """Random tensors in BAGS's released layout (:func:`original_layouts.bags_htc_layout`), the RoI heads' biases
+    scaled down so that the RoI features, not the biases, decide the scores."""
+    state = random_state(bags_htc_layout(), seed)
+    for key in state:
+        if key.startswith(("bbox_head.", "mask_head.")) and key.endswith(".bias"):
+            state[key] = state[key] * 0.01
+    return state
+
+
+def bags_model(seed: int = 0, proposals: int = 40, max_per_img: int = 20):
+    """BAGS with random weights in the released layout, converted strictly, at the small input size (size divisor
+    32), ``proposals`` RPN proposals and at most ``max_per_img`` detections; the stand-in group tables (consecutive
+    classes)."""
+    model = dataclasses.replace(get_spec(BAGS), preprocess=DETPRO_SMALL).build(proposals=proposals,
+                                                                               max_per_img=max_per_img)
+    state, _ = convert_state_dict(bags_state(seed), table_for("mmdet_v1"),
+                                  {k: v.shape for k, v in model.state_dict().items()})
+    model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
 def small_model(name: str, seed: int = 0):
     """Every registered model (or architecture), with random weights in its released layout, at a small input
     size."""
@@ -173,6 +199,8 @@ def small_model(name: str, seed: int = 0):
         return detpro_model(seed)
     if name == LST:
         return lst_model(seed)
+    if name == BAGS:
+        return bags_model(seed)
     if name in (GTR, AMODAL):  # random weights track nothing: with tracks of one detection kept, the paper
         return gtr_model(seed, name=name, min_track_len=1)  # protocol reports them
     raise KeyError(f"{name} has no small test model yet: add one to tests/small_models.py")

@@ -32,7 +32,7 @@ def model(request):
 
 
 def protocols(model) -> list[dict]:
-    return [{"protocol": p} for p in ("streaming", "paper")] if "protocol" in model.predict_options else [{}]
+    return [{"protocol": p} for p in model.spec.protocols] if "protocol" in model.predict_options else [{}]
 
 
 def assert_same(expected, got) -> None:

@@ -66,7 +66,8 @@ def test_list_models_filters_by_task_and_dataset():
         assert vfe_hub.list_models(dataset=dataset) == ["mamba_r101_dc5_vid", "stpn_swint_vid"]
     for dataset in ("lvis_v1_val", "lvis_v1"):
         assert vfe_hub.list_models(dataset=dataset) == ["detpro_r50_fpn_lvis1"]
-    assert vfe_hub.list_models(task="instance-segmentation", dataset="lvis_v05") == ["lst_r50_fpn_lvis05"]
+    assert vfe_hub.list_models(task="instance-segmentation", dataset="lvis_v05") == ["bags_gs_htc_x101_dcn_lvis05",
+                                                                                     "lst_r50_fpn_lvis05"]
     assert vfe_hub.list_models(task="open-vocabulary-detection", dataset="imagenet_vid") == []
     every = {spec.task for spec in registry.MODELS.values()}
     assert sorted(n for t in every for n in vfe_hub.list_models(task=t)) == vfe_hub.list_models()
@@ -79,9 +80,9 @@ def test_list_models_rejects_unknown_task_or_dataset():
                                                   r"open-vocabulary-detection, video-object-detection\."):
         vfe_hub.list_models(task="video-detection")
     with pytest.raises(vfe_hub.VfeHubError, match=r"Unknown dataset 'coco'\. Valid: imagenet_vid, "
-                                                  r"imagenet_vid_val, lvis_v05, lvis_v05_val, lvis_v1, lvis_v1_val, "
-                                                  r"tao, tao_amodal, tao_amodal_val, "
-                                                  r"tao_val\."):
+                                                  r"imagenet_vid_val, lvis_v05, lvis_v05_val, lvis_v1, "
+                                                  r"lvis_v1_val, tao, tao_amodal, "
+                                                  r"tao_amodal_val, tao_val\."):
         vfe_hub.list_models(dataset="coco")
 
 

@@ -6,8 +6,8 @@ import yaml
 from .registry import ModelSpec
 from .weights import conversion_command
 
-_DATASET_NAMES = {"imagenet_vid": "ImageNet VID (val)", "lvis_v1_val": "LVIS v1 (val)", "tao_val": "TAO (val)",
-                  "tao_amodal_val": "TAO-Amodal (val)", "lvis_v05_val": "LVIS v0.5 (val)"}
+_DATASET_NAMES = {"imagenet_vid": "ImageNet VID (val)", "lvis_v1_val": "LVIS v1 (val)",
+                  "lvis_v05_val": "LVIS v0.5 (val)", "tao_val": "TAO (val)", "tao_amodal_val": "TAO-Amodal (val)"}
 #: the tasks whose results carry track ids
 TRACKING_TASKS = ("multi-object-tracking", "amodal-tracking")
 
@@ -163,11 +163,13 @@ def render(spec: ModelSpec) -> str:
     """The whole model card as Markdown."""
     metric_rows = "\n".join(f"| {dataset} | {metric} | {value} |"
                             for dataset, metrics in spec.metrics.items() for metric, value in metrics.items())
-    numbers = (f"""Paper{" (protocol `paper`)" if spec.protocols else ""}:
+    protocol = "paper" if "paper" in spec.protocols else next(iter(spec.protocols), None)
+    note = f"\n\n{spec.metrics_note}" if spec.metrics_note else ""
+    numbers = (f"""Paper{f" (protocol `{protocol}`)" if protocol else ""}:
 
 | dataset | metric | paper |
 |---|---|---|
-{metric_rows}""" if spec.metrics else spec.metrics_note)
+{metric_rows}{note}""" if spec.metrics else spec.metrics_note)
     details = f"\n## Model\n\n{spec.details}\n" if spec.details else ""
     return f"""---
 {yaml.safe_dump(front_matter(spec), sort_keys=False).strip()}

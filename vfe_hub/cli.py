@@ -81,11 +81,27 @@ def _predict_to_files(args: argparse.Namespace, model: Detector, inputs: list[st
 
 
 def _predict(args: argparse.Namespace) -> None:
+    if args.frame_list:
+        _predict_frame_list(args)
+        return
     open_frames(args.inputs)  # a missing or unreadable input fails here, before the model is loaded
     save_dir = Path(args.save_dir) if args.save_dir else None
     writer = _predict_to_files(args, _load(args, args.name), args.inputs, args.output, save_dir)
     if args.output:
         print(f"{writer.frames} frames, {writer.detections} detections -> {args.output}", file=sys.stderr)
+
+
+def _predict_frame_list(args: argparse.Namespace) -> None:
+    """``--frame-list``: one JSON per frame into ``--per-frame-dir`` (models with ``write_tao_detections``)."""
+    if len(args.inputs) != 1 or not args.per_frame_dir:
+        raise VfeHubError("--frame-list takes one input, the folder the listed frame paths are relative to, and "
+                          "--per-frame-dir, the folder of the per-frame JSON files.")
+    model = _load(args, args.name)
+    if not hasattr(model, "write_tao_detections"):
+        raise VfeHubError(f"{args.name} writes no per-frame TAO detections; use -o FILE for a JSON lines file.")
+    written = model.write_tao_detections(args.frame_list, args.inputs[0], args.per_frame_dir,
+                                         batch_size=args.batch_size, progress=args.progress)
+    print(f"{written} frames written to {args.per_frame_dir} (frames already there were skipped)", file=sys.stderr)
 
 
 def _track(args: argparse.Namespace) -> None:
@@ -176,7 +192,7 @@ def _convert(args: argparse.Namespace) -> None:
 
     spec = get_spec(args.name)
     checkpoint = Path(args.checkpoint)
-    inputs = {k: getattr(args, k) for k in ("embeddings", "categories", "contexts", "sorted_ids", "fp16_mask")
+    inputs = {k: getattr(args, k) for k in ("embeddings", "categories", "contexts", "sorted_ids", "fp16_mask", "groups")
               if getattr(args, k)}
     converted = convert_checkpoint(spec, checkpoint, **inputs)
     config = {"name": spec.name, "family": spec.family, "config": spec.config, **converted.config,
@@ -316,10 +332,16 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("name", help="a registered model name")
     s.add_argument("inputs", nargs="+", help="images, folders, globs or videos")
     s.add_argument("--weights", help="local vfe_hub folder, .safetensors or original checkpoint")
-    s.add_argument("--protocol", choices=["streaming", "paper"], help="video models only")
+    s.add_argument("--protocol", choices=["streaming", "paper", "lvis", "tao"],
+                   help="one of the model's protocols (model card): streaming/paper for video models, lvis/tao "
+                        "for BAGS")
     s.add_argument("--output", "-o", metavar="FILE", help=OUTPUT_HELP)
     s.add_argument("--save-dir", help="draw detections on the frames into this folder")
     s.add_argument("--score-thr", type=float, default=0.3, help="drawing threshold (default: 0.3)")
+    s.add_argument("--frame-list", help="BAGS, TAO detections: a text file of frame paths relative to the one INPUT "
+                                        "folder (e.g. validation_img_list.txt); with --per-frame-dir, writes one "
+                                        "JSON per frame and skips frames already written (restartable)")
+    s.add_argument("--per-frame-dir", help="with --frame-list: the folder of the per-frame JSON files")
     _run_options(s)
     _shard_options(s)
     s.set_defaults(run=_sharded(_predict))
@@ -379,6 +401,8 @@ def parser() -> argparse.ArgumentParser:
                                         "(lvis_sorted_id_all.json)")
     s.add_argument("--fp16-mask", action="store_true", help="LST (optional): store MLP_mask (about 630 MB in float32) "
                                                             "in float16; see the model card for the output difference")
+    s.add_argument("--groups", help="BAGS: a folder with label2binlabel.pt and pred_slice_with0.pt, or "
+                                    "lvis_v0.5_train.json (groups from its instance counts)")
 
     s = command("publish", _publish, "upload a vfe_hub folder to a Hugging Face Hub repo",
                 "vfe-hub publish out/ you/mamba_r101_dc5_vid")

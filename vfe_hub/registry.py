@@ -236,6 +236,14 @@ _GTR_PROTOCOLS = {
     ),
 }
 
+_BAGS_CITATION = """@inproceedings{li2020overcoming,
+  title     = {Overcoming Classifier Imbalance for Long-Tail Object Detection With Balanced Group Softmax},
+  author    = {Li, Yu and Wang, Tao and Kang, Bingyi and Tang, Sheng and Wang, Chunfeng and Li, Jintao and Feng, Jiashi},
+  booktitle = {IEEE/CVF Conference on Computer Vision and Pattern Recognition (CVPR)},
+  pages     = {10991--11000},
+  year      = {2020}
+}"""
+
 _TAO_AMODAL_CITATION = """@article{hsieh2023tracking,
   title   = {Tracking Any Object Amodally},
   author  = {Hsieh, Cheng-Yen and Khurana, Tarasha and Dave, Achal and Ramanan, Deva},
@@ -506,6 +514,61 @@ MODELS: dict[str, ModelSpec] = {
             original_code=f"{_LST_CODE} (maskrcnn-benchmark fork)",
             details=_LST_DETAILS,
             tags=("instance-segmentation", "long-tail", "incremental-learning", "lvis", "mask-rcnn"),
+        ),
+        ModelSpec(
+            name="bags_gs_htc_x101_dcn_lvis05",
+            family="bags",
+            task="instance-segmentation",
+            summary=(
+                "BAGS (balanced group softmax) on a Hybrid Task Cascade with a ResNeXt-101 64x4d DCN backbone "
+                "(multi-scale trained), LVIS v0.5; boxes and masks of the 1230 LVIS v0.5 classes. Also the detector "
+                "of the TAO 2020 challenge winner (protocol 'tao')."
+            ),
+            classes=tuple(c["name"] for c in lvis_v05_categories()),  # label i is LVIS v0.5 category id i + 1
+            weights=WeightsSpec(
+                repo_id="vfe-hub/bags_gs_htc_x101_dcn_lvis05",
+                filename="model.safetensors",
+                revision=None,  # not published yet: pin the commit and sha256 when the converted folder is uploaded
+                format="vfe_hub",
+                licence_note=(
+                    "Converted by this project from the authors' release (Google Drive, linked from the Apache-2.0 "
+                    "repository FishYuLi/BalancedGroupSoftmax; no separate licence is stated for the weights)."
+                ),
+                originals={
+                    "<gs_htc_dconv_c3-c5_mstrain_400_1400_x101_64x4d_fpn_20e_lvis.pth> (BAGS GS-HTC)":
+                        "Google Drive id 1QkfpYYAHgEym8KVg8a7zclSHe5LGssjH",
+                    "<folder with label2binlabel.pt and pred_slice_with0.pt> (BAGS's group files)":
+                        "Google Drive folder id 1UsCscmh7F6KOya1K7R2vTT5KswsIFVXd",
+                    "<lvis_v0.5_train.json> (instead of the group files: its instance counts)":
+                        "https://dl.fbaipublicfiles.com/LVIS/lvis_v0.5_train.json.zip",
+                },
+            ),
+            preprocess=Preprocess(max_size=1333, min_size=800, mean=(123.675, 116.28, 103.53),
+                                  std=(58.395, 57.12, 57.375), size_divisor=32),
+            paper=Paper(
+                title="Overcoming Classifier Imbalance for Long-tail Object Detection with Balanced Group Softmax",
+                url="https://arxiv.org/abs/2006.10408",
+                venue="CVPR 2020",
+                citation=_BAGS_CITATION,
+            ),
+            licence="apache-2.0",
+            datasets=("lvis_v05_val",),
+            # FishYuLi/BalancedGroupSoftmax README, row "GS HTC X101-MS-DCN": box AP, mask AP.
+            metrics={"lvis_v05_val": {"AP": 37.71, "mask_AP": 34.39}},
+            metrics_note=(
+                "The README's HTC X101-MS-DCN baseline without BAGS (same backbone and training) reaches 34.61 box "
+                "AP and 31.94 mask AP; APr/APc/APf of this model are not published in the repository."
+            ),
+            temporal="none (image model)",
+            protocols={
+                "lvis": ("The LVIS v0.5 evaluation (BAGS's test config): score > 0.001, class-wise NMS 0.5, 300 "
+                         "detections per image, masks. The default."),
+                "tao": ("The detections of the TAO 2020 challenge winner (Winner_ECCV20_TAO's TAO config): score "
+                        "> 1e-5, class-wise NMS 0.95, 500 detections per image, boxes only (masks are not computed)."),
+            },
+            config={"num_classes": 1230, "group_sizes": (294, 453, 302, 181), "proposals": 1000},
+            original_code="https://github.com/FishYuLi/BalancedGroupSoftmax (mmdetection v1.0rc0 fork)",
+            tags=("instance-segmentation", "long-tail", "lvis", "htc", "tao"),
         ),
         ModelSpec(
             name="gtr_dr2101_tao",

@@ -7,7 +7,8 @@ from ..errors import ConversionError
 from .rename import RenameTable, check_state_dict, convert_state_dict
 
 #: checkpoint format (as in ``WeightsSpec.format``) -> module holding its ``TABLE``
-FORMATS = {"mmdet_v2": "mmdet_v2", "detectron2": "detectron2", "maskrcnn_benchmark": "maskrcnn_benchmark"}
+FORMATS = {"mmdet_v1": "mmdet_v1", "mmdet_v2": "mmdet_v2", "detectron2": "detectron2",
+           "maskrcnn_benchmark": "maskrcnn_benchmark"}
 
 
 def table_for(fmt: str) -> RenameTable:

@@ -13,10 +13,13 @@ class AnchorGenerator:
     Base anchors are centred on (0, 0) and **not rounded**: ``w = base * scale / sqrt(ratio)``,
     ``h = base * scale * sqrt(ratio)`` for ratios outer and scales inner; the grid shift of cell (y, x) is
     ``(x * stride, y * stride)``. Boxes are ``xyxy`` in input pixels.
+
+    ``legacy=True`` gives mmdetection v1's pixel-inclusive anchors: centred on ``((base - 1) / 2, (base - 1) / 2)``
+    with corners ``ctr -/+ 0.5 * (w - 1)`` (and the same for ``h``), **rounded** to integers.
     """
 
     def __init__(self, strides: Sequence[int], ratios: Sequence[float], scales: Sequence[float],
-                 base_sizes: Sequence[int] | None = None) -> None:
+                 base_sizes: Sequence[int] | None = None, legacy: bool = False) -> None:
         self.strides = list(strides)
         self.base = []
         for stride, base in zip(self.strides, base_sizes or self.strides):
@@ -25,7 +28,12 @@ class AnchorGenerator:
             scales_t = torch.tensor(list(scales), dtype=torch.float32)[None, :]
             ws = (base * w_ratio * scales_t).reshape(-1)
             hs = (base * h_ratio * scales_t).reshape(-1)
-            self.base.append(torch.stack([-0.5 * ws, -0.5 * hs, 0.5 * ws, 0.5 * hs], dim=-1))
+            if legacy:
+                ctr, ws, hs = 0.5 * (base - 1), ws - 1, hs - 1
+                corners = [ctr - 0.5 * ws, ctr - 0.5 * hs, ctr + 0.5 * ws, ctr + 0.5 * hs]
+                self.base.append(torch.stack(corners, dim=-1).round())
+            else:
+                self.base.append(torch.stack([-0.5 * ws, -0.5 * hs, 0.5 * ws, 0.5 * hs], dim=-1))
 
     @classmethod
     def from_base(cls, strides: Sequence[int], base: Sequence[torch.Tensor]) -> AnchorGenerator:

@@ -35,22 +35,32 @@ class DeltaXYWHCoder:
 
     The centre is ``(x1 + x2) / 2``; ``dw, dh`` are clamped to ``|log(16 / 1000)|`` on both sides; results are
     clipped to ``[0, W] x [0, H]`` of ``max_shape`` when given (mmdetection v2).
+
+    ``legacy=True`` is mmdetection v1's ``delta2bbox`` for pixel-inclusive boxes: the width is ``x2 - x1 + 1``,
+    the decoded corners are ``ctr -/+ 0.5 * w`` moved half a pixel inwards (``+0.5`` / ``-0.5``), and clipping is
+    to ``[0, W - 1] x [0, H - 1]``.
     """
 
     def __init__(self, stds: Sequence[float] = (1.0, 1.0, 1.0, 1.0), means: Sequence[float] = (0.0, 0.0, 0.0, 0.0),
-                 wh_ratio_clip: float = 16 / 1000) -> None:
+                 wh_ratio_clip: float = 16 / 1000, legacy: bool = False) -> None:
         self.stds = tuple(stds)
         self.means = tuple(means)
         self.max_ratio = abs(math.log(wh_ratio_clip))
+        self.offset = 1.0 if legacy else 0.0
 
     def decode(self, boxes: torch.Tensor, deltas: torch.Tensor, max_shape: tuple[int, int] | None) -> torch.Tensor:
         """``boxes (N, 4)`` xyxy and ``deltas (N, 4 * K)`` give ``(N, 4 * K)`` xyxy boxes (K classes or 1)."""
         n, k = deltas.shape[0], deltas.shape[1] // 4
         d = deltas.reshape(-1, 4) * deltas.new_tensor(self.stds) + deltas.new_tensor(self.means)
         ref = boxes.repeat(1, k).reshape(-1, 4)
-        out = _apply((ref[:, :2] + ref[:, 2:]) * 0.5, ref[:, 2:] - ref[:, :2], d, -self.max_ratio, self.max_ratio)
+        size = ref[:, 2:] - ref[:, :2] + self.offset
+        out = _apply((ref[:, :2] + ref[:, 2:]) * 0.5, size, d, -self.max_ratio, self.max_ratio)
+        if self.offset:
+            out = out + out.new_tensor([0.5, 0.5, -0.5, -0.5])
         out = out.reshape(n, 4 * k)
-        return out if max_shape is None else clip_boxes(out, max_shape)
+        if max_shape is None:
+            return out
+        return clip_boxes(out, (max_shape[0] - self.offset, max_shape[1] - self.offset))
 
 
 class Box2BoxCoder:

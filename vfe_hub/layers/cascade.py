@@ -46,12 +46,17 @@ class CascadeBoxHeads(nn.Module):
     ``[0, W] x [0, H]`` of the image, empty boxes kept so that every stage scores the same rows (detectron2's
     ``_create_proposals_from_boxes`` at test time; it clips even when the final boxes are left unclipped).
     Parameter names: ``stages.{k}.fcs.{i}``, ``stages.{k}.cls_score``, ``stages.{k}.bbox_pred``.
+
+    ``pixel_inclusive=True`` (mmdetection v1, with legacy coders) clips the intermediate boxes to
+    ``[0, W - 1] x [0, H - 1]`` instead. ``num_classes + 1`` is the classifier's width whatever its columns mean
+    (BAGS's 1236 group-softmax logits: ``num_classes=1235``).
     """
 
     def __init__(self, coders: Sequence[BoxCoder], num_classes: int, in_channels: int = 256, roi_size: int = 7,
-                 num_fcs: int = 2, fc_dim: int = 1024) -> None:
+                 num_fcs: int = 2, fc_dim: int = 1024, pixel_inclusive: bool = False) -> None:
         super().__init__()
         self.coders = tuple(coders)
+        self.offset = 1 if pixel_inclusive else 0
         self.stages = nn.ModuleList(
             ConvFCBoxHead(in_channels, roi_size, num_classes, num_fcs=num_fcs, fc_dim=fc_dim, class_agnostic=True)
             for _ in self.coders)
@@ -73,7 +78,8 @@ class CascadeBoxHeads(nn.Module):
         outputs: list[StageOutput] = []
         for k, (head, coder) in enumerate(zip(self.stages, self.coders)):
             if k:
-                proposals = [clip_boxes(b.detach(), size) for b, size in zip(outputs[-1].boxes, image_sizes)]
+                proposals = [clip_boxes(b.detach(), (h - self.offset, w - self.offset))
+                             for b, (h, w) in zip(outputs[-1].boxes, image_sizes)]
             embedding = head.embed(pool(proposals))
             logits, deltas = head.cls_score(embedding), head.bbox_pred(embedding)
             pooled = torch.cat(proposals).float()

@@ -13,7 +13,8 @@ class DeformConv(nn.Module):
     plain conv on the same input, with the same kernel size, stride, padding and dilation.
 
     Parameters: ``offset.weight [(3 if modulated else 2) * k * k, in, k, k]`` (``offset.bias`` iff ``offset_bias``),
-    ``weight [out, in, k, k]``, ``bias [out]`` iff ``bias``. One deformable group, no channel groups.
+    ``weight [out, in / groups, k, k]``, ``bias [out]`` iff ``bias``. One deformable group; ``groups`` channel groups
+    (ResNeXt's grouped 3x3 convs), which share the offsets.
 
     The offset conv's output holds, for tap ``t = i * k + j`` of the kernel, the row offset ``dy`` in channel ``2t``
     and the column offset ``dx`` in ``2t + 1``; modulated, channels ``2kk:3kk`` are mask logits (``sigmoid``, channel
@@ -26,14 +27,14 @@ class DeformConv(nn.Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1, padding: int = 1,
-                 dilation: int = 1, *, modulated: bool, bias: bool, offset_bias: bool) -> None:
+                 dilation: int = 1, groups: int = 1, *, modulated: bool, bias: bool, offset_bias: bool) -> None:
         super().__init__()
         self.modulated = modulated
         self.stride, self.padding, self.dilation = stride, padding, dilation
         taps = kernel_size * kernel_size
         self.offset = nn.Conv2d(in_channels, (3 if modulated else 2) * taps, kernel_size, stride, padding, dilation,
                                 bias=offset_bias)
-        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size))
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, kernel_size, kernel_size))
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
         # zero offsets and mask logits: a new layer starts as a plain conv (times 0.5 when modulated)

@@ -110,3 +110,25 @@ def paste_masks_padded(probs: torch.Tensor, boxes: torch.Tensor, image_size: tup
     wide[:, 2:] = torch.maximum(wide[:, 2:] + 1, wide[:, :2] + 1)  # pixel edges; at least one pixel
     above = torch.nextafter(torch.tensor(threshold, dtype=torch.float32), torch.tensor(2.0)).item()  # ">" in float32
     return paste_masks(padded, wide, image_size, above)
+
+
+def paste_masks_inclusive(probs: torch.Tensor, boxes: torch.Tensor, image_size: tuple[int, int],
+                          threshold: float = 0.5) -> torch.Tensor:
+    """mmdetection v1's mask pasting: binary image masks ``(K, h, w)`` from ``probs (K, M, M)`` and
+    pixel-inclusive ``boxes (K, 4)`` in pixels of the output image of ``image_size = (h, w)``.
+
+    Each box is truncated to integers; its ``x2 - x1 + 1`` by ``y2 - y1 + 1`` pixels (at least one) receive the
+    ``M x M`` map resized bilinearly (``align_corners=False``, edge values repeated: OpenCV's ``INTER_LINEAR``,
+    which the original calls through ``mmcv.imresize``) and thresholded with ``> threshold``; the parts outside
+    the image are cut off.
+    """
+    h, w = image_size
+    out = torch.zeros(probs.shape[0], h, w, dtype=torch.bool, device=probs.device)
+    for k, (x1, y1, x2, y2) in enumerate(boxes.float().trunc().long().tolist()):
+        bw, bh = max(x2 - x1 + 1, 1), max(y2 - y1 + 1, 1)
+        crop = F.interpolate(probs[k].float()[None, None], size=(bh, bw), mode="bilinear", align_corners=False)[0, 0]
+        top, left = max(y1, 0), max(x1, 0)
+        bottom, right = min(y1 + bh, h), min(x1 + bw, w)
+        if bottom > top and right > left:
+            out[k, top:bottom, left:right] = crop[top - y1:bottom - y1, left - x1:right - x1] > threshold
+    return out

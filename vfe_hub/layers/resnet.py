@@ -1,4 +1,5 @@
-"""ResNet backbones (bottleneck) with frozen batch norm, in mmdetection's two styles.
+"""ResNet and ResNeXt backbones (bottleneck) with frozen batch norm, in mmdetection's two styles, with optional
+deformable 3x3 convs (DCNv1) per stage.
 
 ``style="pytorch"`` puts a block's stride on its 3x3 conv (torchvision's layout); ``style="caffe"`` puts it on
 the first 1x1 conv (the layout of MSRA's original Caffe models, and of mmdetection backbones trained with
@@ -7,6 +8,12 @@ the first 1x1 conv (the layout of MSRA's original Caffe models, and of mmdetecti
 ``1e-5`` (mmdetection, torchvision) or ``0`` (maskrcnn-benchmark's ``FrozenBatchNorm2d``, ``w / sqrt(var)``).
 Unlike torchvision's ``replace_stride_with_dilation``, a dilated stage dilates **every** block, as mmdetection does
 (the DC5 backbones of the video models depend on it).
+
+ResNeXt (``groups > 1``): a block of ``planes`` channels has ``floor(planes * base_width / 64) * groups`` channels
+in its 1x1 and grouped 3x3 convs (mmdetection's and torchvision's rule; ``groups=64, base_width=4`` is
+"64x4d"). ``deform_stages[i]`` makes the 3x3 conv of **every** block of stage ``i`` (the strided first one too) a
+:class:`~.deform_conv.DeformConv` without modulation, whose offset conv (with bias) is ``conv2.offset``
+(mmdetection v1 names it ``conv2_offset``).
 """
 from __future__ import annotations
 
@@ -16,24 +23,36 @@ import torch
 from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+from .deform_conv import DeformConv
+
 DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 STYLES = ("pytorch", "caffe")
 
 
 class Bottleneck(nn.Module):
     """1x1 -> 3x3 -> 1x1 convs (each with frozen BN; ReLU after the first two and after the residual sum); the
-    stride sits on the 3x3 conv (``style="pytorch"``) or on the first 1x1 conv (``style="caffe"``)."""
+    stride sits on the 3x3 conv (``style="pytorch"``) or on the first 1x1 conv (``style="caffe"``). ``planes``
+    sets the output, ``planes * 4`` channels; the inner width is ``planes`` for ResNet and
+    ``floor(planes * base_width / 64) * groups`` for ResNeXt (``groups`` channel groups in the 3x3 conv, which is
+    a DCNv1 :class:`~.deform_conv.DeformConv` when ``deform``)."""
 
     expansion = 4
 
-    def __init__(self, in_channels: int, width: int, stride: int = 1, dilation: int = 1,
-                 style: str = "pytorch", bn_eps: float = 1e-5) -> None:
+    def __init__(self, in_channels: int, planes: int, stride: int = 1, dilation: int = 1,
+                 style: str = "pytorch", groups: int = 1, base_width: int = 64, deform: bool = False,
+                 bn_eps: float = 1e-5) -> None:
         super().__init__()
-        out = width * self.expansion
+        out = planes * self.expansion
+        width = planes if groups == 1 else planes * base_width // 64 * groups
         stride1, stride2 = (stride, 1) if style == "caffe" else (1, stride)
         self.conv1 = nn.Conv2d(in_channels, width, 1, stride1, bias=False)
         self.bn1 = FrozenBatchNorm2d(width, eps=bn_eps)
-        self.conv2 = nn.Conv2d(width, width, 3, stride2, padding=dilation, dilation=dilation, bias=False)
+        if deform:
+            self.conv2 = DeformConv(width, width, 3, stride2, padding=dilation, dilation=dilation, groups=groups,
+                                    modulated=False, bias=False, offset_bias=True)
+        else:
+            self.conv2 = nn.Conv2d(width, width, 3, stride2, padding=dilation, dilation=dilation, groups=groups,
+                                   bias=False)
         self.bn2 = FrozenBatchNorm2d(width, eps=bn_eps)
         self.conv3 = nn.Conv2d(width, out, 1, bias=False)
         self.bn3 = FrozenBatchNorm2d(out, eps=bn_eps)
@@ -51,11 +70,13 @@ class Bottleneck(nn.Module):
 
 
 class ResNet(nn.Module):
-    """ResNet-50/101/152 returning the outputs of the stages in ``out_indices`` (0 = layer1 ... 3 = layer4).
+    """ResNet-50/101/152 (or ResNeXt with ``groups``, ``base_width``) returning the outputs of the stages in
+    ``out_indices`` (0 = layer1 ... 3 = layer4).
 
     Input ``(B, 3, H, W)`` normalised image; output stage ``i`` has ``256 * 2**i`` channels at stride
     ``4 * prod(strides[1:i+1])``. ``style`` is ``"pytorch"`` (stride on each block's 3x3 conv) or ``"caffe"``
-    (stride on its first 1x1 conv); ``bn_eps`` the frozen batch norms' eps (0 for maskrcnn-benchmark).
+    (stride on its first 1x1 conv); ``deform_stages`` (four flags) puts DCNv1 in every block of those stages;
+    ``bn_eps`` is the frozen batch norms' eps (0 for maskrcnn-benchmark).
     """
 
     def __init__(
@@ -65,6 +86,9 @@ class ResNet(nn.Module):
         dilations: Sequence[int] = (1, 1, 1, 1),
         out_indices: Sequence[int] = (0, 1, 2, 3),
         style: str = "pytorch",
+        groups: int = 1,
+        base_width: int = 64,
+        deform_stages: Sequence[bool] = (False, False, False, False),
         bn_eps: float = 1e-5,
     ) -> None:
         super().__init__()
@@ -76,11 +100,12 @@ class ResNet(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
         in_channels = 64
-        for i, (blocks, stride, dilation) in enumerate(zip(DEPTHS[depth], strides, dilations)):
-            width = 64 * 2**i
-            layer = [Bottleneck(in_channels, width, stride, dilation, style, bn_eps)]
-            in_channels = width * Bottleneck.expansion
-            layer += [Bottleneck(in_channels, width, 1, dilation, style, bn_eps) for _ in range(blocks - 1)]
+        for i, (blocks, stride, dilation, deform) in enumerate(zip(DEPTHS[depth], strides, dilations, deform_stages)):
+            planes = 64 * 2**i
+            kind = dict(style=style, groups=groups, base_width=base_width, deform=deform, bn_eps=bn_eps)
+            layer = [Bottleneck(in_channels, planes, stride, dilation, **kind)]
+            in_channels = planes * Bottleneck.expansion
+            layer += [Bottleneck(in_channels, planes, 1, dilation, **kind) for _ in range(blocks - 1)]
             self.add_module(f"layer{i + 1}", nn.Sequential(*layer))
         self.out_channels = [256 * 2**i for i in self.out_indices]
 

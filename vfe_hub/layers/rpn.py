@@ -36,16 +36,22 @@ class ProposalSelector:
     width or height are dropped (``w > 0`` and ``h > 0``); NMS at ``iou`` runs per level
     (:func:`.nms.multiclass_nms` keyed by level); the best ``max_per_img`` remain, sorted by score.
 
-    ``legacy=True`` is maskrcnn-benchmark's ``RPNPostProcessor`` at test time: boxes are pixel-inclusive (decoded by
-    :class:`.box_coder.Box2BoxCoder` with ``legacy=True``, clipped to ``[0, W - 1]``, sizes and NMS IoU with
-    ``x2 - x1 + 1``), and the best ``max_per_img`` over all levels are kept per image (``FPN_POST_NMS_TOP_N_TEST``).
+    ``legacy=True`` is for pixel-inclusive boxes (mmdetection v1, maskrcnn-benchmark): sizes and NMS IoU over
+    ``x2 - x1 + 1`` widths, boxes kept when both sizes are at least ``min_size`` (so nothing is dropped by size
+    when ``min_size = 0``), decoded by ``coder`` (default the legacy :class:`.box_coder.DeltaXYWHCoder`, mmdetection
+    v1's ``delta2bbox``, clipped to ``[0, W - 1]``; maskrcnn-benchmark's ``RPNPostProcessor`` passes
+    :class:`.box_coder.Box2BoxCoder` with ``legacy=True``, whose only difference is that ``dw, dh`` are clamped from
+    above only). The best ``max_per_img`` over all levels are kept per image (maskrcnn-benchmark's
+    ``FPN_POST_NMS_TOP_N_TEST``; mmdetection v1's per-level ``nms_post`` cut of at least ``max_per_img`` before the
+    global top ``max_per_img`` keeps the same boxes).
     """
 
     def __init__(self, anchors: AnchorGenerator, nms_pre: int, iou: float, max_per_img: int,
-                 min_size: float = 0.0, legacy: bool = False) -> None:
+                 min_size: float = 0.0, legacy: bool = False, coder: DeltaXYWHCoder | Box2BoxCoder | None = None
+                 ) -> None:
         self.anchors = anchors
-        self.coder = Box2BoxCoder(legacy=True) if legacy else DeltaXYWHCoder()
         self.offset = 1.0 if legacy else 0.0
+        self.coder = coder or DeltaXYWHCoder(legacy=legacy)
         self.nms_pre = nms_pre
         self.iou = iou
         self.max_per_img = max_per_img
@@ -76,10 +82,10 @@ class ProposalSelector:
                 scores.append(s[i].float())
                 levels.append(torch.full_like(s[i], level, dtype=torch.long))
             boxes, scores, levels = torch.cat(boxes), torch.cat(scores), torch.cat(levels)
+            sizes = boxes[:, 2:] - boxes[:, :2] + self.offset
+            valid = (sizes >= self.min_size).all(dim=1) if self.min_size > 0 or self.offset else (sizes > 0).all(dim=1)
+            boxes, scores, levels = boxes[valid], scores[valid], levels[valid]
             edges = boxes + boxes.new_tensor([0.0, 0.0, self.offset, self.offset])  # pixel edges, for sizes and IoU
-            sizes = edges[:, 2:] - edges[:, :2]
-            valid = (sizes >= self.min_size).all(dim=1) if self.min_size > 0 else (sizes > 0).all(dim=1)
-            boxes, scores, levels, edges = boxes[valid], scores[valid], levels[valid], edges[valid]
             keep = multiclass_nms(edges, scores, levels, self.iou, self.max_per_img)
             results.append((boxes[keep], scores[keep]))
         return results

@@ -137,7 +137,7 @@ class LST(Detector):
         """Detections with masks for the images of ``batch``."""
         feats = self.neck(self.backbone(batch.images))
         selector = ProposalSelector(self.cell_anchors.generator(), nms_pre=1000, iou=0.7,
-                                    max_per_img=self.proposals, legacy=True)
+                                    max_per_img=self.proposals, legacy=True, coder=Box2BoxCoder(legacy=True))
         proposals = [boxes for boxes, _ in selector(self.rpn(feats), batch.image_sizes)]
         pooled = pool_rois(feats[:4], boxes_to_rois(proposals), STRIDES[:4], output_size=7, sampling_ratio=2,
                            aligned=False, legacy=True)
