@@ -432,15 +432,15 @@ def write_maskrcnn_benchmark_checkpoint(path: Path, state: OrderedDict[str, torc
     return path
 
 
-def bags_htc_layout() -> dict[str, tuple[int, ...]]:
+def bags_htc_layout(depth: int = 101) -> dict[str, tuple[int, ...]]:
     """BAGS's ``gs_htc_dconv_c3-c5_mstrain_400_1400_x101_64x4d_fpn_20e_lvis`` (mmdetection v1): ResNeXt-101 64x4d
     with ``conv2_offset`` (18 channels, bias) beside every 3x3 conv of layer2-4, FPN, RPN, the fused semantic head
     (183 stuff classes), three ``GSBBoxHeadWith0`` (1236 logits, 4 deltas) and three ``HTCMaskHead`` (1231 maps,
-    ``conv_res``). ConvModules keep their ``.conv``."""
+    ``conv_res``). ConvModules keep their ``.conv``. ``depth`` 50 gives the same layout with ResNeXt-50's blocks."""
     keys: dict[str, tuple[int, ...]] = {"backbone.conv1.weight": (64, 3, 7, 7)}
     _bn(keys, "backbone.bn1", 64)
     in_c = 64
-    for i, n in enumerate(RESNET_BLOCKS[101]):
+    for i, n in enumerate(RESNET_BLOCKS[depth]):
         planes = 64 * 2**i
         width, out = planes // 64 * 4 * 64, planes * 4
         for b in range(n):

@@ -566,7 +566,7 @@ MODELS: dict[str, ModelSpec] = {
                 "tao": ("The detections of the TAO 2020 challenge winner (Winner_ECCV20_TAO's TAO config): score "
                         "> 1e-5, class-wise NMS 0.95, 500 detections per image, boxes only (masks are not computed)."),
             },
-            config={"num_classes": 1230, "group_sizes": (294, 453, 302, 181), "proposals": 1000},
+            config={"num_classes": 1230, "group_sizes": (294, 453, 302, 181), "proposals": 1000, "depth": 101},
             original_code="https://github.com/FishYuLi/BalancedGroupSoftmax (mmdetection v1.0rc0 fork)",
             tags=("instance-segmentation", "long-tail", "lvis", "htc", "tao"),
         ),

@@ -88,7 +88,7 @@ PROTOCOLS = {"lvis": Protocol(1e-3, 0.5, 300, True), "tao": Protocol(1e-5, 0.95,
 class Bags(Detector):
     """BAGS GS-HTC; see the module docstring. ``group_sizes`` are the four groups' class counts (they fix the
     classifier's width, ``2 + sum(n + 1)``); ``max_per_img`` caps every protocol's number of detections (``None``:
-    the protocol's own)."""
+    the protocol's own); ``depth`` is the ResNeXt's (101 released; 50 keeps tests of the code around it fast)."""
 
     predict_options = {"protocol": "lvis"}
 
@@ -98,14 +98,14 @@ class Bags(Detector):
         return list(range(1, len(self.class_names) + 1))
 
     def __init__(self, spec: ModelSpec, num_classes: int = 1230, group_sizes: tuple[int, ...] = (294, 453, 302, 181),
-                 proposals: int = 1000, max_per_img: int | None = None) -> None:
+                 proposals: int = 1000, max_per_img: int | None = None, depth: int = 101) -> None:
         super().__init__(spec)
         if sum(group_sizes) != num_classes:
             raise ValueError(f"group sizes {group_sizes} do not add up to {num_classes} classes")
         self.num_classes = num_classes
         self.logit_width = 2 + sum(n + 1 for n in group_sizes)
         self.max_per_img = max_per_img
-        self.backbone = ResNet(101, groups=64, base_width=4, deform_stages=(False, True, True, True))
+        self.backbone = ResNet(depth, groups=64, base_width=4, deform_stages=(False, True, True, True))
         self.neck = FPN([256, 512, 1024, 2048], 256, num_outs=5)
         anchors = AnchorGenerator(STRIDES, ratios=(0.5, 1.0, 2.0), scales=(8,), legacy=True)
         self.rpn = RPNHead(256, 256, anchors.num_anchors)
