@@ -19,24 +19,31 @@ def _bn(keys: dict, name: str, channels: int) -> None:
     keys[f"{name}.num_batches_tracked"] = ()
 
 
-def mmdet_resnet(prefix: str, depth: int) -> dict[str, tuple[int, ...]]:
-    """mmdetection ``ResNet`` (bottleneck, torchvision-compatible names) keys and shapes."""
-    keys: dict[str, tuple[int, ...]] = {f"{prefix}conv1.weight": (64, 3, 7, 7)}
-    _bn(keys, f"{prefix}bn1", 64)
+def _frozen_bn(keys: dict, name: str, channels: int) -> None:
+    for p in ("weight", "bias", "running_mean", "running_var"):
+        keys[f"{name}.{p}"] = (channels,)
+
+
+def mmdet_resnet(prefix: str, depth: int, bn=_bn, stem: str = "") -> dict[str, tuple[int, ...]]:
+    """mmdetection ``ResNet`` (bottleneck, torchvision-compatible names) keys and shapes; ``bn`` adds a norm's keys
+    (with ``num_batches_tracked``; maskrcnn-benchmark's frozen ones have none); ``stem`` prefixes the first conv
+    and its norm (maskrcnn-benchmark's ``stem.``)."""
+    keys: dict[str, tuple[int, ...]] = {f"{prefix}{stem}conv1.weight": (64, 3, 7, 7)}
+    bn(keys, f"{prefix}{stem}bn1", 64)
     in_c = 64
     for i, n in enumerate(RESNET_BLOCKS[depth]):
         width, out = 64 * 2**i, 256 * 2**i
         for b in range(n):
             p = f"{prefix}layer{i + 1}.{b}."
             keys[p + "conv1.weight"] = (width, in_c, 1, 1)
-            _bn(keys, p + "bn1", width)
+            bn(keys, p + "bn1", width)
             keys[p + "conv2.weight"] = (width, width, 3, 3)
-            _bn(keys, p + "bn2", width)
+            bn(keys, p + "bn2", width)
             keys[p + "conv3.weight"] = (out, width, 1, 1)
-            _bn(keys, p + "bn3", out)
+            bn(keys, p + "bn3", out)
             if b == 0:
                 keys[p + "downsample.0.weight"] = (out, in_c, 1, 1)
-                _bn(keys, p + "downsample.1", out)
+                bn(keys, p + "downsample.1", out)
             in_c = out
     return keys
 
@@ -202,11 +209,6 @@ def detpro_layout(clip: bool = True) -> dict[str, tuple[int, ...]]:
     return keys
 
 
-def _frozen_bn(keys: dict, name: str, channels: int) -> None:
-    for p in ("weight", "bias", "running_mean", "running_var"):
-        keys[f"{name}.{p}"] = (channels,)
-
-
 def centernet2_dr2101_layout() -> dict[str, tuple[int, ...]]:
     """CenterNet2's ``build_p67_res2net_fpn_backbone`` (Res2Net-101 v1b 26w x 4s, modulated DCN in res4/res5,
     detectron2 FPN on res3-res5 with P6/P7 from P5) and its class-agnostic CenterNet head: the detector keys of the
@@ -364,24 +366,7 @@ def lst_layout(num_classes: int = 1231) -> dict[str, tuple[int, ...]]:
     box-to-mask transfer, ``module.`` stripped): R-50-FPN with FrozenBN buffers, RPN with its anchor buffers, the
     ``FPN2MLPCosineFeatureExtractor`` / ``FPNCosinePredictor`` box head, the mask head with ``MLP_mask`` and
     ``bbox2mask``."""
-    b = "backbone.body."
-    keys: dict[str, tuple[int, ...]] = {f"{b}stem.conv1.weight": (64, 3, 7, 7)}
-    _frozen_bn(keys, f"{b}stem.bn1", 64)
-    in_c = 64
-    for i, n in enumerate(RESNET_BLOCKS[50]):
-        width, out = 64 * 2**i, 256 * 2**i
-        for k in range(n):
-            p = f"{b}layer{i + 1}.{k}."
-            keys[p + "conv1.weight"] = (width, in_c, 1, 1)
-            _frozen_bn(keys, p + "bn1", width)
-            keys[p + "conv2.weight"] = (width, width, 3, 3)
-            _frozen_bn(keys, p + "bn2", width)
-            keys[p + "conv3.weight"] = (out, width, 1, 1)
-            _frozen_bn(keys, p + "bn3", out)
-            if k == 0:
-                keys[p + "downsample.0.weight"] = (out, in_c, 1, 1)
-                _frozen_bn(keys, p + "downsample.1", out)
-            in_c = out
+    keys = mmdet_resnet("backbone.body.", 50, bn=_frozen_bn, stem="stem.")
     for k, c in enumerate((256, 512, 1024, 2048), start=1):
         keys.update({f"backbone.fpn.fpn_inner{k}.weight": (256, c, 1, 1), f"backbone.fpn.fpn_inner{k}.bias": (256,),
                      f"backbone.fpn.fpn_layer{k}.weight": (256, 256, 3, 3), f"backbone.fpn.fpn_layer{k}.bias": (256,)})

@@ -31,12 +31,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torchvision
 from torchvision.models.detection.roi_heads import paste_masks_in_image
 from torchvision.ops import roi_align
 from torchvision.ops.poolers import LevelMapper
 
 from media import photo
+from torchvision_reference import detecting_maskrcnn
 from vfe_hub.layers.anchors import AnchorGenerator
 from vfe_hub.layers.box_coder import Box2BoxCoder
 from vfe_hub.layers.box_head import ConvFCBoxHead, detect
@@ -58,33 +58,8 @@ def reference():
     on a 320 x 448 photograph (a multiple of 64: nothing padded, and torchvision's anchor strides, the input size
     over the feature size, are the nominal ones); returns the model, the photograph, the
     transformed input, the intermediate proposals and RoI-head outputs and the final results."""
-    torch.manual_seed(0)
-    model = torchvision.models.detection.maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, min_size=320,
-                                                               max_size=480).eval()
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.1, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.1, 0.1)
-        model.rpn.head.cls_logits.weight.mul_(0.2)
-        model.rpn.head.bbox_pred.weight.mul_(0.02)
-        model.roi_heads.box_predictor.cls_score.weight.mul_(0.2)
-        model.roi_heads.box_predictor.bbox_pred.weight.mul_(0.005)
     image = photo("chelsea", (320, 448))
-    x = torch.from_numpy(image).permute(2, 0, 1).float() / 255
-    with torch.no_grad():
-        images, _ = model.transform([x])
-        for block, level in zip(model.backbone.fpn.layer_blocks, model.backbone(images.tensors).values()):
-            block[0].bias.sub_(level.mean((0, 2, 3)))
-    seen = {}
-    hooks = [model.rpn.register_forward_hook(lambda m, a, o: seen.__setitem__("proposals", o[0][0])),
-             model.roi_heads.register_forward_hook(lambda m, a, o: seen.__setitem__("roi", dict(o[0][0])))]
-    with torch.no_grad():
-        result = model([x])[0]
-    for h in hooks:
-        h.remove()
+    model, images, seen, result = detecting_maskrcnn(image, max_size=480)
     assert tuple(images.tensors.shape[-2:]) == images.image_sizes[0] == (320, 448)
     return model, image, images, seen, result
 

@@ -31,10 +31,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torchvision
 from torchvision.models.detection.roi_heads import paste_masks_in_image
 
 from media import photo
+from torchvision_reference import detecting_maskrcnn
 from vfe_hub.layers.box_coder import DeltaXYWHCoder
 from vfe_hub.layers.box_head import ConvFCBoxHead, detect
 from vfe_hub.layers.mask_head import FCNMaskHead, paste_masks
@@ -58,39 +58,10 @@ class TorchvisionAnchors:
 
 @pytest.fixture(scope="module")
 def reference():
-    """torchvision's Mask R-CNN with seeded random weights, adjusted so that it detects: BN statistics off their
-    init, FPN output biases that make each level zero-mean on the photograph (RoI features then differ enough for
-    several classes to win), RPN logits within +-7 (unsaturated sigmoids), RPN and box deltas below ~1, class
-    logits spread enough for scores above 0.05. Returns the model, the photograph, the transformed input, the
-    intermediate proposals and RoI-head outputs (28x28 masks) and the final results."""
-    torch.manual_seed(0)
-    model = torchvision.models.detection.maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, min_size=320,
-                                                               max_size=512).eval()
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.1, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.1, 0.1)
-        model.rpn.head.cls_logits.weight.mul_(0.2)
-        model.rpn.head.bbox_pred.weight.mul_(0.02)
-        model.roi_heads.box_predictor.cls_score.weight.mul_(0.2)
-        model.roi_heads.box_predictor.bbox_pred.weight.mul_(0.005)
+    """torchvision's Mask R-CNN adjusted to detect (:func:`torchvision_reference.detecting_maskrcnn`) on a
+    photograph: the model, the photograph, the transformed input, the intermediate outputs and the results."""
     image = photo("chelsea")
-    x = torch.from_numpy(image).permute(2, 0, 1).float() / 255
-    with torch.no_grad():
-        images, _ = model.transform([x])
-        for block, level in zip(model.backbone.fpn.layer_blocks, model.backbone(images.tensors).values()):
-            block[0].bias.sub_(level.mean((0, 2, 3)))
-    seen = {}
-    hooks = [model.rpn.register_forward_hook(lambda m, a, o: seen.__setitem__("proposals", o[0][0])),
-             # postprocess pastes the masks into the result dicts in place: keep a copy of the 28x28 ones
-             model.roi_heads.register_forward_hook(lambda m, a, o: seen.__setitem__("roi", dict(o[0][0])))]
-    with torch.no_grad():
-        result = model([x])[0]
-    for h in hooks:
-        h.remove()
+    model, images, seen, result = detecting_maskrcnn(image, max_size=512)
     return model, image, images, seen, result
 
 
