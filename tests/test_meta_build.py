@@ -52,7 +52,8 @@ def test_load_matches_a_normally_built_model(name, tmp_path, monkeypatch):
     classes = list(spec.classes) or [f"thing_{i}" for i in range(len(source.class_names))]
     config = {"name": name, "family": spec.family, "config": spec.config, "classes": classes,
               "category_ids": list(range(1, len(classes) + 1))}
-    hub.write_model_dir(tmp_path / "w", state, config, card="")
+    companions = source.companion_files() if hasattr(source, "companion_files") else {}  # BAGS's group tables
+    hub.write_model_dir(tmp_path / "w", state, config, card="", files=companions)
 
     reference = spec.build(**overrides)  # a normal build (random initialisation), then the strict load
     reference.load_weights(weights.resolve(spec, {k: v.shape for k, v in reference.state_dict().items()},
