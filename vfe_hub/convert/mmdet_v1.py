@@ -6,6 +6,7 @@ mmdetection v1 (``conv2_offset``) and children here (``conv2.offset``); mmcv's `
 """
 from __future__ import annotations
 
+from .mmdet_v2 import NECK_AND_RPN
 from .rename import RenameTable
 
 TABLE = RenameTable(
@@ -13,10 +14,7 @@ TABLE = RenameTable(
     rules=(
         (r"backbone\.(layer\d\.\d+)\.conv2_offset\.(weight|bias)", r"backbone.\1.conv2.offset.\2"),
         (r"backbone\.(.+)", r"backbone.\1"),
-        (r"neck\.(lateral_convs|fpn_convs)\.(\d+)\.conv\.(weight|bias)", r"neck.\1.\2.conv.\3"),
-        (r"rpn_head\.rpn_conv\.(weight|bias)", r"rpn.conv.\1"),
-        (r"rpn_head\.rpn_cls\.(weight|bias)", r"rpn.cls_logits.\1"),
-        (r"rpn_head\.rpn_reg\.(weight|bias)", r"rpn.bbox_pred.\1"),
+        *NECK_AND_RPN,
         (r"semantic_head\.((?:lateral_convs|convs)\.\d+\.conv|conv_embedding\.conv|conv_logits)\.(weight|bias)",
          r"semantic_head.\1.\2"),
         (r"bbox_head\.(\d+)\.shared_fcs\.(\d+)\.(weight|bias)", r"box_heads.stages.\1.fcs.\2.\3"),

@@ -13,6 +13,15 @@ from .rename import RenameTable
 _P = r"(?:detector\.)?"
 _B = _P + r"backbone\."
 
+#: mmdetection's FPN / channel mapper and RPN head, the same in v1 and v2 (v1 has no ``detector.`` prefix)
+NECK_AND_RPN = (
+    (_P + r"neck\.(lateral_convs|fpn_convs)\.(\d+)\.(conv|bn)\.(.+)", r"neck.\1.\2.\3.\4"),
+    (_P + r"neck\.convs\.(\d+)\.conv\.(weight|bias)", r"neck.convs.\1.\2"),
+    (_P + r"rpn_head\.rpn_conv\.(weight|bias)", r"rpn.conv.\1"),
+    (_P + r"rpn_head\.rpn_cls\.(weight|bias)", r"rpn.cls_logits.\1"),
+    (_P + r"rpn_head\.rpn_reg\.(weight|bias)", r"rpn.bbox_pred.\1"),
+)
+
 TABLE = RenameTable(
     name="mmdetection v2",
     rules=(
@@ -22,11 +31,7 @@ TABLE = RenameTable(
         (_B + r"stages\.(\d+)\.blocks\.(\d+)\.ffn\.layers\.1\.(weight|bias)", r"backbone.stages.\1.blocks.\2.mlp.fc2.\3"),
         (_B + r"norm(\d)\.(weight|bias)", r"backbone.norms.\1.\2"),
         (_P + r"backbone\.(.+)", r"backbone.\1"),
-        (_P + r"neck\.(lateral_convs|fpn_convs)\.(\d+)\.(conv|bn)\.(.+)", r"neck.\1.\2.\3.\4"),
-        (_P + r"neck\.convs\.(\d+)\.conv\.(weight|bias)", r"neck.convs.\1.\2"),
-        (_P + r"rpn_head\.rpn_conv\.(weight|bias)", r"rpn.conv.\1"),
-        (_P + r"rpn_head\.rpn_cls\.(weight|bias)", r"rpn.cls_logits.\1"),
-        (_P + r"rpn_head\.rpn_reg\.(weight|bias)", r"rpn.bbox_pred.\1"),
+        *NECK_AND_RPN,
         (_P + r"roi_head\.bbox_head\.shared_convs\.(\d+)\.(conv|bn)\.(.+)", r"box_head.shared_convs.\1.\2.\3"),
         (_P + r"roi_head\.bbox_head\.shared_fcs\.(\d+)\.(weight|bias)", r"box_head.fcs.\1.\2"),
         (_P + r"roi_head\.bbox_head\.fc_cls\.(weight|bias)", r"box_head.cls_score.\1"),
