@@ -25,10 +25,9 @@ import torch
 from vfe_hub import engine
 from vfe_hub.layers.rpn import ProposalSelector
 from vfe_hub.models.base import Detector
-from vfe_hub.progress import progress_bar
 from vfe_hub.registry import get_spec
 
-from speed import frames
+from speed import frames, runner
 
 #: functions the model families call by name, timed where a family module imports them
 STEPS = {"pool_rois": "RoI pooling", "detect": "box post-processing + NMS", "paste_masks": "mask pasting"}
@@ -98,7 +97,7 @@ def main() -> None:
     model = get_spec(args.model).build().to(args.device)
     model.dtype = getattr(torch, args.dtype)
     clip = frames(args.frames + 1, *args.size)
-    run = lambda items: list(engine.run(model, items, 1, progress_bar(progress=False)))
+    run = runner(model, 1)
     run(clip[:1])  # warm-up, before any timing
     timer = Timer(model.device)
     instrument(model, timer)

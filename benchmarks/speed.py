@@ -6,17 +6,22 @@
 Random weights are used unless --weights is given (speed does not depend on the values). Frames are a real
 photograph panned over time (scikit-image's sample data) of ``--size``, resized by each model's own rule;
 decoding is excluded. ``--torchvision`` adds torchvision's ``maskrcnn_resnet50_fpn`` (its default resize, the
-same as DetPro's: 800 / 1333) on the same frames, and the ratio of each model's time per frame to it.
-``--load`` times a cached load of each model in a fresh process: the converted safetensors already on disk
-(a vfe_hub folder written here), ``vfe_hub.load`` to a model ready for its first frame, then that first frame,
-and how much the process's peak resident memory grew during the load (Linux ``/proc``: ``VmHWM`` minus the
-``VmRSS`` before it) beside the weights' size: one copy of the weights, plus the code the load imports.
+same as DetPro's: 800 / 1333) on the same frames, and the ratio of each model's time per frame to it. Each
+model's work per frame is counted too (GFLOP of its convolutions and matrix products, two per multiply-add, by
+``torch.utils.flop_counter``; torchvision's own kernels such as RoIAlign and deformable convolution are not
+counted), so that a model doing more work than torchvision's shows its time per GFLOP beside it.
+``--load`` times a cached load of each model in a fresh process: importing torch, then torchvision (whose ops
+import ``torch._dynamo``), then vfe_hub; ``vfe_hub.load`` of the converted safetensors already on disk (a
+vfe_hub folder written here, its sha256 checked on every load) to a model ready for its first frame; that first
+frame; and how much the process's peak resident memory grew during the load (Linux ``/proc``: ``VmHWM`` minus
+the ``VmRSS`` before it) beside the weights' size: one copy of the weights, plus the code the load imports.
 """
 from __future__ import annotations
 
 import argparse
 import platform
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -36,14 +41,19 @@ def frames(count: int, height: int, width: int) -> list[Frame]:
             for i in range(count)]
 
 
+def runner(model, batch_size: int) -> Callable[[list[Frame]], list]:
+    """A function running ``model`` on frames in batches of ``batch_size``; a video model sees all the frames it is
+    given, over several calls, as one video (one session)."""
+    if isinstance(model, vfe_hub.VideoDetector):
+        session = model.session()
+        return lambda items: list(session.run(items, batch_size, progress_bar(progress=False)))
+    return lambda items: list(engine.run(model, items, batch_size, progress_bar(progress=False)))
+
+
 def measure(model, clip: list[Frame], batch_size: int) -> tuple[float, float, float]:
     """(frames/s, ms per batch, peak memory MiB) of one pass over ``clip`` after one warm-up batch."""
     device = model.device
-    if isinstance(model, vfe_hub.VideoDetector):  # one video: the warm-up frames, then the clip
-        session = model.session()
-        run = lambda items: list(session.run(items, batch_size, progress_bar(progress=False)))
-    else:
-        run = lambda items: list(engine.run(model, items, batch_size, progress_bar(progress=False)))
+    run = runner(model, batch_size)  # one video: the warm-up frames, then the clip
     run(clip[:batch_size])
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -57,12 +67,31 @@ def measure(model, clip: list[Frame], batch_size: int) -> tuple[float, float, fl
     return len(clip) / elapsed, 1000 * elapsed / -(-len(clip) // batch_size), peak
 
 
-def torchvision_row(clip: list[Frame], device: str, batch_size: int) -> float:
-    """Seconds per frame of torchvision's Mask R-CNN R50-FPN (random weights, 91 classes) over ``clip``."""
+def gflop(run: Callable[[list[Frame]], object], frame: Frame) -> float:
+    """GFLOP of the convolutions and matrix products of ``run([frame])`` (two per multiply-add)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        run([frame])
+    return counter.get_total_flops() / 1e9
+
+
+def torchvision_net(device: str) -> torch.nn.Module:
+    """torchvision's Mask R-CNN R50-FPN, random weights, 91 classes, in eval mode on ``device``."""
     import torchvision
 
-    net = torchvision.models.detection.maskrcnn_resnet50_fpn(weights=None, weights_backbone=None).eval().to(device)
-    images = [torch.from_numpy(f.image).permute(2, 0, 1).float().div(255).to(device) for f in clip]
+    return torchvision.models.detection.maskrcnn_resnet50_fpn(weights=None, weights_backbone=None).eval().to(device)
+
+
+def torchvision_input(frames: list[Frame], device: str) -> list[torch.Tensor]:
+    """Frames as torchvision's detectors take them: ``(3, H, W)`` float in [0, 1]."""
+    return [torch.from_numpy(f.image).permute(2, 0, 1).float().div(255).to(device) for f in frames]
+
+
+def torchvision_row(clip: list[Frame], device: str, batch_size: int) -> float:
+    """Seconds per frame of torchvision's Mask R-CNN R50-FPN over ``clip``."""
+    net = torchvision_net(device)
+    images = torchvision_input(clip, device)
     with torch.inference_mode():
         net(images[:batch_size])
         start = time.perf_counter()
@@ -76,8 +105,11 @@ def torchvision_row(clip: list[Frame], device: str, batch_size: int) -> float:
 _LOAD_PROBE = """
 import sys, time
 start = time.perf_counter()
-import torch, vfe_hub
-from vfe_hub.io import Frame
+import torch
+torch_imported = time.perf_counter()
+import torchvision
+torchvision_imported = time.perf_counter()
+import vfe_hub
 imported = time.perf_counter()
 def status(key):
     return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(key)) / 1024
@@ -87,7 +119,8 @@ loaded = time.perf_counter()
 load_peak = status("VmHWM:") - before
 model.predict(torch.zeros(3, 64, 64, dtype=torch.uint8))
 first = time.perf_counter()
-print(imported - start, loaded - imported, first - loaded, load_peak)
+print(torch_imported - start, torchvision_imported - torch_imported, imported - torchvision_imported,
+      loaded - imported, first - loaded, load_peak)
 """
 
 
@@ -100,8 +133,8 @@ def load_rows(names: list[str]) -> None:
 
     from vfe_hub import cards, hub
 
-    print("\n| model | import s | load s | first frame s | load's peak RSS growth MiB | weights MiB |\n"
-          "|---|---|---|---|---|---|")
+    print("\n| model | import torch s | import torchvision s | import vfe_hub s | vfe_hub.load s | first frame s | "
+          "load's peak RSS growth MiB | weights MiB |\n|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
             spec = vfe_hub.registry.get_spec(name)
@@ -117,8 +150,8 @@ def load_rows(names: list[str]) -> None:
             del model
             out = subprocess.run([sys.executable, "-c", _LOAD_PROBE, str(folder)], capture_output=True, text=True,
                                  check=True).stdout.split()
-            imported, loaded, first, grown = map(float, out[-4:])
-            print(f"| {name} | {imported:.2f} | {loaded:.2f} | {first:.2f} | {grown:.0f} | {size:.0f} |")
+            *seconds, grown = map(float, out[-6:])
+            print(f"| {name} | {' | '.join(f'{t:.2f}' for t in seconds)} | {grown:.0f} | {size:.0f} |")
 
 
 def main() -> None:
@@ -140,21 +173,30 @@ def main() -> None:
           "tracking end to end\n")
     clip = frames(args.frames, *args.size)
     baseline = {bs: torchvision_row(clip, args.device, bs) for bs in args.batch_sizes} if args.torchvision else {}
+    if baseline:
+        net = torchvision_net(args.device)
+        baseline_gflop = gflop(lambda items: net(torchvision_input(items, args.device)), clip[0])
+        del net
     if args.batch_sizes:
-        print("| model | batch | frames/s | ms/batch | peak MiB | time / torchvision Mask R-CNN |\n"
-              "|---|---|---|---|---|---|")
+        print("| model | batch | frames/s | ms/batch | peak MiB | GFLOP / frame | time / torchvision Mask R-CNN | "
+              "time per GFLOP / torchvision's |\n|---|---|---|---|---|---|---|---|")
     for bs, seconds in baseline.items():
-        print(f"| torchvision maskrcnn_resnet50_fpn | {bs} | {1 / seconds:.2f} | {1000 * seconds * bs:.1f} | | 1.00 |")
+        print(f"| torchvision maskrcnn_resnet50_fpn | {bs} | {1 / seconds:.2f} | {1000 * seconds * bs:.1f} | | "
+              f"{baseline_gflop:.0f} | 1.00 | 1.00 |")
     for name in args.models if args.batch_sizes else ():
         if args.weights:
             model = vfe_hub.load(name, device=args.device, dtype=args.dtype, weights=args.weights)
         else:
             model = vfe_hub.registry.get_spec(name).build().to(args.device)
             model.dtype = getattr(torch, args.dtype)
+        run = runner(model, 1)
+        run(clip[:1])  # a video model's first frame has no past frames to attend to: count the second
+        work = gflop(run, clip[1 % len(clip)])
         for bs in args.batch_sizes:
             fps, ms, peak = measure(model, clip, bs)
             ratio = f"{1 / fps / baseline[bs]:.2f}" if bs in baseline else ""
-            print(f"| {name} | {bs} | {fps:.2f} | {ms:.1f} | {peak:.0f} | {ratio} |")
+            per_gflop = f"{1 / fps / work / (baseline[bs] / baseline_gflop):.2f}" if bs in baseline else ""
+            print(f"| {name} | {bs} | {fps:.2f} | {ms:.1f} | {peak:.0f} | {work:.0f} | {ratio} | {per_gflop} |")
         del model
     if args.load:
         load_rows(args.models)

@@ -174,6 +174,12 @@ def test_info_flow_averages_per_stage_sigmoids_of_the_detected_class():
     averaged = info_flow_mask_probs(heads, feats, labels)
     assert averaged.dtype == torch.float32
     torch.testing.assert_close(averaged.double(), sum(probs) / 3, rtol=1e-6, atol=1e-7)
+    # detections of several classes on one RoI: the heads run once per RoI, each detection takes its class
+    rows = torch.tensor([4, 0, 4, 2, 1, 4])
+    several = torch.tensor([2, 5, 3, 0, 1, 3])
+    expected = info_flow_mask_probs(heads, feats[rows], several)
+    assert torch.equal(info_flow_mask_probs(heads, feats, several, rows), expected)
+    assert not torch.equal(expected[0], expected[2])  # one RoI, two classes: two masks
 
 
 def test_inclusive_paste_resizes_like_opencv_onto_the_truncated_box():

@@ -14,7 +14,8 @@ from vfe_hub.layers.box_coder import DeltaXYWHCoder
 from vfe_hub.layers.box_head import ConvFCBoxHead, detect
 from vfe_hub.layers.necks import FPN
 from vfe_hub.layers.resnet import ResNet
-from vfe_hub.layers.roi import pool_rois
+from vfe_hub.layers.mask_head import FCNMaskHead
+from vfe_hub.layers.roi import pool_rois, unique_rois
 from vfe_hub.layers.rpn import ProposalSelector
 
 
@@ -131,6 +132,24 @@ def test_pool_rois_maps_levels_like_mmdetection():
     single = pool_rois(feats[:1], rois[:1], [4], sampling_ratio=2)
     expected = torchvision.ops.roi_align(feats[0], rois[:1], 7, 0.25, 2, aligned=True)
     assert torch.equal(single, expected)
+
+
+def test_mask_head_on_distinct_rois_equals_the_head_on_every_roi():
+    """Detections of several classes on one box (class-agnostic regression) share their RoI: the head runs once
+    per distinct RoI and its output is gathered back, bit for bit what it gives on every row."""
+    torch.manual_seed(0)
+    feats = [torch.randn(2, 8, 64 // 2**i, 80 // 2**i) for i in range(4)]
+    xy = torch.rand(7, 2) * 150
+    boxes = torch.cat([xy, xy + 8 + torch.rand(7, 2) * 150], dim=1)
+    distinct = torch.cat([torch.tensor([0, 0, 0, 1, 1, 1, 1.0])[:, None], boxes], dim=1)
+    rois = distinct[torch.tensor([3, 0, 3, 5, 1, 0, 6, 2, 4, 3, 6])]  # repeated rows, in no particular order
+    head = FCNMaskHead(8, 8, 2).eval()
+    with torch.inference_mode():
+        direct = head(pool_rois(feats, rois, [4, 8, 16, 32], output_size=14))
+        unique, rows = unique_rois(rois)
+        shared = head(pool_rois(feats, unique, [4, 8, 16, 32], output_size=14))[rows]
+    assert len(unique) == 7 and torch.equal(unique[rows], rois)
+    assert torch.equal(shared, direct)
 
 
 def test_resnet_style_is_checked():

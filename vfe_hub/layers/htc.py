@@ -51,7 +51,9 @@ class HTCMaskHead(FCNMaskHead):
     ``forward(x, res)``: RoI features ``(K, C, S, S)`` and the previous head's ``res (K, C, S, S)`` or None (the
     first stage, whose ``conv_res`` then goes unused) -> ``(logits (K, num_classes, 2S, 2S), features (K, C, S, S))``.
     ``forward(x, res, labels)`` computes only the logits of each RoI's class ``labels (K,)``: ``(K, 2S, 2S)`` (the
-    same 1x1 conv, without the ``num_classes`` maps of every RoI).
+    same 1x1 conv, without the ``num_classes`` maps of every RoI). With ``rows (L,)``, ``labels (L,)`` are the
+    classes of detections whose RoI is ``x[rows]`` (several classes of one RoI; see :func:`.roi.unique_rois`):
+    logits ``(L, 2S, 2S)``, features still ``(K, C, S, S)``.
     """
 
     def __init__(self, in_channels: int = 256, conv_channels: int = 256, num_convs: int = 4,
@@ -59,8 +61,8 @@ class HTCMaskHead(FCNMaskHead):
         super().__init__(in_channels, conv_channels, num_convs, num_classes)
         self.conv_res = ConvNorm(conv_channels, conv_channels, 1)
 
-    def forward(self, x: torch.Tensor, res: torch.Tensor | None = None,
-                labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, res: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         if res is not None:
             x = x + torch.relu(self.conv_res(res))
         for conv in self.convs:
@@ -68,16 +70,20 @@ class HTCMaskHead(FCNMaskHead):
         up = torch.relu(self.upsample(x))
         if labels is None:
             return self.conv_logits(up), x
+        if rows is not None:
+            up = up[rows]
         weight = self.conv_logits.weight[labels.long(), :, 0, 0]  # (K, C)
         return torch.einsum("kchw,kc->khw", up, weight) + self.conv_logits.bias[labels.long(), None, None], x
 
 
-def info_flow_mask_probs(heads: Sequence[HTCMaskHead], feats: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def info_flow_mask_probs(heads: Sequence[HTCMaskHead], feats: torch.Tensor, labels: torch.Tensor,
+                         rows: torch.Tensor | None = None) -> torch.Tensor:
     """HTC's test-time mask ensemble: the heads run in turn on the same RoI features ``feats (K, C, S, S)``, each
-    fed the previous one's features; the mask of each RoI's class ``labels (K,)`` (a channel of the logits) goes
-    through a sigmoid per head and the probabilities are averaged: ``(K, 2S, 2S)`` float32."""
+    fed the previous one's features; the mask of each detection's class ``labels (L,)`` (a channel of the logits)
+    goes through a sigmoid per head and the probabilities are averaged: ``(L, 2S, 2S)`` float32. Detection ``i``'s
+    RoI is ``feats[rows[i]]`` (``rows=None``: ``feats[i]``, ``L = K``)."""
     res, probs = None, []
     for head in heads:
-        logits, res = head(feats, res, labels)
+        logits, res = head(feats, res, labels, rows)
         probs.append(logits.float().sigmoid())
     return torch.stack(probs).mean(0)

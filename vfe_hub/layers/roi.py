@@ -12,6 +12,16 @@ def boxes_to_rois(boxes: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.cat([torch.cat([b.new_full((len(b), 1), i), b], dim=1) for i, b in enumerate(boxes)])
 
 
+def unique_rois(rois: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The distinct rows ``(U, 5)`` of ``rois (K, 5)`` and, for each row, the index of its distinct row ``(K,)``:
+    ``f(rois) == f(unique)[inverse]`` for any per-RoI head ``f``, run ``U`` times instead of ``K``.
+
+    Class-agnostic box regression gives every class kept for a proposal the same box, so the final detections
+    repeat boxes (one RoI per object with several plausible classes); their mask heads need each box only once.
+    """
+    return torch.unique(rois, dim=0, return_inverse=True)
+
+
 def pool_rois(feats: Sequence[torch.Tensor], rois: torch.Tensor, strides: Sequence[int], output_size: int = 7,
               sampling_ratio: int = 0, finest_scale: int = 56, aligned: bool = True,
               legacy: bool = False) -> torch.Tensor:

@@ -53,7 +53,7 @@ from ..layers.mask_head import paste_masks_inclusive
 from ..layers.necks import FPN
 from ..layers.nms import select_per_class
 from ..layers.resnet import ResNet
-from ..layers.roi import boxes_to_rois, pool_rois
+from ..layers.roi import boxes_to_rois, pool_rois, unique_rois
 from ..layers.rpn import ProposalSelector, RPNHead
 from ..registry import ModelSpec
 from ..structures import Detections, FrameInfo, ImageBatch
@@ -194,12 +194,10 @@ class Bags(Detector):
             hub.atomic_write(out_dir / f"{name}.json", lambda tmp: tmp.write_text(json.dumps(record)))
         return len(todo)
 
-    def _pool(self, feats: list[torch.Tensor], semantic: torch.Tensor, boxes: list[torch.Tensor],
-              size: int) -> torch.Tensor:
-        """RoI features ``(sum K_i, 256, size, size)`` of pixel-inclusive boxes: mmdetection v1's RoIAlign
-        (torchvision's unaligned one on the boxes' pixel edges, ``x2 + 1``, which also gives its level rule) on
-        P2-P5, plus the semantic embedding's 14x14 RoIs (averaged down to ``size``)."""
-        rois = boxes_to_rois(boxes)
+    def _pool(self, feats: list[torch.Tensor], semantic: torch.Tensor, rois: torch.Tensor, size: int) -> torch.Tensor:
+        """RoI features ``(K, 256, size, size)`` of pixel-inclusive ``rois (K, 5)`` (see :func:`.roi.boxes_to_rois`):
+        mmdetection v1's RoIAlign (torchvision's unaligned one on the boxes' pixel edges, ``x2 + 1``, which also
+        gives its level rule) on P2-P5, plus the semantic embedding's 14x14 RoIs (averaged down to ``size``)."""
         rois = rois + rois.new_tensor([0.0, 0.0, 0.0, 1.0, 1.0])
         pooled = pool_rois(feats[:4], rois, STRIDES[:4], output_size=size, sampling_ratio=2, aligned=False)
         semantic = pool_rois([semantic], rois, (SEMANTIC_STRIDE,), output_size=14, sampling_ratio=2, aligned=False)
@@ -212,7 +210,7 @@ class Bags(Detector):
         feats = self.neck(self.backbone(batch.images))
         proposals = [boxes.to(feats[0].dtype) for boxes, _ in self.proposals(self.rpn(feats), batch.image_sizes)]
         semantic = self.semantic_head(feats)
-        stages = self.box_heads(lambda b: self._pool(feats, semantic, [x.to(feats[0].dtype) for x in b], 7),
+        stages = self.box_heads(lambda b: self._pool(feats, semantic, boxes_to_rois(b).to(feats[0].dtype), 7),
                                 proposals, batch.image_sizes)
         logits = torch.stack([stage.logits.float() for stage in stages]).mean(0)
         scores = group_softmax_scores(logits, self.label2binlabel, self.pred_slice)[:, 1:]
@@ -233,7 +231,8 @@ class Bags(Detector):
         """Binary masks ``(N_i, H_i, W_i)`` in input pixels for each image's final boxes (HTC's mask ensemble)."""
         resized = [(boxes * factor).to(feats[0].dtype) for boxes, _, _, factor in dets]
         labels = torch.cat([d[2] for d in dets]) + 1  # channel 0 of the mask logits is the background
-        probs = info_flow_mask_probs(self.mask_heads, self._pool(feats, semantic, resized, 14), labels)
+        rois, rows = unique_rois(boxes_to_rois(resized))  # the classes kept for one proposal share its box
+        probs = info_flow_mask_probs(self.mask_heads, self._pool(feats, semantic, rois, 14), labels, rows)
         return [paste_masks_inclusive(p, boxes, frame.size, MASK_THR)
                 for p, (boxes, _, _, _), frame in zip(probs.split([len(d[0]) for d in dets]), dets, batch.frames)]
 

@@ -38,7 +38,7 @@ from ..layers.clip_text import CLIPTextEncoder
 from ..layers.mask_head import FCNMaskHead, paste_masks
 from ..layers.necks import FPN
 from ..layers.resnet import ResNet
-from ..layers.roi import boxes_to_rois, pool_rois
+from ..layers.roi import boxes_to_rois, pool_rois, unique_rois
 from ..layers.rpn import ProposalSelector, RPNHead
 from ..registry import ModelSpec
 from ..structures import Detections, ImageBatch
@@ -206,8 +206,9 @@ class DetPro(Detector):
         """Binary masks ``(N_i, H_i, W_i)`` in input pixels for the final ``boxes`` (input pixels) of each image:
         14x14 RoIs of the boxes mapped back to the resized image, sigmoid, pasted, thresholded at 0.5."""
         resized = [b * b.new_tensor([sx, sy, sx, sy]) for b, (sx, sy) in zip(boxes, batch.scales)]
-        pooled = pool_rois(feats[:4], boxes_to_rois(resized), STRIDES[:4], output_size=14, sampling_ratio=0)
-        probs = self.mask_head(pooled)[:, 0].float().sigmoid()
+        rois, rows = unique_rois(boxes_to_rois(resized))  # the classes kept for one proposal share its box
+        pooled = pool_rois(feats[:4], rois, STRIDES[:4], output_size=14, sampling_ratio=0)
+        probs = self.mask_head(pooled)[rows, 0].float().sigmoid()
         return [paste_masks(p, b, frame.size, MASK_THR)
                 for p, b, frame in zip(probs.split([len(b) for b in boxes]), boxes, batch.frames)]
 
