@@ -62,6 +62,8 @@ def _predict_to_files(args: argparse.Namespace, model: Detector, inputs: list[st
     """Run ``model`` on ``inputs``, streaming each frame's results to ``output`` (see
     :mod:`vfe_hub.results_writer`) and drawing them into ``save_dir``."""
     options = {"protocol": args.protocol} if args.protocol else {}
+    if args.no_masks:
+        options["masks"] = False
     provenance = {**model.provenance(), "vfe_hub": __version__,
                   "protocol": {**model.predict_options, **options}.get("protocol")}
     detections = model.predict(inputs, batch_size=args.batch_size, stream=True, progress=args.progress,
@@ -318,7 +320,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--model", default=DEMO_MODEL, help=f"a registered model name (default: {DEMO_MODEL})")
     s.add_argument("--out-dir", default="vfe_hub_demo", help="output folder (default: ./vfe_hub_demo)")
     s.add_argument("--score-thr", type=float, default=0.3, help="drawing threshold (default: 0.3)")
-    s.set_defaults(weights=None, protocol=None)
+    s.set_defaults(weights=None, protocol=None, no_masks=False)
     _run_options(s)
 
     s = command("list", _list, "registered model names", "vfe-hub list '*vid*'")
@@ -335,6 +337,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--protocol", choices=["streaming", "paper", "lvis", "tao"],
                    help="one of the model's protocols (model card): streaming/paper for video models, lvis/tao "
                         "for BAGS")
+    s.add_argument("--no-masks", action="store_true", help="boxes only, for the models that also segment (faster)")
     s.add_argument("--output", "-o", metavar="FILE", help=OUTPUT_HELP)
     s.add_argument("--save-dir", help="draw detections on the frames into this folder")
     s.add_argument("--score-thr", type=float, default=0.3, help="drawing threshold (default: 0.3)")

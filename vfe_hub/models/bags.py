@@ -29,9 +29,7 @@ The group tables (which logits hold which class) are not in the checkpoint: they
 """
 from __future__ import annotations
 
-import functools
 import json
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import engine, hub
+from .. import hub
 from ..convert import convert_state_dict, table_for
 from ..errors import ConversionError, InputError, VfeHubError, WeightsNotFoundError, close_matches
 from ..layers.anchors import AnchorGenerator
@@ -90,7 +88,7 @@ class Bags(Detector):
     classifier's width, ``2 + sum(n + 1)``); ``max_per_img`` caps every protocol's number of detections (``None``:
     the protocol's own); ``depth`` is the ResNeXt's (101 released; 50 keeps tests of the code around it fast)."""
 
-    predict_options = {"protocol": "lvis"}
+    predict_options = {"protocol": "lvis", "masks": True}
 
     @property
     def category_ids(self) -> list[int]:
@@ -162,10 +160,6 @@ class Bags(Detector):
                               + f"; use one of {', '.join(map(repr, PROTOCOLS))} (see the model card).")
         return options
 
-    def _run(self, frames: Iterable, batch_size: int, bar: Any, options: dict[str, Any]) -> Iterator[Detections]:
-        forward = functools.partial(self.forward, protocol=options["protocol"])
-        return engine.run(self, frames, batch_size, bar, forward=forward)
-
     def write_tao_detections(self, frame_list: str | Path, root: str | Path, out_dir: str | Path, *,
                              batch_size: int = 1, progress: bool | None = None) -> int:
         """Detections of the TAO frames named in ``frame_list`` (one path per line, relative to ``root``, e.g.
@@ -203,8 +197,8 @@ class Bags(Detector):
         semantic = pool_rois([semantic], rois, (SEMANTIC_STRIDE,), output_size=14, sampling_ratio=2, aligned=False)
         return pooled + (semantic if size == 14 else F.adaptive_avg_pool2d(semantic, size))
 
-    def forward(self, batch: ImageBatch, protocol: str = "lvis") -> list[Detections]:
-        """Detections (with masks under ``lvis``) for the images of ``batch``."""
+    def forward(self, batch: ImageBatch, protocol: str = "lvis", masks: bool = True) -> list[Detections]:
+        """Detections (with masks under ``lvis`` unless ``masks=False``) for the images of ``batch``."""
         rules = PROTOCOLS[protocol]
         limit = rules.max_per_img if self.max_per_img is None else min(rules.max_per_img, self.max_per_img)
         feats = self.neck(self.backbone(batch.images))
@@ -222,10 +216,10 @@ class Bags(Detector):
             rows, labels = select_per_class(boxes + boxes.new_tensor([0.0, 0.0, 1.0, 1.0]), s, rules.score_thr,
                                             rules.iou, limit)
             dets.append((boxes[rows], s[rows, labels], labels, factor))
-        masks = self._masks(feats, semantic, dets, batch) if rules.masks else [None] * len(dets)
+        binary = self._masks(feats, semantic, dets, batch) if rules.masks and masks else [None] * len(dets)
         # pixel-inclusive boxes reported by their pixel edges: x2 - x1 is the original's exported width (``+ 1``)
         return [self.make_detections(frame, boxes + boxes.new_tensor([0.0, 0.0, 1.0, 1.0]), s, labels, masks=m)
-                for frame, (boxes, s, labels, _), m in zip(batch.frames, dets, masks)]
+                for frame, (boxes, s, labels, _), m in zip(batch.frames, dets, binary)]
 
     def _masks(self, feats: list[torch.Tensor], semantic: torch.Tensor, dets: list, batch: ImageBatch) -> list:
         """Binary masks ``(N_i, H_i, W_i)`` in input pixels for each image's final boxes (HTC's mask ensemble)."""

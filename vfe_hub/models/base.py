@@ -1,6 +1,7 @@
 """The uniform model API: :class:`Detector` for images, :class:`VideoDetector` for models with per-video state."""
 from __future__ import annotations
 
+import functools
 import itertools
 import random
 from collections.abc import Iterable, Iterator, Sequence
@@ -24,11 +25,13 @@ if TYPE_CHECKING:
 class Detector(nn.Module):
     """Base class of every vfe_hub model.
 
-    Subclasses implement ``forward(batch: ImageBatch) -> list[Detections]`` on a preprocessed batch already on the
-    model's device; :meth:`predict` adds input reading, preprocessing, batching and progress.
+    Subclasses implement ``forward(batch: ImageBatch, **options) -> list[Detections]`` on a preprocessed batch
+    already on the model's device (``options``: those of :attr:`predict_options`); :meth:`predict` adds input
+    reading, preprocessing, batching and progress.
     """
 
-    #: keyword options of :meth:`predict` beyond the common ones, with their defaults
+    #: keyword options of :meth:`predict` beyond the common ones, with their defaults (a ``bool`` default makes the
+    #: option a switch: it takes True or False only)
     predict_options: dict[str, Any] = {}
     #: whether :meth:`set_vocabulary` can replace the classes
     open_vocabulary = False
@@ -95,6 +98,9 @@ class Detector(nn.Module):
         if unknown:
             common = {"batch_size", "progress", "stream"}
             raise unknown_keyword_error(f"{type(self).__name__}.predict", sorted(unknown), common | set(self.predict_options))
+        for key, value in options.items():
+            if isinstance(self.predict_options[key], bool) and not isinstance(value, bool):
+                raise VfeHubError(f"{key} must be True or False, got {value!r}")
         return {**self.predict_options, **options}
 
     def _frames(self, inputs: Any, options: dict[str, Any]) -> Iterable:
@@ -105,7 +111,7 @@ class Detector(nn.Module):
 
     def _run(self, frames: Iterable, batch_size: int, bar: Any, options: dict[str, Any]) -> Iterator[Detections]:
         """The results of ``frames``, in the order the user gave them (hook for video protocols)."""
-        return engine.run(self, frames, batch_size, bar)
+        return engine.run(self, frames, batch_size, bar, forward=functools.partial(self, **options))
 
     def predict(self, inputs: Any, *, batch_size: int = 1, progress: bool | None = None, stream: bool = False,
                 **options: Any) -> list[Detections] | Iterator[Detections]:

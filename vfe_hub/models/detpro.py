@@ -69,6 +69,7 @@ class DetPro(Detector):
     ``category_ids`` its names and dataset ids."""
 
     open_vocabulary = True
+    predict_options = {"masks": True}
 
     def __init__(self, spec: ModelSpec, num_classes: int = LVIS_V1_CLASSES, proposals: int = 1000,
                  max_per_img: int = 300, fixed_lambda: float = 0.6, text_encoder: dict[str, Any] | None = None) -> None:
@@ -187,8 +188,8 @@ class DetPro(Detector):
             a = MINOR_EXPONENT
             return torch.where(self.novel, p_image ** (1 - a) * p_text ** a, p_text ** (1 - a) * p_image ** a)
 
-    def forward(self, batch: ImageBatch) -> list[Detections]:
-        """Detections with masks for the images of ``batch``."""
+    def forward(self, batch: ImageBatch, masks: bool = True) -> list[Detections]:
+        """Detections with masks (``masks=False``: without) for the images of ``batch``."""
         feats = self.neck(self.backbone(batch.images))
         proposals = [boxes for boxes, _ in self.proposals(self.rpn(feats), batch.image_sizes)]
         pooled = pool_rois(feats[:4], boxes_to_rois(proposals), STRIDES[:4], output_size=7, sampling_ratio=0)
@@ -199,8 +200,8 @@ class DetPro(Detector):
                 for boxes, s, d, size, scale in zip(proposals, scores.split(counts),
                                                     self.box_head.bbox_pred(embedding).split(counts),
                                                     batch.image_sizes, batch.scales)]
-        masks = self._masks(feats, [boxes for boxes, _, _ in dets], batch)
-        return [self.make_detections(frame, *det, masks=m) for frame, det, m in zip(batch.frames, dets, masks)]
+        binary = self._masks(feats, [boxes for boxes, _, _ in dets], batch) if masks else [None] * len(dets)
+        return [self.make_detections(frame, *det, masks=m) for frame, det, m in zip(batch.frames, dets, binary)]
 
     def _masks(self, feats: list[torch.Tensor], boxes: list[torch.Tensor], batch: ImageBatch) -> list[torch.Tensor]:
         """Binary masks ``(N_i, H_i, W_i)`` in input pixels for the final ``boxes`` (input pixels) of each image:

@@ -77,6 +77,8 @@ class CellAnchors(nn.Module):
 class LST(Detector):
     """LST Mask R-CNN R50-FPN with ``num_classes`` outputs (background first); see the module docstring."""
 
+    predict_options = {"masks": True}
+
     def __init__(self, spec: ModelSpec, num_classes: int = FINAL_CLASSES, proposals: int = 1000,
                  max_per_img: int = 300) -> None:
         super().__init__(spec)
@@ -133,8 +135,8 @@ class LST(Detector):
 
     # ------------------------------------------------------------------------------------------------ inference
 
-    def forward(self, batch: ImageBatch) -> list[Detections]:
-        """Detections with masks for the images of ``batch``."""
+    def forward(self, batch: ImageBatch, masks: bool = True) -> list[Detections]:
+        """Detections with masks (``masks=False``: without) for the images of ``batch``."""
         feats = self.neck(self.backbone(batch.images))
         selector = ProposalSelector(self.cell_anchors.generator(), nms_pre=1000, iou=0.7,
                                     max_per_img=self.proposals, legacy=True, coder=Box2BoxCoder(legacy=True))
@@ -148,9 +150,10 @@ class LST(Detector):
         dets = [detect(boxes, s, d, self.coder, size, (1.0, 1.0), SCORE_THR, NMS_IOU, self.max_per_img, legacy=True)
                 for boxes, s, d, size in zip(proposals, scores.split(counts), deltas.split(counts),
                                              batch.image_sizes)]
-        masks = self._masks(feats, [boxes for boxes, _, _ in dets], [labels for _, _, labels in dets], batch)
+        binary = ([None] * len(dets) if not masks else
+                  self._masks(feats, [boxes for boxes, _, _ in dets], [labels for _, _, labels in dets], batch))
         out = []
-        for frame, (boxes, s, labels), m, (sx, sy) in zip(batch.frames, dets, masks, batch.scales):
+        for frame, (boxes, s, labels), m, (sx, sy) in zip(batch.frames, dets, binary, batch.scales):
             edges = boxes / boxes.new_tensor([sx, sy, sx, sy]) + boxes.new_tensor([0.0, 0.0, 1.0, 1.0])
             out.append(self.make_detections(frame, edges, s, labels, masks=m))
         return out
