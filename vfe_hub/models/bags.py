@@ -40,7 +40,7 @@ from torch import nn
 
 from .. import hub
 from ..convert import convert_state_dict, table_for
-from ..errors import ConversionError, InputError, VfeHubError, WeightsNotFoundError, close_matches
+from ..errors import ConversionError, InputError, WeightsNotFoundError
 from ..layers.anchors import AnchorGenerator
 from ..layers.box_coder import DeltaXYWHCoder, clip_boxes
 from ..layers.cascade import CascadeBoxHeads
@@ -153,11 +153,7 @@ class Bags(Detector):
 
     def _check_options(self, options: dict[str, Any]) -> dict[str, Any]:
         options = super()._check_options(options)
-        if options["protocol"] not in PROTOCOLS:
-            hint = close_matches(str(options["protocol"]), PROTOCOLS, n=1)
-            raise VfeHubError(f"protocol={options['protocol']!r} is not a protocol of {self.spec.name}"
-                              + (f" (did you mean {hint[0]!r}?)" if hint else "")
-                              + f"; use one of {', '.join(map(repr, PROTOCOLS))} (see the model card).")
+        self._check_protocol(options["protocol"], PROTOCOLS)
         return options
 
     def write_tao_detections(self, frame_list: str | Path, root: str | Path, out_dir: str | Path, *,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import functools
 import itertools
 import random
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -102,6 +102,14 @@ class Detector(nn.Module):
             if isinstance(self.predict_options[key], bool) and not isinstance(value, bool):
                 raise VfeHubError(f"{key} must be True or False, got {value!r}")
         return {**self.predict_options, **options}
+
+    def _check_protocol(self, protocol: Any, protocols: Collection[str]) -> None:
+        """Raise unless ``protocol`` is one of ``protocols``, naming them and the closest."""
+        if protocol not in protocols:
+            hint = close_matches(str(protocol), protocols, n=1)
+            raise VfeHubError(f"protocol={protocol!r} is not a protocol of {self.spec.name}"
+                              + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                              + f"; use one of {', '.join(map(repr, protocols))} (see the model card).")
 
     def _frames(self, inputs: Any, options: dict[str, Any]) -> Iterable:
         """The frames to run, in the order the model must see them (hook for video protocols)."""
@@ -219,12 +227,7 @@ class VideoDetector(Detector):
         stride = options["frame_stride"]
         if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
             raise VfeHubError(f"frame_stride must be a positive integer (run every k-th frame), got {stride!r}")
-        protocol = options["protocol"]
-        if protocol not in PROTOCOLS:
-            hint = close_matches(str(protocol), PROTOCOLS, n=1)
-            raise VfeHubError(f"protocol={protocol!r} is not a protocol of {self.spec.name}"
-                              + (f" (did you mean {hint[0]!r}?)" if hint else "")
-                              + f"; use one of {', '.join(map(repr, PROTOCOLS))} (see the model card).")
+        self._check_protocol(options["protocol"], PROTOCOLS)
         return options
 
     def _frames(self, inputs: Any, options: dict[str, Any]) -> Iterable:
