@@ -140,7 +140,7 @@ def load_rows(names: list[str]) -> None:
             spec = vfe_hub.registry.get_spec(name)
             model = spec.build()
             vocabulary = ({"classes": list(model.class_names), "category_ids": model.category_ids}
-                          if hasattr(model, "category_ids") else {})
+                          if model.category_ids is not None else {})
             folder = Path(tmp) / name
             companions = model.companion_files() if hasattr(model, "companion_files") else {}  # BAGS's groups
             hub.write_model_dir(folder, model.state_dict(),

@@ -23,7 +23,7 @@ class Oracle(Detector):
         super().__init__(small_spec("mamba_r101_dc5_vid"))
         self.anchor = nn.Parameter(torch.zeros(1))
         data = json.loads(annotations.read_text())
-        self.category_ids = [c["id"] for c in CATEGORIES]
+        self._category_ids = [c["id"] for c in CATEGORIES]
         self.truth = {f"{i['id']:012d}.jpg": [a for a in data["annotations"] if a["image_id"] == i["id"]]
                       for i in data["images"]}
 
@@ -72,7 +72,7 @@ def test_missing_files_and_models_without_lvis_ids(coco_root, tmp_path):
     (tmp_path / "annotations").symlink_to(coco_root / "annotations")
     with pytest.raises(DatasetError, match="train2017"):
         oracle.evaluate("lvis_v1_val", root=tmp_path)
-    oracle.category_ids = None
+    oracle._category_ids = None  # a model whose labels are no dataset's categories
     with pytest.raises(DatasetError, match="no LVIS vocabulary"):
         oracle.evaluate("lvis_v1_val", root=coco_root)
     with pytest.raises(DatasetError, match="lvis_v1_val"):

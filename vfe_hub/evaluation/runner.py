@@ -92,7 +92,7 @@ class Benchmark:
         """The model's label -> dataset category id map where the benchmark needs one (else label + 1)."""
         if self.vocabulary is None:
             return None
-        ids = getattr(model, "category_ids", None)
+        ids = model.category_ids
         if ids is None:
             raise DatasetError(f"{model.spec.name} has no {self.vocabulary} vocabulary (no category_ids); "
                                f"{self.vocabulary} needs a model that predicts {self.vocabulary} categories.")

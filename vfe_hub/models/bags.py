@@ -90,14 +90,10 @@ class Bags(Detector):
 
     predict_options = {"protocol": "lvis", "masks": True}
 
-    @property
-    def category_ids(self) -> list[int]:
-        """The LVIS v0.5 category id of each label: ``label + 1`` (v0.5's ids are 1..1230, the classes in id order)."""
-        return list(range(1, len(self.class_names) + 1))
-
     def __init__(self, spec: ModelSpec, num_classes: int = 1230, group_sizes: tuple[int, ...] = (294, 453, 302, 181),
                  proposals: int = 1000, max_per_img: int | None = None, depth: int = 101) -> None:
         super().__init__(spec)
+        self._category_ids = list(range(1, len(spec.classes) + 1))  # LVIS v0.5: ids 1..1230, the classes in id order
         if sum(group_sizes) != num_classes:
             raise ValueError(f"group sizes {group_sizes} do not add up to {num_classes} classes")
         self.num_classes = num_classes

@@ -43,6 +43,10 @@ class Detector(nn.Module):
         self.spec = spec
         self.dtype = torch.float32
         self.weights_provenance: dict[str, Any] = {"weights": None, "revision": None, "sha256": None}
+        #: the vocabulary: a name and, for labels that are a dataset's categories, a category id per label (models
+        #: whose vocabulary travels with their weights replace both when the weights load)
+        self._class_names: tuple[str, ...] = spec.classes
+        self._category_ids: list[int] | None = None
 
     @property
     def device(self) -> torch.device:
@@ -50,7 +54,13 @@ class Detector(nn.Module):
 
     @property
     def class_names(self) -> tuple[str, ...]:
-        return self.spec.classes
+        """The name of each label."""
+        return self._class_names
+
+    @property
+    def category_ids(self) -> list[int] | None:
+        """The dataset category id of each label (``None``: the labels are no dataset's categories)."""
+        return None if self._category_ids is None else list(self._category_ids)
 
     def load_weights(self, weights: LoadedWeights) -> None:
         """Load checked weights (strictly) and remember their provenance.

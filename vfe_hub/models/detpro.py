@@ -95,17 +95,8 @@ class DetPro(Detector):
         self.score_lambda: float | None = None
         self.text_encoder_config = dict(text_encoder or {})
         self._class_names = tuple(f"class_{i}" for i in range(num_classes))  # placeholders until weights load
-        self._category_ids = list(range(1, num_classes + 1))
+        self._category_ids = list(range(1, num_classes + 1))  # LVIS ids for the default vocabulary, 1..C for others
         self._files = hub.WeightFiles()
-
-    @property
-    def class_names(self) -> tuple[str, ...]:
-        return self._class_names
-
-    @property
-    def category_ids(self) -> list[int]:
-        """The dataset category id of each class (LVIS ids for the default vocabulary, ``1..C`` for others)."""
-        return list(self._category_ids)
 
     # ------------------------------------------------------------------------------------------------ weights
 

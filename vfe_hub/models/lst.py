@@ -96,19 +96,11 @@ class LST(Detector):
         self.register_buffer("mask_filters", torch.zeros(num_classes, 256), persistent=False)
         self.coder = Box2BoxCoder((10.0, 10.0, 5.0, 5.0), legacy=True)
         self.proposals, self.max_per_img = proposals, max_per_img
-        self._category_ids = list(range(1, num_classes))  # placeholders until weights with their class order load
+        # LVIS v0.5 ids in the weights' frequency-sorted order; placeholders until the weights load
+        self._category_ids = list(range(1, num_classes))
         self._class_names = tuple(f"class_{i}" for i in self._category_ids)
         self.update_mask_filters()
         self.register_load_state_dict_post_hook(lambda module, incompatible: module.update_mask_filters())
-
-    @property
-    def class_names(self) -> tuple[str, ...]:
-        return self._class_names
-
-    @property
-    def category_ids(self) -> list[int]:
-        """The LVIS v0.5 category id of each label (the frequency-sorted order of the weights)."""
-        return list(self._category_ids)
 
     def update_mask_filters(self) -> None:
         """Compute the class mask filters ``(C, 256)`` = ``bbox2mask(classifier.weight)`` (the raw, unnormalised
