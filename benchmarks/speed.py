@@ -76,30 +76,28 @@ def gflop(run: Callable[[list[Frame]], object], frame: Frame) -> float:
     return counter.get_total_flops() / 1e9
 
 
-def torchvision_net(device: str) -> torch.nn.Module:
-    """torchvision's Mask R-CNN R50-FPN, random weights, 91 classes, in eval mode on ``device``."""
+def torchvision_baseline(clip: list[Frame], device: str, batch_sizes: list[int]) -> tuple[dict[int, float], float]:
+    """torchvision's Mask R-CNN R50-FPN (random weights, 91 classes), built once, over ``clip``: seconds per frame
+    at each batch size (after one warm-up batch), and GFLOP per frame (see :func:`gflop`)."""
     import torchvision
 
-    return torchvision.models.detection.maskrcnn_resnet50_fpn(weights=None, weights_backbone=None).eval().to(device)
-
-
-def torchvision_input(frames: list[Frame], device: str) -> list[torch.Tensor]:
-    """Frames as torchvision's detectors take them: ``(3, H, W)`` float in [0, 1]."""
-    return [torch.from_numpy(f.image).permute(2, 0, 1).float().div(255).to(device) for f in frames]
-
-
-def torchvision_row(clip: list[Frame], device: str, batch_size: int) -> float:
-    """Seconds per frame of torchvision's Mask R-CNN R50-FPN over ``clip``."""
-    net = torchvision_net(device)
-    images = torchvision_input(clip, device)
+    net = torchvision.models.detection.maskrcnn_resnet50_fpn(weights=None, weights_backbone=None).eval().to(device)
+    # torchvision's detectors take (3, H, W) float images in [0, 1]
+    tensors = lambda items: [torch.from_numpy(f.image).permute(2, 0, 1).float().div(255).to(device) for f in items]
+    images = tensors(clip)
+    seconds = {}
     with torch.inference_mode():
-        net(images[:batch_size])
-        start = time.perf_counter()
-        for i in range(0, len(images), batch_size):
-            net(images[i:i + batch_size])
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-    return (time.perf_counter() - start) / len(images)
+        for batch_size in batch_sizes:
+            net(images[:batch_size])
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            for i in range(0, len(images), batch_size):
+                net(images[i:i + batch_size])
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            seconds[batch_size] = (time.perf_counter() - start) / len(images)
+    return seconds, gflop(lambda items: net(tensors(items)), clip[0])
 
 
 _LOAD_PROBE = """
@@ -172,11 +170,8 @@ def main() -> None:
           f"{args.frames} consecutive frames (stride 1) of {args.size[0]}x{args.size[1]}; trackers: detector and "
           "tracking end to end\n")
     clip = frames(args.frames, *args.size)
-    baseline = {bs: torchvision_row(clip, args.device, bs) for bs in args.batch_sizes} if args.torchvision else {}
-    if baseline:
-        net = torchvision_net(args.device)
-        baseline_gflop = gflop(lambda items: net(torchvision_input(items, args.device)), clip[0])
-        del net
+    timed = args.torchvision and args.batch_sizes
+    baseline, baseline_gflop = torchvision_baseline(clip, args.device, args.batch_sizes) if timed else ({}, None)
     if args.batch_sizes:
         print("| model | batch | frames/s | ms/batch | peak MiB | GFLOP / frame | time / torchvision Mask R-CNN | "
               "time per GFLOP / torchvision's |\n|---|---|---|---|---|---|---|---|")

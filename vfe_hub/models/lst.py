@@ -142,8 +142,8 @@ class LST(Detector):
         dets = [detect(boxes, s, d, self.coder, size, (1.0, 1.0), SCORE_THR, NMS_IOU, self.max_per_img, legacy=True)
                 for boxes, s, d, size in zip(proposals, scores.split(counts), deltas.split(counts),
                                              batch.image_sizes)]
-        binary = ([None] * len(dets) if not masks else
-                  self._masks(feats, [boxes for boxes, _, _ in dets], [labels for _, _, labels in dets], batch))
+        binary = (self._masks(feats, [boxes for boxes, _, _ in dets], [labels for _, _, labels in dets], batch)
+                  if masks else [None] * len(dets))
         out = []
         for frame, (boxes, s, labels), m, (sx, sy) in zip(batch.frames, dets, binary, batch.scales):
             edges = boxes / boxes.new_tensor([sx, sy, sx, sy]) + boxes.new_tensor([0.0, 0.0, 1.0, 1.0])
