@@ -14,10 +14,11 @@ positive, negative, not-exhaustive and unrelated categories per image; categorie
 frequencies (or only some); annotations on the area-range bounds, of zero area, ignored, crowd-flagged, on unknown
 images or categories, duplicated boxes; polygons, compressed and uncompressed RLE; tied scores, degenerate boxes,
 images with more results than ``max_dets``; results with boxes, with masks as RLE (counts str or bytes) or
-polygons, or with masks only.
+polygons, or with masks only; results of category ids that are no category (:func:`with_unknown_categories`).
 """
 from __future__ import annotations
 
+import collections
 import copy
 import json
 import tempfile
@@ -31,6 +32,8 @@ import numpy as np
 import pycocotools.mask as mask_utils
 
 AREA_CHOICES = ("mask", "box", "small_bound", "medium_bound", "large", "zero")
+#: category ids of no category of the generated ground truths: a 0-based class index, an id past them all
+UNKNOWN_CATEGORY_IDS = (0, 10 ** 6 + 1)
 
 
 @contextmanager
@@ -309,3 +312,33 @@ def _result_mask(rng: np.random.Generator, box: list[float], image: dict[str, An
     if rng.random() < 0.5:
         rle["counts"] = rle["counts"].decode("ascii")
     return rle
+
+
+def with_unknown_categories(ground_truth: dict[str, Any], results: list[dict[str, Any]], seed: int, *,
+                            max_dets: int, masks: str | None = None, boxes: bool = True) -> list[dict[str, Any]]:
+    """``results`` and results of :data:`UNKNOWN_CATEGORY_IDS` (made like :func:`make_results`' with ``masks`` and
+    ``boxes``): copies of about a fifth of the results (their box, their score or another), and ``max_dets`` at
+    the best score of the image with the most results, listed in the middle: they push that image's known results
+    past the cap, except those of that score listed before them (ties in input order)."""
+    rng = np.random.default_rng(seed + 2000)
+    images = {image["id"]: image for image in ground_truth["images"]}
+
+    def unknown(image_id: int, box: list[float] | None, score: float) -> dict[str, Any]:
+        image = images[image_id]
+        box = list(box) if box is not None else random_box(rng, image["height"], image["width"])
+        result = {"image_id": image_id, "category_id": int(rng.choice(UNKNOWN_CATEGORY_IDS)), "bbox": box,
+                  "score": score}
+        if masks is not None:
+            result["segmentation"] = _result_mask(rng, box, image, masks)
+        if not boxes:
+            del result["bbox"]
+        return result
+
+    copies = [unknown(r["image_id"], r.get("bbox"), r["score"] if rng.random() < 0.5 else _score(rng))
+              for r in results if rng.random() < 0.2]
+    mixed = [(results + copies)[i] for i in rng.permutation(len(results) + len(copies))]
+    counts = collections.Counter(r["image_id"] for r in results)
+    crowded = max(sorted(counts), key=counts.get)
+    best = max(r["score"] for r in results if r["image_id"] == crowded)
+    middle = len(mixed) // 2
+    return mixed[:middle] + [unknown(crowded, None, best) for _ in range(max_dets)] + mixed[middle:]

@@ -133,6 +133,17 @@ def test_progress_only_when_asked():
     assert parse(["predict", NAME, "a.jpg"]).device is None
 
 
+def test_strict_reaches_the_evaluators():
+    """--strict (refuse results of categories the annotations lack) is passed to the dataset, as --fps is."""
+    from vfe_hub.sharding import dataset_options
+
+    parse = cli.parser().parse_args
+    assert dataset_options(parse(["evaluate", NAME, "lvis_v1_val", "--root", ".", "--strict"])) == {"strict": True}
+    assert dataset_options(parse(["evaluate", NAME, "tao_val", "--root", ".", "--fps", "2", "--strict"])) == {
+        "fps": 2, "strict": True}
+    assert dataset_options(parse(["evaluate", NAME, "tao_amodal_val", "--root", "."])) == {}
+
+
 # ------------------------------------------------------------------------------------------------ inputs first
 
 def test_inputs_are_checked_before_the_model_is_loaded(tmp_path, capsys):

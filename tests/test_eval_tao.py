@@ -1,13 +1,14 @@
 """vfe_hub.evaluation.tao against the official TAO toolkit's numbers on generated cases, and its input checks.
 
 tests/data/tao/cases.json holds the inputs (ground truth and results) and the runs (inputs, thresholds, max_dets);
-expected.json the toolkit's get_results() and per-category AP of each run. Both are written by
-tests/data/tao/make_reference.py (README.md there).
+expected.json the toolkit's get_results() and per-category AP of each run, or the error it stops with. Both are
+written by tests/data/tao/make_reference.py (README.md there).
 """
 from __future__ import annotations
 
 import copy
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -24,16 +25,19 @@ _GENERATED = json.loads((DATA / "cases.json").read_text())
 INPUTS: dict[str, dict[str, Any]] = _GENERATED["inputs"]
 RUNS = {run["name"]: run for run in _GENERATED["runs"]}
 EXPECTED = json.loads((DATA / "expected.json").read_text())
+SCORED = sorted(name for name in RUNS if "metrics" in EXPECTED[name])
+#: category ids of no category in the generated ground truths (make_reference.py's UNKNOWN_IDS)
+UNKNOWN_IDS = (0, 9999)
 
 
-def run(name: str) -> dict[str, float]:
+def run(name: str, **kwargs: Any) -> dict[str, float]:
     spec = RUNS[name]
     case = INPUTS[spec["inputs"]]
     return evaluate(case["ground_truth"], case["results"], iou_thresholds=spec["iou_thresholds"],
-                    max_dets=spec["max_dets"])
+                    max_dets=spec["max_dets"], **kwargs)
 
 
-@pytest.mark.parametrize("name", sorted(RUNS))
+@pytest.mark.parametrize("name", SCORED)
 def test_equal_to_official(name: str) -> None:
     scores = run(name)
     expected = EXPECTED[name]["metrics"]
@@ -41,7 +45,7 @@ def test_equal_to_official(name: str) -> None:
     assert {k: scores[k] for k in expected} == expected  # exact: the same float64 operations in the same order
 
 
-@pytest.mark.parametrize("name", sorted(RUNS))
+@pytest.mark.parametrize("name", SCORED)
 def test_frequency_groups_from_the_official_precision(name: str) -> None:
     """APr, APc, APf (not in the toolkit's summary): the mean over the categories of a frequency of the toolkit's
     per-category AP (each category has as many precision entries), -1 without any."""
@@ -79,6 +83,43 @@ def test_generated_cases_cover_the_rules() -> None:
     assert EXPECTED["basic@iou_0.75@max_dets_300"]["metrics"]["AP50"] == -1
     assert EXPECTED["basic"]["metrics"]["AP75"] == -1 and EXPECTED["basic"]["metrics"]["AP50"] >= 0
     assert EXPECTED["basic@iou_0.5_0.75@max_dets_300"]["metrics"]["AP75"] >= 0
+
+
+def kept_by_cap(results: list[dict[str, Any]], max_dets: int) -> set[int]:
+    """The positions of the results ``limit_dets_per_image`` keeps: per image the best, ties in input order."""
+    by_image: dict[int, list[int]] = {}
+    for i, r in enumerate(results):
+        by_image.setdefault(r["image_id"], []).append(i)
+    return {i for found in by_image.values() for i in sorted(found, key=lambda i: -results[i]["score"])[:max_dets]}
+
+
+def test_unknown_category_cases_cover_the_rules() -> None:
+    """Scored runs whose unknown-category results push known ones past the cap, at 300 and below, tracks that mix
+    known and unknown categories of which the cap keeps one category (scored) or both (the toolkit asserts)."""
+    pushed = set()
+    for name in SCORED:
+        results, max_dets = INPUTS[RUNS[name]["inputs"]]["results"], RUNS[name]["max_dets"]
+        known = [i for i, r in enumerate(results) if r["category_id"] not in UNKNOWN_IDS]
+        kept_without = {known[j] for j in kept_by_cap([results[i] for i in known], max_dets)}
+        if any(i in kept_without and i not in kept_by_cap(results, max_dets) for i in known):
+            pushed.add(max_dets)
+    assert 300 in pushed and min(pushed) < 300
+
+    def mixed_tracks(name: str) -> list[set[bool]]:
+        """Per track mixing categories: whether the cap keeps its unknown results, its known ones (a set of both)."""
+        results, max_dets = INPUTS[RUNS[name]["inputs"]]["results"], RUNS[name]["max_dets"]
+        categories: dict[int, set[int]] = {}
+        for r in results:
+            categories.setdefault(r["track_id"], set()).add(r["category_id"] in UNKNOWN_IDS)
+        kept = kept_by_cap(results, max_dets)
+        mixed = [t for t, c in categories.items() if len(c) == 2]
+        return [{results[i]["category_id"] in UNKNOWN_IDS for i in kept if results[i]["track_id"] == t}
+                for t in mixed]
+
+    resolved = [kinds for name in SCORED for kinds in mixed_tracks(name)]
+    assert {False} in resolved and {True} in resolved  # the cap keeps the known part / the unknown part only
+    for name in ("unknown_categories_cap_3", "unknown_categories_mixed_track"):
+        assert "multiple categories" in EXPECTED[name]["error"] and {False, True} in mixed_tracks(name)
 
 
 def test_empty_results_score_as_no_evaluated_result() -> None:
@@ -170,10 +211,55 @@ def test_unknown_image_id(case: dict[str, Any]) -> None:
         evaluate(case["ground_truth"], case["results"])
 
 
-def test_unknown_category_id(case: dict[str, Any]) -> None:
-    case["results"][5]["category_id"] = 0
-    with pytest.raises(DatasetError, match=r"entry 5 has category_id 0, which is not a category.*TAO category ids"):
+@pytest.mark.parametrize("name", ["unknown_categories_cap_3", "unknown_categories_mixed_track"])
+def test_track_mixing_categories_after_the_cap(name: str) -> None:
+    """Where the cap keeps results of a known and an unknown category in one track, the toolkit asserts."""
+    assert "AssertionError: Annotations for track" in EXPECTED[name]["error"]
+    with pytest.raises(DatasetError, match=r"give category_id \d+ and \d+; a track has one category"):
+        run(name)
+
+
+def test_only_unknown_categories_score_as_no_evaluated_result(caplog: pytest.LogCaptureFixture) -> None:
+    """No result of a known category: the toolkit fails (as on empty results); here they give what empty results
+    give, and one warning."""
+    case = INPUTS["unknown_categories_only"]
+    assert "ValueError: Found no predicted annotations" in EXPECTED["unknown_categories_only"]["error"]
+    with caplog.at_level(logging.WARNING, logger="vfe_hub"):
+        scores = evaluate(case["ground_truth"], case["results"])
+    assert scores == evaluate(case["ground_truth"], []) and scores["AP"] == 0
+    assert len(caplog.records) == 1 and f"{len(case['results'])} of {len(case['results'])} results" in caplog.text
+
+
+def test_unknown_category_ids_warn_once_or_are_refused_with_strict(caplog: pytest.LogCaptureFixture) -> None:
+    case = INPUTS["unknown_categories"]
+    unknown = [i for i, r in enumerate(case["results"]) if r["category_id"] in UNKNOWN_IDS]
+    with caplog.at_level(logging.WARNING, logger="vfe_hub"):
+        run("unknown_categories")
+    assert [r.levelname for r in caplog.records] == ["WARNING"]
+    message = caplog.records[0].getMessage()
+    assert (f"{len(unknown)} of {len(case['results'])} results have a category_id that is not a category" in message
+            and f"entry {unknown[0]}: category_id {case['results'][unknown[0]]['category_id']}" in message
+            and "0-based class indices" in message and "strict=True" in message)
+    with pytest.raises(DatasetError, match=rf"entry {unknown[0]} has category_id \d+, which is not a category of the "
+                                           rf"ground truth: results need the TAO category ids \(not 0-based class "
+                                           rf"indices\).*{len(unknown)} entries have unknown category_ids"):
+        run("unknown_categories", strict=True)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="vfe_hub"):
+        assert run("basic", strict=True) == run("basic")
+    assert not caplog.records
+
+
+def test_mixed_track_with_a_capped_part(case: dict[str, Any]) -> None:
+    """A track whose unknown-category frame falls to the cap is scored on its known frames; kept, it is refused."""
+    a, b = first_of_track(case["results"])
+    b["category_id"] = 0
+    with pytest.raises(DatasetError, match="a track has one category"):
         evaluate(case["ground_truth"], case["results"])
+    crowd = [dict(b, track_id=10 ** 6 + k, score=1.0, category_id=1) for k in range(3)]
+    capped = evaluate(case["ground_truth"], crowd + case["results"], max_dets=3)
+    without = [r for r in case["results"] if r is not b]
+    assert capped == evaluate(case["ground_truth"], crowd + without, max_dets=3)
 
 
 @pytest.mark.parametrize("field", ["image_id", "category_id", "bbox", "score", "track_id"])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ class Oracle(Detector):
         self.anchor = nn.Parameter(torch.zeros(1))
         data = json.loads(annotations.read_text())
         self._category_ids = [c["id"] for c in CATEGORIES]
+        self.label_of = list(self._category_ids)  # the label of each category id (category_ids may change)
         self.truth = {f"{i['id']:012d}.jpg": [a for a in data["annotations"] if a["image_id"] == i["id"]]
                       for i in data["images"]}
 
@@ -32,7 +34,7 @@ class Oracle(Detector):
         for frame in batch.frames:
             anns = self.truth[Path(frame.source).name]
             boxes = torch.tensor([[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)])
-            labels = torch.tensor([self.category_ids.index(a["category_id"]) for a in anns])
+            labels = torch.tensor([self.label_of.index(a["category_id"]) for a in anns])
             masks = np.stack([mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(a["segmentation"], *frame.size)))
                               for a in anns])
             out.append(self.make_detections(frame, boxes, torch.ones(len(anns)), labels,
@@ -77,3 +79,18 @@ def test_missing_files_and_models_without_lvis_ids(coco_root, tmp_path):
         oracle.evaluate("lvis_v1_val", root=coco_root)
     with pytest.raises(DatasetError, match="lvis_v1_val"):
         oracle.evaluate("lvis_v2_val", root=coco_root)
+
+
+def test_unknown_category_ids_are_left_out_or_refused_with_strict(coco_root, caplog):
+    """A label map giving a category id the file lacks (here 0, as 0-based class indices do): its results are left
+    out with a warning, as LVISEval drops them; ``strict=True`` refuses them."""
+    oracle = Oracle(coco_root / "annotations" / "lvis_v1_val.json")
+    oracle._category_ids = [0, 7, 9]  # "cat" (3) -> 0
+    with caplog.at_level(logging.WARNING, logger="vfe_hub"):
+        metrics = oracle.evaluate("lvis_v1_val", root=coco_root)
+    assert metrics["APr"] == 0.0 and metrics["APc"] == pytest.approx(1.0, abs=1e-12) == metrics["APf"]
+    assert metrics["AP"] == pytest.approx(2 / 3, abs=1e-12) and metrics["mask_APr"] == 0.0
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 2 and all("1 of 3 results have a category_id that is not a category" in m for m in warned)
+    with pytest.raises(DatasetError, match=r"has category_id 0, which is not a category .*LVIS category ids"):
+        oracle.evaluate("lvis_v1_val", root=coco_root, strict=True)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from PIL import Image
 from small_models import StandIn
 from vfe_hub.errors import DatasetError
 from vfe_hub.evaluation import tao_amodal, tao_data
+from vfe_hub.evaluation.runner import load_benchmark
 from vfe_hub.registry import lvis_v1_categories
 
 V1 = {c["id"]: c for c in lvis_v1_categories()}
@@ -143,3 +145,19 @@ def test_tao_amodal_val_scores_the_amodal_boxes(tao_root, tmp_path):
     metrics = oracle.evaluate("tao_amodal_val", root=root)
     assert metrics["AP"] == pytest.approx(1.0, abs=1e-12) and metrics["track_AP"] == pytest.approx(1.0, abs=1e-12)
     assert metrics["AP_PO"] == pytest.approx(1.0, abs=1e-12) and metrics["AP_HV"] == -1.0  # every box half visible
+
+
+def test_unknown_category_ids_are_left_out_or_refused_with_strict(tao_root, tmp_path, caplog):
+    """Results of a category id the file lacks (0: a 0-based class index) are left out with a warning, as the
+    official toolkit drops them; ``evaluate(..., strict=True)`` refuses them."""
+    root, data = tao_root
+    out = tmp_path / "results.json"
+    TrackOracle(data).evaluate("tao_val", root=root, results_file=out)
+    records = json.loads(out.read_text())
+    records += [dict(r, category_id=0, track_id=r["track_id"] + 1) for r in records if r["video_id"] == 1]
+    with caplog.at_level(logging.WARNING, logger="vfe_hub"):
+        metrics = load_benchmark("tao_val", root=root).score(records)
+    assert metrics["AP"] == pytest.approx(1.0, abs=1e-12)
+    assert [r.levelname for r in caplog.records] == ["WARNING"] and "3 of 9 results" in caplog.text
+    with pytest.raises(DatasetError, match="has category_id 0, which is not a category"):
+        load_benchmark("tao_val", root=root, strict=True).score(records)

@@ -381,6 +381,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--fps", type=_positive_int, help="TAO: run about N frames per second between the annotated "
                                                      "frames (every frame of the videos under --root), score the "
                                                      "annotated ones")
+    s.add_argument("--strict", action="store_true", help="LVIS, TAO, TAO-Amodal: refuse results whose category is "
+                                                         "not in the annotation file (default: like the official "
+                                                         "toolkits, count them toward the cap per frame, then leave "
+                                                         "them out, with a warning)")
     _run_options(s)
     _shard_options(s)
     s.set_defaults(run=_sharded(_evaluate))

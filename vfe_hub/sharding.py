@@ -348,5 +348,9 @@ def run_command(args: argparse.Namespace) -> dict[str, float] | None:
 
 
 def dataset_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The command line's evaluate options that only some datasets take, when given (``--fps``: TAO)."""
-    return {"fps": args.fps} if getattr(args, "fps", None) else {}
+    """The command line's evaluate options that only some datasets take, when given (``--fps``: TAO; ``--strict``:
+    LVIS, TAO, TAO-Amodal)."""
+    options = {"fps": args.fps} if getattr(args, "fps", None) else {}
+    if getattr(args, "strict", False):
+        options["strict"] = True
+    return options

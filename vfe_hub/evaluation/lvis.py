@@ -10,6 +10,11 @@ accumulation vectorised over images, categories, area ranges and IoU thresholds.
   annotation with a true ``ignore`` field is ignored in every area range; ``iscrowd`` plays no part.
 * **Detections per image.** Per image, only the ``max_dets`` highest-scoring results are kept, ties in input
   order (``LVISResults.limit_dets_per_image``, a stable sort), before any other filter.
+* **Results of unknown categories**, whose ``category_id`` is not among the ground truth's ``categories``: taken
+  as ``LVISResults`` takes them (it neither asserts nor filters), so they count toward their image's ``max_dets``
+  and may push results of known categories out; ``LVISEval._prepare`` then leaves them out (``get_ann_ids`` with
+  the ground truth's category ids). One warning gives their number and the first of them (many such results
+  usually mean 0-based class indices); ``strict=True`` refuses them with a :class:`~vfe_hub.errors.DatasetError`.
 * **Areas of results.** When results carry a ``bbox``, the area of each is ``w * h`` of its box, also for segm
   evaluation; when none does, it is the area of its mask, and the box is the mask's bounding box (``toBbox``),
   as ``LVISResults`` sets them. Results with an area outside ``(0, inf)`` are then left out.
@@ -42,7 +47,7 @@ Returned keys, fractions in [0, 1] or -1: ``AP``, ``AP50``, ``AP75``, ``APs``, `
 
 Where the original accepts an input silently or fails obscurely, :class:`~vfe_hub.errors.DatasetError` is
 raised instead (the original's behaviour in brackets): results of image ids outside the ground truth (an
-assertion), of unknown category ids (silently dropped), without ``segmentation`` for ``iou_type="segm"`` (the box
+assertion), without ``segmentation`` for ``iou_type="segm"`` (the box
 is evaluated as a polygon), with a NaN score or a non-finite box (erratic), and results of which only some carry
 a ``bbox`` (a ``KeyError`` or a mix of box and mask areas). Empty results make the original fail
 (``LVISResults`` reads ``results[0]``); here they give what its accumulation gives without detections: 0 for
@@ -108,15 +113,17 @@ AREA_SLICES = Slices(tuple(AREA_RANGES), lambda gt, index: outside_areas(gt.ann_
 
 
 def evaluate(ground_truth: LvisGroundTruth | Source, results: Results, iou_type: str = "bbox",
-             max_dets: int = 300, progress: bool | None = None) -> dict[str, float]:
+             max_dets: int = 300, progress: bool | None = None, *, strict: bool = False) -> dict[str, float]:
     """LVIS AP and AR of ``results`` as the official ``LVISEval`` computes them (module docstring for the rules).
 
     ``ground_truth`` is a :class:`~.lvis_data.LvisGroundTruth` (load it once to evaluate several times), the path
     of an LVIS v0.5 or v1 JSON, or its parsed dict. ``results`` are result dicts (``image_id``, ``category_id``,
     ``score``, ``bbox`` ``[x, y, w, h]``, and for ``iou_type="segm"`` a ``segmentation``: an RLE dict whose
     ``counts`` is str or bytes, or polygons) or the path of a JSON list of them. ``max_dets`` results per image
-    are kept (LVIS: 300). Raises :class:`~vfe_hub.errors.DatasetError` for an unknown ``iou_type``, a ground
-    truth that is not LVIS, and the results listed in the module docstring.
+    are kept (LVIS: 300). Results whose category is not in the ground truth count toward that cap and are then
+    left out, as in ``LVISResults``/``LVISEval``, with a warning; ``strict=True`` refuses them. Raises
+    :class:`~vfe_hub.errors.DatasetError` for an unknown ``iou_type``, a ground truth that is not LVIS, and the
+    results listed in the module docstring.
     """
     if iou_type not in IOU_TYPES:
         raise DatasetError(f"iou_type={iou_type!r} is not an LVIS evaluation; use 'bbox' (boxes) or 'segm' "
@@ -128,7 +135,7 @@ def evaluate(ground_truth: LvisGroundTruth | Source, results: Results, iou_type:
     gt = ground_truth if isinstance(ground_truth, LvisGroundTruth) else LvisGroundTruth.load(ground_truth)
     records = result_list(results)
     precision, recall, frequency_groups = precision_recall_by_slice(gt, records, AREA_SLICES, iou_type,
-                                                                    int(max_dets), progress)
+                                                                    int(max_dets), progress, strict=strict)
     scores = _summarize(precision, recall, frequency_groups, int(max_dets))
     log.info("LVIS %s AP %.4f (APr %.4f, APc %.4f, APf %.4f): %d results, %d images, %.1f s", iou_type,
              scores["AP"], scores["APr"], scores["APc"], scores["APf"], len(records), len(gt.image_ids),
@@ -137,14 +144,15 @@ def evaluate(ground_truth: LvisGroundTruth | Source, results: Results, iou_type:
 
 
 def precision_recall_by_slice(gt: LvisGroundTruth, results: Sequence[Mapping[str, Any]], slices: Slices,
-                              iou_type: str = "bbox", max_dets: int = 300, progress: bool | None = None
-                              ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+                              iou_type: str = "bbox", max_dets: int = 300, progress: bool | None = None, *,
+                              strict: bool = False) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
     """``LVISEval``'s ``evaluate`` and ``accumulate`` with the ranges ``slices``: precision ``(T, 101, K, A)`` over
     :data:`IOU_THRESHOLDS`, the 101 recall thresholds, the categories (sorted ids) and the slices, recall ``(T, K,
     A)``, -1 where a category has no regular annotation in a slice, and the category indices of frequency r, c, f.
+    Results of unknown categories: :func:`category_positions` (``strict``).
     """
     truth = _Truth.build(gt, slices)
-    dets = _Detections.read(results, gt, truth, iou_type, max_dets, slices)
+    dets = _Detections.read(results, gt, truth, iou_type, max_dets, slices, strict)
     pairs = (_mask_pairs if iou_type == "segm" else _box_pairs)(truth, dets, progress)
     candidates, match = _match(truth, dets, *pairs)
     precision, recall = _accumulate(truth, dets, candidates, match)
@@ -231,12 +239,11 @@ class _Detections:
 
     @classmethod
     def read(cls, results: Sequence[Mapping[str, Any]], gt: LvisGroundTruth, truth: _Truth, iou_type: str,
-             max_dets: int, slices: Slices) -> _Detections:
+             max_dets: int, slices: Slices, strict: bool) -> _Detections:
         image_ids, category_ids, score = _result_fields(results)
         image = known_ids(gt.image_ids, image_ids, "image_id", gt.source, "is not an image of the ground truth: "
                           "results must come from the split of the annotation file")
-        category = known_ids(gt.category_ids, category_ids, "category_id", gt.source, "is not a category of the "
-                             "ground truth: results need LVIS category ids (not 0-based class indices)")
+        category = category_positions(gt.category_ids, category_ids, gt.source, "LVIS category ids", strict)
         check_scores(score, image_ids)
         if iou_type == "segm":
             _check_segmentations(results)
@@ -244,7 +251,7 @@ class _Detections:
         kept = [results[i] for i in source]
         boxes, area, masks = _boxes_and_areas(kept, image[source], truth)
         pair = image[source] * truth.num_categories + category[source]
-        evaluated = (area > 0) & (area < np.inf) & np.isin(pair, truth.evaluated_pairs)
+        evaluated = (category[source] >= 0) & (area > 0) & (area < np.inf) & np.isin(pair, truth.evaluated_pairs)
         order = np.flatnonzero(evaluated)
         order = order[np.lexsort((source[order], -score[source][order], pair[order]))]
         pair, source, area = pair[order], source[order], area[order]
@@ -294,6 +301,30 @@ def known_ids(sorted_ids: np.ndarray, ids: np.ndarray, key: str, source: str, wh
     if len(bad):
         raise DatasetError(f"Results entry {bad[0]} has {key} {ids[bad[0]]}, which {why} ({source}: "
                            f"{len(sorted_ids)} {key.split('_')[0]}s); {len(bad)} entries have unknown {key}s.")
+    return position
+
+
+def category_positions(sorted_ids: np.ndarray, ids: np.ndarray, source: str, needed: str, strict: bool
+                       ) -> np.ndarray:
+    """The position of each result's category id in ``sorted_ids``, -1 for an id that is not a category of the
+    ground truth ``source``.
+
+    The official toolkits (``LVISResults``, ``TaoResults``) accept such results: they count toward the per-image
+    cap of results, then the evaluation leaves them out. So do the callers here, after one warning with their
+    number and the first of them. ``strict=True`` refuses them instead (:class:`DatasetError` naming the first
+    entry and the ids results need, ``needed``).
+    """
+    why = f"is not a category of the ground truth: results need {needed} (not 0-based class indices)"
+    if strict:
+        return known_ids(sorted_ids, ids, "category_id", source, why)
+    position = positions(sorted_ids, ids)
+    unknown = np.flatnonzero(position < 0)
+    if len(unknown):
+        log.warning("%d of %d results have a category_id that is not a category of %s (%d distinct ids), e.g. entry "
+                    "%d: category_id %d. As in the official toolkit, they count toward the cap of results per image "
+                    "and are then left out. Many such results usually mean 0-based class indices instead of %s; "
+                    "strict=True refuses them.", len(unknown), len(ids), source, len(np.unique(ids[unknown])),
+                    unknown[0], ids[unknown[0]], needed)
     return position
 
 

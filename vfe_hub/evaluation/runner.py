@@ -185,27 +185,28 @@ def _lvis_subset(ann_file: Path, limit: int | None) -> lvis_data.LvisGroundTruth
 
 
 def _lvis_v1(*, root: str | os.PathLike, ann_file: str | os.PathLike | None = None, limit: int | None = None,
-             progress: bool | None = None) -> Benchmark:
+             strict: bool = False, progress: bool | None = None) -> Benchmark:
     """LVIS v1 val: images under the COCO root ``root`` (``train2017/`` and ``val2017/``), ground truth from
     ``ann_file`` (default ``<root>/annotations/lvis_v1_val.json``); the first ``limit`` images (by id) if given.
 
     Scored by the box metrics of :func:`vfe_hub.evaluation.lvis.evaluate` (300 detections per image) and, for
     models with masks, the mask metrics prefixed ``mask_``. The model's ``category_ids`` map its labels to LVIS
-    category ids.
+    category ids. Results of categories the file lacks count toward the 300 and are then left out, with a warning,
+    as the official evaluator does; ``strict=True`` refuses them.
     """
-    return _lvis("lvis_v1", "lvis_v1_val.json", Path(root), ann_file, limit, progress)
+    return _lvis("lvis_v1", "lvis_v1_val.json", Path(root), ann_file, limit, strict, progress)
 
 
 def _lvis_v05(*, root: str | os.PathLike, ann_file: str | os.PathLike | None = None, limit: int | None = None,
-              progress: bool | None = None) -> Benchmark:
+              strict: bool = False, progress: bool | None = None) -> Benchmark:
     """LVIS v0.5 val, as :func:`_lvis_v1` with ``ann_file`` defaulting to ``<root>/annotations/lvis_v0.5_val.json``
     (5000 COCO 2017 val images; the evaluation rules of LVIS v0.5 and v1 are the same: 300 detections per image,
     APr/APc/APf by the categories' frequency in the file). The model's ``category_ids`` are LVIS v0.5 ids."""
-    return _lvis("lvis_v05", "lvis_v0.5_val.json", Path(root), ann_file, limit, progress)
+    return _lvis("lvis_v05", "lvis_v0.5_val.json", Path(root), ann_file, limit, strict, progress)
 
 
 def _lvis(name: str, default_file: str, root: Path, ann_file: str | os.PathLike | None, limit: int | None,
-          progress: bool | None) -> Benchmark:
+          strict: bool, progress: bool | None) -> Benchmark:
     ann_file = Path(ann_file) if ann_file else root / "annotations" / default_file
     if not ann_file.is_file():
         raise DatasetError(f"{ann_file} is missing: pass ann_file=<{default_file}> (from lvisdataset.org) or "
@@ -221,9 +222,9 @@ def _lvis(name: str, default_file: str, root: Path, ann_file: str | os.PathLike 
                                f"{default_file} needs the COCO images (train2017/ and val2017/) under root.")
 
     def score(records: list[dict]) -> dict[str, float]:
-        metrics = lvis.evaluate(gt, records, iou_type="bbox", max_dets=300, progress=progress)
+        metrics = lvis.evaluate(gt, records, iou_type="bbox", max_dets=300, progress=progress, strict=strict)
         if records and "segmentation" in records[0]:
-            segm = lvis.evaluate(gt, records, iou_type="segm", max_dets=300, progress=progress)
+            segm = lvis.evaluate(gt, records, iou_type="segm", max_dets=300, progress=progress, strict=strict)
             metrics.update({f"mask_{k}": v for k, v in segm.items()})
         return metrics
 
@@ -231,27 +232,31 @@ def _lvis(name: str, default_file: str, root: Path, ann_file: str | os.PathLike 
 
 
 def _tao(*, root: str | os.PathLike, ann_file: str | os.PathLike | None = None, limit: int | None = None,
-         fps: int | None = None, protocol: str = "paper", progress: bool | None = None) -> Benchmark:
+         fps: int | None = None, protocol: str = "paper", strict: bool = False, progress: bool | None = None
+         ) -> Benchmark:
     """TAO val: frames under ``<root>/frames/`` (the images' ``file_name``), ground truth from ``ann_file`` (default
     ``<root>/annotations/validation.json``) turned into LVIS v1 category ids (:func:`.tao_data.to_lvis_v1`), scored
-    by :func:`vfe_hub.evaluation.tao.evaluate`. See :func:`_tao_layout` for ``limit``, ``fps`` and ``protocol``."""
+    by :func:`vfe_hub.evaluation.tao.evaluate` (``strict``: refuse results of categories the file lacks). See
+    :func:`_tao_layout` for ``limit``, ``fps`` and ``protocol``."""
     default = Path(root) / "annotations" / "validation.json"
     return _tao_layout("tao", Path(root), Path(ann_file) if ann_file else default,
                        tao_data.to_lvis_v1, lambda data, records: tao.evaluate(tao_data.TaoGroundTruth.load(data),
-                                                                              records, progress=progress),
+                                                                              records, progress=progress,
+                                                                              strict=strict),
                        limit=limit, fps=fps, protocol=protocol)
 
 
 def _tao_amodal(*, root: str | os.PathLike, ann_file: str | os.PathLike | None = None, limit: int | None = None,
-                fps: int | None = None, protocol: str = "paper", progress: bool | None = None) -> Benchmark:
+                fps: int | None = None, protocol: str = "paper", strict: bool = False, progress: bool | None = None
+                ) -> Benchmark:
     """TAO-Amodal val: TAO's frames under ``<root>/frames/``, ground truth from ``ann_file`` (default
     ``<root>/amodal_annotations/validation.json``) converted as TAO-Amodal's ``create_tao_amodal_v1.py`` does
     (:func:`.tao_amodal.to_lvis_v1`: amodal boxes, LVIS v1 ids), scored by
-    :func:`vfe_hub.evaluation.tao_amodal.evaluate`. See :func:`_tao_layout` for ``limit``, ``fps`` and
-    ``protocol``."""
+    :func:`vfe_hub.evaluation.tao_amodal.evaluate` (``strict``: refuse results of categories the file lacks). See
+    :func:`_tao_layout` for ``limit``, ``fps`` and ``protocol``."""
     default = Path(root) / "amodal_annotations" / "validation.json"
     return _tao_layout("tao_amodal", Path(root), Path(ann_file) if ann_file else default, tao_amodal.to_lvis_v1,
-                       lambda data, records: tao_amodal.evaluate(data, records, progress=progress),
+                       lambda data, records: tao_amodal.evaluate(data, records, progress=progress, strict=strict),
                        limit=limit, fps=fps, protocol=protocol)
 
 

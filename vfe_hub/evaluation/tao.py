@@ -13,8 +13,17 @@ each with the toolkit's quirk where it has one:
   categories, ties in input order (``limit_dets_per_image``), before tracks are built: a track loses the frames
   that fell out. The toolkit then lists the results image by image (images in order of first appearance, an image
   that lost results in descending score); that order is the order in which a track's frame scores are averaged.
+* **Results of unknown categories**, whose ``category_id`` (after the aliases) is not among the ground truth's
+  ``categories``, are taken as ``TaoResults`` takes them: they count toward the per-frame cap, so they may push
+  results of known categories out, and ``TaoEval._prepare`` then leaves them out (``get_ann_ids`` with the ground
+  truth's category ids). A track mixing categories is refused where the toolkit asserts, after the cap: a track
+  whose results of a known and an unknown category both survive it is refused; one that keeps the known
+  category's results only is evaluated on them, one that keeps the unknown category's only drops out. One warning
+  gives the number of such results and the first of them (many usually mean 0-based class indices);
+  ``strict=True`` refuses them with a :class:`~vfe_hub.errors.DatasetError`.
 * **Track score** = the mean of its frames' scores (``np.mean`` in that order), or their common value when all
-  are equal. A track has one category (refused otherwise, as the toolkit asserts) and one video.
+  are equal. A track has one video (refused otherwise, as the toolkit asserts before the cap) and one category
+  among the results kept by the cap (refused otherwise, as the toolkit asserts after it).
 * **Annotations evaluated**: those of an image of a listed video, of a listed category, with ``0 < area < inf``
   (``Tao.get_ann_ids``); ground-truth areas are the file's ``area``, result areas ``w * h``. A track's area is the
   mean area of its evaluated annotations (added in frame order), its length their number. A ground-truth track
@@ -61,12 +70,13 @@ Returned keys, fractions in [0, 1] or -1: ``AP``, ``AP50``, ``AP75``, ``APs``, `
 ``AR_short``, ``AR_medium``, ``AR_long``.
 
 Where the toolkit asserts or silently does something else, :class:`~vfe_hub.errors.DatasetError` is raised,
-naming the results entry: a missing field, an unknown image or category id, a NaN score or non-finite box, a
-``video_id`` that is not the image's video, two boxes of one track in one image (the toolkit keeps the later box
-for the IoU and counts both in the track's length), a track with two categories or in two videos; likewise for
-ground truth the toolkit would misread (:mod:`.tao_data`). Empty results, or results none of which has a positive
-area, make the toolkit fail (``TaoResults`` reads ``results[0]``, ``_prepare`` raises); here they give what its
-accumulation gives without detections: 0 for every AP and AR with ground truth, -1 where there is none.
+naming the results entry: a missing field, an unknown image id, a NaN score or non-finite box, a ``video_id``
+that is not the image's video, two boxes of one track of a known category in one image among the results kept by
+the cap (the toolkit keeps the later box for the IoU and counts both in the track's length), a track with two
+categories after the cap or in two videos; likewise for ground truth the toolkit would misread (:mod:`.tao_data`).
+Empty results, or results none of which has a known category and a positive area, make the toolkit fail
+(``TaoResults`` reads ``results[0]``, ``_prepare`` raises); here they give what its accumulation gives without
+detections: 0 for every AP and AR with ground truth, -1 where there is none.
 """
 from __future__ import annotations
 
@@ -79,8 +89,8 @@ import numpy as np
 
 from ..errors import DatasetError
 from ..progress import progress_bar
-from .lvis import (AREA_RANGES, RECALL_THRESHOLDS, Results, box_array, check_scores, greedy_match, known_ids,
-                   mean_defined, positions, precision_recall, result_list, top_per_image)
+from .lvis import (AREA_RANGES, RECALL_THRESHOLDS, Results, box_array, category_positions, check_scores,
+                   greedy_match, known_ids, mean_defined, positions, precision_recall, result_list, top_per_image)
 from .lvis_data import FREQUENCIES, Source
 from .tao_data import TaoGroundTruth
 
@@ -93,6 +103,10 @@ _MAX_IOU = 1 - 1e-10  # evaluate_vid: ``iou = min([iou_thr, 1 - 1e-10])``
 _IOU_SLACK = 1e-9  # pairs whose roughly summed IoU comes this close to a threshold are re-added in its order
 _FIELDS = ("image_id", "category_id", "bbox", "score", "track_id")
 _KIND = "TAO result dicts (image_id, category_id, bbox [x, y, w, h], score, track_id, optional video_id)"
+_TRACK_RULES = {"image_id": "a track has one box per frame: give each object its own track_id",
+                "category_id": "a track has one category: split it into tracks of one category each",
+                "video": "track ids are per video in TAO results: renumber the tracks so that each id is used in one "
+                         "video only"}
 
 
 @dataclass(frozen=True)
@@ -115,16 +129,17 @@ class TrackSlices:
 
 
 def evaluate(ground_truth: TaoGroundTruth | Source, results: Results, *, iou_thresholds: Sequence[float] = (0.5,),
-             max_dets: int = 300, progress: bool | None = None) -> dict[str, float]:
+             max_dets: int = 300, progress: bool | None = None, strict: bool = False) -> dict[str, float]:
     """TAO track AP and AR of ``results`` as the official ``TaoEval`` computes them (module docstring for the rules).
 
     ``ground_truth`` is a :class:`~.tao_data.TaoGroundTruth` (load it once to evaluate several times), the path of
     a TAO annotation JSON, or its parsed dict. ``results`` are result dicts (``image_id``, ``category_id``,
     ``bbox`` ``[x, y, w, h]``, ``score``, ``track_id``, optionally ``video_id``), one per frame of a track, or the
     path of a JSON list of them. ``iou_thresholds`` are the 3D IoU thresholds (TAO: 0.5 only), ``max_dets`` the
-    results kept per frame (TAO: 300). Raises :class:`~vfe_hub.errors.DatasetError` for a ground truth that is not
-    TAO and the results listed in the module docstring, ``ValueError`` for thresholds outside ``(0, 1]`` or a
-    ``max_dets`` below 1.
+    results kept per frame (TAO: 300). Results whose category is not in the ground truth count toward that cap and
+    are then left out, as in ``TaoResults``/``TaoEval``, with a warning; ``strict=True`` refuses them. Raises
+    :class:`~vfe_hub.errors.DatasetError` for a ground truth that is not TAO and the results listed in the module
+    docstring, ``ValueError`` for thresholds outside ``(0, 1]`` or a ``max_dets`` below 1.
     """
     thresholds = np.asarray(iou_thresholds, dtype=np.float64)
     if thresholds.ndim != 1 or not len(thresholds) or not ((thresholds > 0) & (thresholds <= 1)).all():
@@ -135,7 +150,8 @@ def evaluate(ground_truth: TaoGroundTruth | Source, results: Results, *, iou_thr
     start = time.perf_counter()
     gt = ground_truth if isinstance(ground_truth, TaoGroundTruth) else TaoGroundTruth.load(ground_truth)
     records = result_list(results, _KIND)
-    precision, recall = track_precision_recall(gt, records, thresholds, int(max_dets), progress=progress)
+    precision, recall = track_precision_recall(gt, records, thresholds, int(max_dets), progress=progress,
+                                               strict=strict)
     scores = _summarize(precision, recall, thresholds, [np.flatnonzero(gt.frequencies == f) for f in FREQUENCIES],
                         int(max_dets))
     log.info("TAO track AP %.4f, AR@%d %.4f: %d results, %.1f s", scores["AP"], max_dets, scores[f"AR@{max_dets}"],
@@ -145,13 +161,14 @@ def evaluate(ground_truth: TaoGroundTruth | Source, results: Results, *, iou_thr
 
 def track_precision_recall(gt: TaoGroundTruth, records: Sequence[Mapping], thresholds: np.ndarray, max_dets: int,
                            slices: TrackSlices = TrackSlices(), renumber_shared_tracks: bool = False,
-                           progress: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+                           progress: bool | None = None, strict: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """``TaoEval``'s ``evaluate`` and ``accumulate`` over ``slices``: precision ``(T, 101, K, areas, lengths)`` and
     recall ``(T, K, areas, lengths)`` at the 3D IoU ``thresholds``, -1 where a category has no regular ground-truth
     track in a range. With ``renumber_shared_tracks``, result track ids used in several videos are first renumbered
-    (:func:`renumber_shared_tracks`) instead of refused."""
+    (:func:`renumber_shared_tracks`) instead of refused. Results of unknown categories: counted in the cap, then
+    left out with a warning, or refused with ``strict`` (:func:`~.lvis.category_positions`)."""
     truth = _ground_truth_tracks(gt, slices)
-    dets = _result_tracks(records, gt, truth, max_dets, slices, renumber_shared_tracks)
+    dets = _result_tracks(records, gt, truth, max_dets, slices, renumber_shared_tracks, strict)
     matching = np.minimum(thresholds, _MAX_IOU)
     det, gt_track, iou = _track_pairs(truth, dets, gt.image_ids, float(matching.min()), progress)
     candidates, match = greedy_match(dets.group, det, gt_track, iou, truth.ignored, matching, claims=dets.ids > 0)
@@ -226,10 +243,15 @@ def _ground_truth_tracks(gt: TaoGroundTruth, slices: TrackSlices) -> _Tracks:
 
 
 def _result_tracks(records: Sequence[Mapping], gt: TaoGroundTruth, truth: _Tracks, max_dets: int,
-                   slices: TrackSlices, renumber: bool) -> _Tracks:
+                   slices: TrackSlices, renumber: bool, strict: bool) -> _Tracks:
     """``TaoResults`` and ``TaoEval._prepare`` for the results: capped, scored, grouped, federated-filtered."""
-    image, category, score, track_ids, boxes = _read_results(records, gt, renumber)
+    image, category_ids, category, score, track_ids, boxes = _read_results(records, gt, renumber, strict)
     kept = top_per_image(image, score, max_dets)
+    # TaoResults asserts one category per track over the results that the cap keeps; two boxes of a track in one
+    # frame are refused where the toolkit would misread them: in a track it evaluates (of a known category)
+    _check_tracks("category_id", kept, track_ids[kept], category_ids[kept])
+    known = kept[category[kept] >= 0]
+    _check_tracks("image_id", known, track_ids[known], gt.image_ids[image[known]])
     # limit_dets_per_image rebuilds the list image by image (first appearance); a capped image in score order
     num_images = len(gt.image_ids)
     first_seen = np.full(num_images, len(image))
@@ -242,7 +264,8 @@ def _result_tracks(records: Sequence[Mapping], gt: TaoGroundTruth, truth: _Track
     track_score = _track_scores(score[listed][by_track], np.cumsum(counts) - counts, counts)
 
     area = boxes[listed, 2] * boxes[listed, 3]
-    keep = np.flatnonzero((area > 0) & (area < np.inf) & (gt.image_visit[image[listed]] >= 0))
+    keep = np.flatnonzero((area > 0) & (area < np.inf) & (gt.image_visit[image[listed]] >= 0)
+                          & (category[listed] >= 0))
     ann_image = image[listed][keep]
     track = label[keep]
     visit = _visit_positions(gt.image_visit[ann_image], keep)
@@ -265,10 +288,11 @@ def _result_tracks(records: Sequence[Mapping], gt: TaoGroundTruth, truth: _Track
                    boxes[listed][keep][frames])
 
 
-def _read_results(records: Sequence[Mapping], gt: TaoGroundTruth, renumber: bool = False
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Image index, category index (aliases resolved), score, track id (renumbered where shared across videos with
-    ``renumber``) and box of each result; checked."""
+def _read_results(records: Sequence[Mapping], gt: TaoGroundTruth, renumber: bool, strict: bool
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Image index, category id and category index (aliases resolved; index -1 for a category not in the ground
+    truth, refused with ``strict``), score, track id (renumbered where shared across videos with ``renumber``) and
+    box of each result; checked."""
     try:
         image_ids = np.array([r["image_id"] for r in records], dtype=np.int64)
         category_ids = np.array([r["category_id"] for r in records], dtype=np.int64)
@@ -288,8 +312,7 @@ def _read_results(records: Sequence[Mapping], gt: TaoGroundTruth, renumber: bool
         category_ids = np.where(found >= 0, aliases[found, 1], category_ids)
     image = known_ids(gt.image_ids, image_ids, "image_id", gt.source, "is not an image of the ground truth: results "
                       "must come from the split of the annotation file")
-    category = known_ids(gt.category_ids, category_ids, "category_id", gt.source, "is not a category of the "
-                         "ground truth: results need the TAO category ids (not 0-based class indices)")
+    category = category_positions(gt.category_ids, category_ids, gt.source, "the TAO category ids", strict)
     check_scores(score, image_ids)
     video_ids = gt.image_videos[image]
     wrong = [i for i, v in enumerate(given_videos) if v is not None and v != video_ids[i]]
@@ -299,8 +322,8 @@ def _read_results(records: Sequence[Mapping], gt: TaoGroundTruth, renumber: bool
                            f"frame of video {video_ids[i]}; drop video_id (it follows from the image) or correct it.")
     if renumber and len(track_ids):
         track_ids = renumber_shared_tracks(track_ids, video_ids)
-    _check_tracks(track_ids, image_ids, category_ids, video_ids)
-    return image, category, score, track_ids, boxes
+    _check_tracks("video", np.arange(len(records)), track_ids, video_ids)
+    return image, category_ids, category, score, track_ids, boxes
 
 
 def _name_missing_field(records: Sequence[Mapping]) -> None:
@@ -312,25 +335,20 @@ def _name_missing_field(records: Sequence[Mapping]) -> None:
                                f"[x, y, w, h], score and track_id (video_id optional), one dict per frame of a track.")
 
 
-def _check_tracks(track_ids: np.ndarray, image_ids: np.ndarray, category_ids: np.ndarray, video_ids: np.ndarray
-                  ) -> None:
-    """One box per track and image, one category and one video per track."""
-    order = np.lexsort((image_ids, track_ids))
+def _check_tracks(what: str, entries: np.ndarray, track_ids: np.ndarray, values: np.ndarray) -> None:
+    """:class:`DatasetError` unless the results at positions ``entries`` (increasing; ``track_ids`` and ``values``
+    are theirs) have one box per track and image (``what`` ``"image_id"``: ``values`` are image ids), or one value
+    per track (``"category_id"``, ``"video"``)."""
+    order = np.lexsort((values, track_ids))
     same_track = track_ids[order][1:] == track_ids[order][:-1]
-    for values, what, fix in ((image_ids, "image_id", "a track has one box per frame: give each object its own "
-                               "track_id"),
-                              (category_ids, "category_id", "a track has one category: split it into tracks of "
-                               "one category each"),
-                              (video_ids, "video", "track ids are per video in TAO results: renumber the tracks so "
-                               "that each id is used in one video only")):
-        clash = same_track & ((values[order][1:] == values[order][:-1]) if what == "image_id"
-                              else (values[order][1:] != values[order][:-1]))
-        if clash.any():
-            j = int(np.argmax(clash))
-            a, b = sorted((int(order[j]), int(order[j + 1])))
-            detail = (f"both give image_id {image_ids[a]}" if what == "image_id"
-                      else f"give {what} {values[a]} and {values[b]}")
-            raise DatasetError(f"Results entries {a} and {b} of track_id {track_ids[a]} {detail}; {fix}.")
+    same_value = values[order][1:] == values[order][:-1]
+    clash = same_track & (same_value if what == "image_id" else ~same_value)
+    if clash.any():
+        j = int(np.argmax(clash))
+        a, b = sorted((int(order[j]), int(order[j + 1])))
+        detail = f"both give image_id {values[a]}" if what == "image_id" else f"give {what} {values[a]} and {values[b]}"
+        raise DatasetError(f"Results entries {entries[a]} and {entries[b]} of track_id {track_ids[a]} {detail}; "
+                           f"{_TRACK_RULES[what]}.")
 
 
 def _visit_positions(image_visit: np.ndarray, position: np.ndarray) -> np.ndarray:

@@ -43,12 +43,17 @@ Quirks of the official script, reproduced:
   ``not_exhaustive_category_ids`` and ignores the categories' ``merged`` aliases: results of an alias category
   are not evaluated there (they still count toward an image's 300). Tracking uses each *video*'s lists and
   replaces alias ids by their category, in the ground truth and in the results.
+* **Results of unknown categories** (ids neither a category nor an alias) are taken as both parts take them:
+  they count toward the 300 results of their frame, in detection and in tracking, and are then left out; the
+  track-id renumbering counts their tracks too; a track that keeps results of a known and an unknown category
+  after the cap is refused, as the tracking part asserts (:mod:`.tao`). One warning gives their number and the
+  first of them; ``strict=True`` refuses them.
 
 Where the official script fails or accepts silently, :class:`~vfe_hub.errors.DatasetError` is raised instead, as
-:func:`.tao.evaluate` does (a missing field, an unknown image or category id, a NaN score, a non-finite box, a
-``video_id`` that is not the image's, two boxes of one track in a frame, a track with two categories); results
-may leave out ``video_id`` (it follows from the image; the script needs it). Empty results make the script fail;
-here they give 0 for every AP with ground truth and -1 where there is none.
+:func:`.tao.evaluate` does (a missing field, an unknown image id, a NaN score, a non-finite box, a ``video_id``
+that is not the image's, two boxes of one track in a frame, a track with two categories); results may leave out
+``video_id`` (it follows from the image; the script needs it). Empty results make the script fail; here they give
+0 for every AP with ground truth and -1 where there is none.
 
 :func:`to_lvis_v1` is the annotation conversion of Amodal-Expander's ``tools/create_tao_amodal_v1.py``;
 :func:`out_of_frame_stats` counts the boxes that leave their image and by how much.
@@ -89,7 +94,8 @@ _KIND = ("TAO-Amodal result dicts (image_id, category_id, bbox [x, y, w, h] (amo
 _FIX = "convert the TAO-Amodal annotations with vfe_hub.evaluation.tao_amodal.to_lvis_v1"
 
 
-def evaluate(ground_truth: Source, results: Results, *, progress: bool | None = None) -> dict[str, float]:
+def evaluate(ground_truth: Source, results: Results, *, progress: bool | None = None, strict: bool = False
+             ) -> dict[str, float]:
     """TAO-Amodal detection and tracking metrics of ``results`` (module docstring for the rules).
 
     ``ground_truth`` is the path of a TAO-Amodal annotation JSON with LVIS v1 categories (``validation_lvis_v1.json``,
@@ -97,8 +103,10 @@ def evaluate(ground_truth: Source, results: Results, *, progress: bool | None = 
     ``bbox`` ``[x, y, w, h]``, the amodal box, ``score``, ``track_id``, optionally ``video_id``), one per frame of a
     track, or the path of a JSON list of them. Returns fractions in [0, 1], -1 where undefined, under the keys
     ``AP``, ``AP50``, ``AP_HO``, ``AP_PO``, ``AP_HV``, ``AP_HP``, ``AP_OOF``, ``APr``, ``APc``, ``APf``,
-    ``track_AP50``, ``track_AP``, ``track_AP50_HP``, ``track_AP_HP``. Raises :class:`~vfe_hub.errors.DatasetError`
-    for a ground truth that is not a TAO-Amodal LVIS v1 file and for the results listed in the module docstring.
+    ``track_AP50``, ``track_AP``, ``track_AP50_HP``, ``track_AP_HP``. Results whose category is not in the ground
+    truth count toward the 300 per frame and are then left out, as in the script, with a warning; ``strict=True``
+    refuses them. Raises :class:`~vfe_hub.errors.DatasetError` for a ground truth that is not a TAO-Amodal LVIS v1
+    file and for the results listed in the module docstring.
     """
     start = time.perf_counter()
     data = ground_truth if isinstance(ground_truth, Mapping) else read_json(
@@ -107,7 +115,7 @@ def evaluate(ground_truth: Source, results: Results, *, progress: bool | None = 
     lvis_gt = LvisGroundTruth.load(data)
     visibility, out_of_frame = _visibility(lvis_gt.annotations, lvis_gt.source)
     records = result_list(results, _KIND)
-    scores = _tracking(tao_gt, records, visibility, progress)  # first: it checks the results
+    scores = _tracking(tao_gt, records, visibility, progress, strict)  # first: it checks the results
     scores = {**_detection(lvis_gt, records, visibility, out_of_frame, progress), **scores}
     log.info("TAO-Amodal AP %.4f (HP %.4f, OOF %.4f), track AP %.4f (HP %.4f): %d results, %.1f s", scores["AP"],
              scores["AP_HP"], scores["AP_OOF"], scores["track_AP"], scores["track_AP_HP"], len(records),
@@ -141,7 +149,8 @@ def _detection(gt: LvisGroundTruth, records: Sequence[Mapping[str, Any]], visibi
         outside = (area < _ALL_AREAS[0]) | (area > _ALL_AREAS[1])
         return np.repeat(outside[None], len(DETECTION_SLICES), axis=0)
 
-    # LVISResults caps every image at 300 results before it drops the categories it does not know (the aliases)
+    # LVISResults caps every image at 300 results before LVISEval drops the categories it does not know (the
+    # aliases, and the ids of no category, which the tracking part has warned about or refused)
     image = positions(gt.image_ids, np.array([r["image_id"] for r in records], dtype=np.int64))
     score = np.array([r["score"] for r in records], dtype=np.float64)
     kept = top_per_image(image, score, MAX_DETS)
@@ -159,7 +168,7 @@ def _detection(gt: LvisGroundTruth, records: Sequence[Mapping[str, Any]], visibi
 
 
 def _tracking(gt: TaoGroundTruth, records: Sequence[Mapping[str, Any]], visibility: np.ndarray,
-              progress: bool | None) -> dict[str, float]:
+              progress: bool | None, strict: bool) -> dict[str, float]:
     """``tao_amodal.TaoEval(gt, results)`` after the track-id renumbering: 3D-IoU AP, all tracks and HP tracks."""
     def not_occluded(frames: np.ndarray, frame_track: np.ndarray, num_tracks: int) -> np.ndarray:
         occluded = np.bincount(frame_track, weights=visibility[frames] < HP_VISIBILITY, minlength=num_tracks)
@@ -169,7 +178,7 @@ def _tracking(gt: TaoGroundTruth, records: Sequence[Mapping[str, Any]], visibili
 
     slices = TrackSlices((*AREA_RANGES.values(), _ALL_AREAS), not_occluded)
     precision, _ = track_precision_recall(gt, records, IOU_THRESHOLDS, MAX_DETS, slices, renumber_shared_tracks=True,
-                                          progress=progress)
+                                          progress=progress, strict=strict)
     at_50 = np.where(0.50 == IOU_THRESHOLDS)[0]
     hp = len(AREA_RANGES)
     return {"track_AP50": mean_defined(precision[at_50][:, :, :, 0, 0]),

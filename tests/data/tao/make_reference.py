@@ -17,18 +17,21 @@ The evaluation is the toolkit's: ``TaoEval(gt_path, TaoResults(gt, results, max_
 ``params.max_dets = max_dets``, then ``run()`` and ``get_results()``. Results get their ``video_id`` filled in for
 the toolkit (it requires one) where a case leaves it out. Besides the metrics, each case stores the mean of the
 toolkit's precision array over thresholds and recall thresholds per category (area and length "all"; null where
-the category is -1), from which the tests recompute APr, APc and APf.
+the category is -1), from which the tests recompute APr, APc and APf. Where the toolkit fails (an assertion, an
+exception), the exception is stored instead of numbers.
 """
 from __future__ import annotations
 
 import argparse
 import copy
 import importlib.util
+import itertools
 import json
 import logging
 import sys
 import tempfile
 import types
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -68,10 +71,13 @@ def official(toolkit: Any, case: dict[str, Any]) -> dict[str, Any]:
         path = Path(tmp) / "gt.json"
         path.write_text(json.dumps(gt))
         tao = Tao(str(path))
-        evaluator = TaoEval(tao, TaoResults(tao, results, max_dets=case["max_dets"]))
-        evaluator.params.iou_thrs = np.array(case["iou_thresholds"])
-        evaluator.params.max_dets = case["max_dets"]
-        evaluator.run()
+        try:
+            evaluator = TaoEval(tao, TaoResults(tao, results, max_dets=case["max_dets"]))
+            evaluator.params.iou_thrs = np.array(case["iou_thresholds"])
+            evaluator.params.max_dets = case["max_dets"]
+            evaluator.run()
+        except Exception as e:  # the toolkit fails on some inputs; that is recorded
+            return {"error": f"{type(e).__name__}: {e}"}
     precision = evaluator.eval["precision"][:, :, :, 0, 0]
     category_ap = [float(np.mean(precision[:, :, k])) if (precision[:, :, k] > -1).any() else None
                    for k in range(precision.shape[2])]
@@ -316,6 +322,118 @@ def filtered_out_case() -> dict[str, Any]:
     return case
 
 
+#: category ids of no category of the generated ground truths: a 0-based class index and an id past them all
+UNKNOWN_IDS = (0, 9999)
+CROWD_SCORE = 0.95
+
+
+def kept_by_cap(results: list[dict[str, Any]], max_dets: int) -> set[int]:
+    """The positions of the results that ``limit_dets_per_image`` keeps (``TaoResults``'s and ``LVISResults``'):
+    per image the ``max_dets`` of highest score, ties in input order (Python's sort is stable)."""
+    by_image: dict[int, list[int]] = defaultdict(list)
+    for i, r in enumerate(results):
+        by_image[r["image_id"]].append(i)
+    return {i for positions in by_image.values()
+            for i in sorted(positions, key=lambda i: results[i]["score"], reverse=True)[:max_dets]}
+
+
+def with_unknown_categories(case: dict[str, Any], seed: int, max_dets: int, *, mixed_survives: bool = False,
+                            shared_ids: bool = False) -> dict[str, Any]:
+    """``case`` with results of category ids that are no category of its ground truth (:data:`UNKNOWN_IDS`) added:
+
+    * three tracks of unknown categories over the frames of ground-truth tracks (their boxes, as a model with
+      0-based class indices would give them) and scores like the others; with ``shared_ids`` they are of three
+      videos and share one track id (the TAO-Amodal script renumbers such ids, counting these tracks too);
+    * in the frame with the most annotations ("crowded"), ``max_dets`` results of unknown categories of score
+      ``CROWD_SCORE``, so that the cap leaves room for the known results of higher score only and for those of the
+      same score listed before them (two known results of the frame get that score, one listed before the crowd
+      and one after);
+    * a track whose results have a known category (ground-truth boxes shifted by 1 px, score 1, listed first)
+      except one of an unknown category in the crowded frame, listed last: the cap drops that one, so the toolkit
+      evaluates the track on its known frames;
+    * a track with one result of a known category in the crowded frame (a ground-truth box there), listed last,
+      and results of an unknown category in other frames: the cap drops the known one, the track drops out;
+    * with ``mixed_survives``, a track with results of a known and of an unknown category that the cap keeps
+      both (listed first, score 1): the toolkit asserts.
+
+    The cap's effects are checked here (:func:`kept_by_cap`): the case fails loudly if a seed does not give them.
+    """
+    rng = np.random.default_rng(seed)
+    gt = case["ground_truth"]
+    results = copy.deepcopy(case["results"])
+    video_of = {im["id"]: im["video_id"] for im in gt["images"]}
+    annotations = defaultdict(list)  # track id -> its annotations in frame order
+    frame_index = {im["id"]: im["frame_index"] for im in gt["images"]}
+    for a in sorted(gt["annotations"], key=lambda a: frame_index[a["image_id"]]):
+        annotations[a["track_id"]].append(a)
+    new_id = itertools.count(max(abs(r["track_id"]) for r in results) + 1)
+    counts = Counter(a["image_id"] for a in gt["annotations"])
+    crowded = max(sorted(counts), key=counts.get)
+    video = video_of[crowded]
+
+    def result(a: dict[str, Any], category: int, score: float, track: int, shift: float = 0.0) -> dict[str, Any]:
+        x, y, w, h = a["bbox"]
+        return {"image_id": a["image_id"], "category_id": category, "bbox": [x + shift, y, w, h], "score": score,
+                "track_id": track, "video_id": video_of[a["image_id"]]}
+
+    first, last = [], []
+    picks = rng.choice(sorted(annotations), 3, replace=False).tolist()
+    if shared_ids:  # a track of each of three videos, under one id
+        last_of_video = {video_of[anns[0]["image_id"]]: t for t, anns in sorted(annotations.items())}
+        picks = [last_of_video[v] for v in sorted(last_of_video)[:3]]
+    shared = next(new_id)
+    for k, t in enumerate(picks):
+        track = shared if shared_ids else next(new_id)
+        results += [result(a, UNKNOWN_IDS[k % 2], float(np.round(rng.random(), 3)), track) for a in annotations[t]]
+    here = [i for i, r in enumerate(results) if r["image_id"] == crowded and r["category_id"] not in UNKNOWN_IDS]
+    assert len(here) >= 2, "the crowded frame needs two known results to tie with the crowd"
+    for i in here[:2]:
+        results[i]["score"] = CROWD_SCORE
+    crowd = [{"image_id": crowded, "category_id": UNKNOWN_IDS[k % 2], "bbox": boxes_along(rng, 1, 0.25, 40)[0].tolist(),
+              "score": CROWD_SCORE, "track_id": next(new_id), "video_id": video} for k in range(max_dets)]
+    results = results[:here[0] + 1] + crowd + results[here[0] + 1:]
+    tracks_here = [t for t, anns in annotations.items() if video_of[anns[0]["image_id"]] == video]
+    known_frames = next(t for t in tracks_here if sum(a["image_id"] != crowded for a in annotations[t]) >= 2)
+    m1 = next(new_id)
+    first += [result(a, a["category_id"], 1.0, m1, shift=1.0) for a in annotations[known_frames]
+              if a["image_id"] != crowded]
+    last.append(dict(result(annotations[known_frames][0], UNKNOWN_IDS[0], 0.01, m1), image_id=crowded))
+    if any(a["image_id"] == crowded for a in annotations[known_frames]):
+        last[-1]["bbox"] = next(a["bbox"] for a in annotations[known_frames] if a["image_id"] == crowded)
+    in_crowded = next(a for t in tracks_here for a in annotations[t] if a["image_id"] == crowded)
+    m2 = next(new_id)
+    last.append(result(in_crowded, in_crowded["category_id"], 0.01, m2))
+    others = [t for t in tracks_here if t != in_crowded["track_id"]] or [in_crowded["track_id"]]
+    results += [result(a, UNKNOWN_IDS[1], float(np.round(rng.random(), 3)), m2) for a in annotations[others[0]]
+                if a["image_id"] != crowded]
+    m3 = next(new_id)
+    if mixed_survives:
+        anns = [a for a in annotations[known_frames] if a["image_id"] != crowded][:2]
+        first += [result(anns[0], anns[0]["category_id"], 1.0, m3, shift=2.0),
+                  result(anns[1], UNKNOWN_IDS[0], 1.0, m3, shift=2.0)]
+    results = first + results + last
+    # the cap does what the docstring says
+    kept = kept_by_cap(results, max_dets)
+    known = [i for i, r in enumerate(results) if r["category_id"] not in UNKNOWN_IDS]
+    kept_without = {known[j] for j in kept_by_cap([results[i] for i in known], max_dets)}
+
+    def of(track: int) -> list[tuple[bool, bool]]:
+        return [(results[i]["category_id"] in UNKNOWN_IDS, i in kept) for i, r in enumerate(results)
+                if r["track_id"] == track]
+
+    assert all(kept != unknown for unknown, kept in of(m1)), "track m1: known frames kept, the unknown one dropped"
+    assert (False, False) in of(m2), "track m2: its known result dropped"
+    assert not mixed_survives or {(False, True), (True, True)} <= set(of(m3)), "track m3: both kept"
+    assert any(i in kept_without and i not in kept for i in known), "unknown results push known ones out"
+    return {"ground_truth": gt, "results": results}
+
+
+def unknown_only_case(case: dict[str, Any]) -> dict[str, Any]:
+    """The results of ``case`` whose category is unknown (nothing evaluated: the toolkit raises)."""
+    return {"ground_truth": case["ground_truth"],
+            "results": [r for r in case["results"] if r["category_id"] in UNKNOWN_IDS]}
+
+
 COCO_THRESHOLDS = np.linspace(0.5, 0.95, 10).tolist()  # 0.75 is not among them: 0.7500000000000001
 
 
@@ -345,13 +463,18 @@ def cases(toolkit_module: Any) -> dict[str, Any]:
     inputs["iou_ties"] = iou_ties_case()
     inputs["range_bounds_and_gt_ids"] = boundaries_case()
     inputs["no_evaluated_results"] = filtered_out_case()
+    inputs["unknown_categories"] = with_unknown_categories(make_case(101, alias=True), 201, 300)
+    inputs["unknown_categories_cap_3"] = with_unknown_categories(make_case(102, grid=0.01, score_levels=4), 202, 3)
+    inputs["unknown_categories_mixed_track"] = with_unknown_categories(make_case(103), 203, 300, mixed_survives=True)
+    inputs["unknown_categories_only"] = unknown_only_case(inputs["unknown_categories"])
     runs = [{"name": name, "inputs": name, "iou_thresholds": [0.5], "max_dets": 300} for name in inputs]
     runs[[r["name"] for r in runs].index("summation_order")]["iou_thresholds"] = [summation_threshold]
     for name, thresholds, max_dets in [
             ("basic", [0.5, 0.75], 300), ("basic", COCO_THRESHOLDS, 300), ("basic", [0.75], 300),
             ("basic", [0.5], 2), ("decimal_boxes", [0.5], 3), ("score_ties", [0.5], 2),
             ("nonpositive_track_ids", [0.5, 0.75], 300), ("category_alias", [0.5], 2), ("random_1", [0.5], 4),
-            ("many_videos", COCO_THRESHOLDS, 3)]:
+            ("many_videos", COCO_THRESHOLDS, 3), ("unknown_categories", COCO_THRESHOLDS, 300),
+            ("unknown_categories_cap_3", [0.5], 3), ("unknown_categories_cap_3", [0.5, 0.75], 2)]:
         label = "coco" if thresholds == COCO_THRESHOLDS else "_".join(f"{t:g}" for t in thresholds)
         runs.append({"name": f"{name}@iou_{label}@max_dets_{max_dets}", "inputs": name,
                      "iou_thresholds": thresholds, "max_dets": max_dets})

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import importlib.util
 import json
 import logging
 import runpy
@@ -290,6 +291,14 @@ def nothing_evaluated_case() -> dict[str, Any]:
     return case
 
 
+def tao_generator() -> Any:
+    """``tests/data/tao/make_reference.py`` as a module, for its :func:`with_unknown_categories`."""
+    spec = importlib.util.spec_from_file_location("tao_make_reference", HERE.parent / "tao" / "make_reference.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def cases() -> dict[str, dict[str, Any]]:
     specs = {
         "basic": {},
@@ -306,6 +315,12 @@ def cases() -> dict[str, dict[str, Any]]:
     generated["occlusion"] = occlusion_case()
     generated["zero_annotation_id"] = zero_id_case()
     generated["nothing_evaluated"] = nothing_evaluated_case()
+    # results of category ids that are no category (0, 9999): counted in the caps of both parts, then left out
+    unknown = tao_generator().with_unknown_categories
+    generated["unknown_categories"] = unknown(make_case(101, shared_track_ids=True, videos=4), 201, 300,
+                                              shared_ids=True)
+    generated["unknown_categories_alias"] = unknown(make_case(102, alias=True), 202, 300)
+    generated["unknown_categories_mixed_track"] = unknown(make_case(103), 203, 300, mixed_survives=True)
     return generated
 
 
