@@ -205,8 +205,7 @@ class Bags(Detector):
             h, w = batch.image_sizes[i]
             factor = _scale_factor(batch.frames[i], self.spec)
             boxes = clip_boxes(stages[-1].boxes[i], (h - 1, w - 1)) / factor
-            rows, labels = select_per_class(boxes + boxes.new_tensor([0.0, 0.0, 1.0, 1.0]), s, rules.score_thr,
-                                            rules.iou, limit)
+            rows, labels = select_per_class(boxes, s, rules.score_thr, rules.iou, limit, offset=1.0)
             dets.append((boxes[rows], s[rows, labels], labels, factor))
         binary = self._masks(feats, semantic, dets, batch) if rules.masks and masks else [None] * len(dets)
         # pixel-inclusive boxes reported by their pixel edges: x2 - x1 is the original's exported width (``+ 1``)

@@ -37,6 +37,9 @@ class Detector(nn.Module):
     open_vocabulary = False
     #: whether the model keeps state across frames, so that frames must reach ``forward`` in order
     stateful = False
+    #: ``"fast"`` (batched resize on the device, exact class-wise NMS) or ``"original"`` (the original's resize
+    #: library on the CPU and its NMS arithmetic: the paper's pipeline bit for bit); see :func:`vfe_hub.load`
+    pipeline = "fast"
 
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__()
@@ -215,7 +218,8 @@ class VideoDetector(Detector):
         refs = state.take_references()
         if refs is None:
             return None
-        return [batch for _, batch in engine.batches(refs, self.spec.preprocess, self.device, keep_order=True)]
+        return [batch for _, batch in engine.batches(refs, self.spec.preprocess, self.device, keep_order=True,
+                                                     original=self.pipeline == "original")]
 
     @staticmethod
     def reference_indices(length: int, count: int) -> list[int]:
