@@ -81,6 +81,11 @@ class Preprocess:
     ``"torchvision"`` (torchvision's ``batched_nms`` before 0.10: boxes shifted by class) or ``"per_class"`` (a
     loop over classes, mmdetection v1 and maskrcnn-benchmark). ``pipeline="original"`` (:func:`vfe_hub.load`)
     reproduces these; the default pipeline resizes with torch on the device and runs exact class-wise NMS.
+    ``clip_to_input``: results' boxes are clipped to the input image, as the original's (mmdetection 2.x clips in
+    resized pixels to ``[0, W']`` and scales back, detectron2 clips after scaling back); ``False`` for the
+    pixel-inclusive originals (mmdetection v1, maskrcnn-benchmark), which clip ``x2`` to the last resized pixel
+    ``W' - 1`` and export ``x2 + 1``: scaled back, that edge passes the input's right edge by up to ``1 - W / W'``
+    pixel on upscaled images, and the results keep it there (``x2 - x1`` is the exported width).
     """
 
     max_size: int
@@ -92,6 +97,7 @@ class Preprocess:
     library: str = "cv2"
     std_reciprocal: bool = False
     nms: str = "mmcv"
+    clip_to_input: bool = True
 
     def __post_init__(self) -> None:
         for key, valid in (("style", ("mmcv", "maskrcnn_benchmark", "detectron2")), ("library", ("cv2", "pil")),
@@ -514,7 +520,7 @@ MODELS: dict[str, ModelSpec] = {
             ),
             preprocess=Preprocess(max_size=1333, min_size=800, mean=(102.9801, 115.9465, 122.7717),
                                   std=(1.0, 1.0, 1.0), size_divisor=32, style="maskrcnn_benchmark",
-                                  library="pil", nms="per_class"),
+                                  library="pil", nms="per_class", clip_to_input=False),
             paper=Paper(
                 title="Learning to Segment the Tail",
                 url="https://arxiv.org/abs/2004.00900",
@@ -565,7 +571,8 @@ MODELS: dict[str, ModelSpec] = {
                 },
             ),
             preprocess=Preprocess(max_size=1333, min_size=800, mean=(123.675, 116.28, 103.53),
-                                  std=(58.395, 57.12, 57.375), size_divisor=32, nms="per_class"),
+                                  std=(58.395, 57.12, 57.375), size_divisor=32, nms="per_class",
+                                  clip_to_input=False),
             paper=Paper(
                 title="Overcoming Classifier Imbalance for Long-tail Object Detection with Balanced Group Softmax",
                 url="https://arxiv.org/abs/2006.10408",

@@ -92,15 +92,17 @@ class Detector(nn.Module):
     def make_detections(self, frame: FrameInfo, boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor,
                         masks: torch.Tensor | None = None, track_ids: torch.Tensor | None = None,
                         amodal_boxes: torch.Tensor | None = None) -> Detections:
-        """A :class:`Detections` with this model's classes and provenance; boxes are clipped to the input image.
+        """A :class:`Detections` with this model's classes and provenance; boxes are clipped to the input image
+        (unless the original does not clip them there: ``spec.preprocess.clip_to_input``).
 
         ``masks (N, H, W)`` bool, in pixels of the input image, are stored run-length encoded; ``track_ids (N,)``
         are stored as int64; ``amodal_boxes (N, 4)`` are kept as they are (they may leave the image).
         """
         h, w = frame.size
         boxes = boxes.float().clone()
-        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
-        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
+        if self.spec.preprocess.clip_to_input:
+            boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
+            boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
         rles = None if masks is None else Detections.encode_masks(masks)
         return Detections(boxes, scores.float(), labels.long(), self.class_names, frame, self.provenance(),
                           track_ids=None if track_ids is None else track_ids.long(), masks=rles,
