@@ -97,7 +97,7 @@ def roi_align_inclusive(feat: torch.Tensor, rois: torch.Tensor, output_size: int
     edges = rois + rois.new_tensor([0.0, 0.0, 0.0, 1.0, 1.0])  # the kernel's x2 + 1, y2 + 1
     out = roi_align(feat, edges, output_size, spatial_scale, sampling_ratio, aligned=False)
     narrow = torch.nonzero((edges[:, 3:5] * spatial_scale - edges[:, 1:3] * spatial_scale < 1).any(1)).squeeze(1)
-    for part in narrow.split(_EXACT_CHUNK):
+    for part in narrow.split(_EXACT_CHUNK) if len(narrow) else ():
         out[part] = _roi_align_unclamped(feat, edges[part], output_size, spatial_scale, sampling_ratio).to(out.dtype)
     return out
 
