@@ -151,7 +151,7 @@ def serve_amodal_release(hub, monkeypatch, tmp_path, name: str, seed: int) -> st
 LST = "lst_r50_fpn_lvis05"
 #: maskrcnn-benchmark's input pipeline at the small size
 LST_SMALL = Preprocess(max_size=320, min_size=192, mean=(102.9801, 115.9465, 122.7717), std=(1.0, 1.0, 1.0),
-                       size_divisor=32, style="maskrcnn_benchmark")
+                       size_divisor=32, style="maskrcnn_benchmark", library="pil", nms="per_class")
 
 
 def lst_model(seed: int = 0, num_classes: int = 1231):

@@ -13,11 +13,12 @@ import re
 import pytest
 import torch
 import torch.nn.functional as F
-from torchvision.ops import nms, roi_align
+from torchvision.ops import nms
 
 import vfe_hub
 from media import photo, write_image
 from original_layouts import bags_htc_layout
+from roi_reference import mmdet_v1_level, roi_align as roi_align_reference
 from small_models import BAGS, DETPRO_SMALL, bags_model, bags_state
 from vfe_hub import cli, hub, registry
 from vfe_hub.engine import preprocess
@@ -221,41 +222,61 @@ def _delta2bbox(rois: torch.Tensor, deltas: torch.Tensor, stds, size) -> torch.T
 
 
 def _roi_align_v1(feats, semantic, boxes: torch.Tensor, size: int) -> torch.Tensor:
-    """mmdetection v1's RoIAlign (end ``x2 + 1``, sampling 2, level ``floor(log2(sqrt(area_+1) / 56))``) on P2-P5,
-    plus the semantic embedding's 14x14 RoIs, averaged down to ``size``."""
+    """mmdetection v1's RoIAlign (its kernel written out in float64: end ``(x2 + 1) * s``, sizes ``max(end - start,
+    0)``, sampling 2, level ``floor(log2(sqrt(area_+1) / 56))``) on P2-P5, plus the semantic embedding's 14x14
+    RoIs, averaged down to ``size``."""
     out = []
     for box in boxes:
-        scale = math.sqrt((box[2] - box[0] + 1) * (box[3] - box[1] + 1))
-        level = min(max(math.floor(math.log2(scale / 56 + 1e-6)), 0), 3)
-        roi = torch.cat([torch.zeros(1), box[:2], box[2:] + 1])[None]
-        pooled = roi_align(feats[level], roi, size, 1 / 2 ** (level + 2), 2, aligned=False)
-        extra = roi_align(semantic, roi, 14, 1 / 8, 2, aligned=False)
+        level = mmdet_v1_level(box.tolist())
+        roi = torch.cat([torch.zeros(1), box])[None]
+        pooled = roi_align_reference(feats[level], roi, size, 1 / 2 ** (level + 2), 2, "mmdet_v1")
+        extra = roi_align_reference(semantic, roi, 14, 1 / 8, 2, "mmdet_v1")
         out.append(pooled + (extra if size == 14 else F.adaptive_avg_pool2d(extra, size)))
-    return torch.cat(out)
+    return torch.cat(out).float()
+
+
+def _narrow(boxes: torch.Tensor) -> int:
+    """How many pixel-inclusive boxes are narrower or lower than one feature pixel at their level (or than one
+    pixel of the stride-8 semantic map): those mmdetection v1 pools at their true size."""
+    count = 0
+    for box in boxes.tolist():
+        stride = 2 ** (mmdet_v1_level(box) + 2)
+        count += min(box[2] - box[0] + 1, box[3] - box[1] + 1) < max(stride, 8)
+    return count
 
 
 @pytest.mark.slow
 def test_htc_test_flow_equals_a_step_by_step_reference():
     """One image through the small random BAGS model against HTC's ``simple_test`` written out from the original:
-    semantic fusion, the three interleaved stages, the mean of raw logits, the group-softmax merge, per-class NMS
-    with +1 widths, and the mask information flow with per-stage sigmoids averaged, pasted."""
+    semantic fusion, the three interleaved stages with mmdetection v1's RoIAlign kernel, the mean of raw logits,
+    the group-softmax merge, per-class NMS with +1 widths, and the mask information flow with per-stage sigmoids
+    averaged, pasted; boxes reported by their pixel edges, not clipped to the input (as BAGS exports them). Some
+    stage RoIs are narrower than a feature pixel (slivers clipped at the image edges), which mmdetection v1 pools
+    at their true size."""
+    image_name, size = "astronaut", (100, 140)
     model = bags_model(seed=1, proposals=30, max_per_img=15)
-    image = photo("astronaut", (100, 140))
-    batch = preprocess([Frame(image, "astronaut", 0, "<stream>", None)], model.spec.preprocess, torch.device("cpu"))
+    rule = dataclasses.replace(registry.get_spec(BAGS).preprocess, max_size=DETPRO_SMALL.max_size,
+                               min_size=DETPRO_SMALL.min_size)
+    model.spec = dataclasses.replace(model.spec, preprocess=rule)
+    image = photo(image_name, size)
+    batch = preprocess([Frame(image, image_name, 0, "<stream>", None)], rule, torch.device("cpu"))
+    narrow = 0
     with torch.inference_mode():
         got, = model(batch)
         feats = model.neck(model.backbone(batch.images))
         rois = model.proposals(model.rpn(feats), batch.image_sizes)[0][0]
         semantic = model.semantic_head(feats)
-        size, logits = batch.image_sizes[0], []
+        resized, logits = batch.image_sizes[0], []
         for k, stds in enumerate(((0.1, 0.1, 0.2, 0.2), (0.05, 0.05, 0.1, 0.1), (0.033, 0.033, 0.067, 0.067))):
             stage = model.box_heads.stages[k]
+            narrow += _narrow(rois)
             x = _roi_align_v1(feats, semantic, rois, 7).flatten(1)
             x = torch.relu(stage.fcs[1](torch.relu(stage.fcs[0](x))))
             logits.append(stage.cls_score(x))
-            boxes = _delta2bbox(rois, stage.bbox_pred(x), stds, size)
+            boxes = _delta2bbox(rois, stage.bbox_pred(x), stds, resized)
             if k < 2:
                 rois = boxes
+        assert narrow > 0
         mean = sum(logits) / 3
         table, slices = model.label2binlabel, model.pred_slice
         probs = [mean[:, s:s + n].softmax(1) for s, n in slices.tolist()]
@@ -263,7 +284,7 @@ def test_htc_test_flow_equals_a_step_by_step_reference():
         for g in range(1, 5):
             for label in (table[g] > 0).nonzero().squeeze(1).tolist():
                 scores[:, label - 1] = probs[0][:, 1] * probs[g][:, table[g, label]]
-        factor = min(192 / 100, 320 / 140)
+        factor = min(320 / max(size), 192 / min(size))
         boxes = boxes / factor
         kept = []
         for c in range(1230):
@@ -274,9 +295,8 @@ def test_htc_test_flow_equals_a_step_by_step_reference():
         rows, labels = torch.tensor([r for _, r, _ in kept]), torch.tensor([c for _, _, c in kept])
         assert len(got) == 15 and got.labels.tolist() == labels.tolist()
         torch.testing.assert_close(got.scores, scores[rows, labels], rtol=0, atol=1e-6)
-        # reported by pixel edges (the inclusive x2, y2 plus one), inside the 100 x 140 input
-        edges = boxes[rows].clamp(min=0) + torch.tensor([0.0, 0.0, 1.0, 1.0])
-        edges = torch.minimum(edges, torch.tensor([140.0, 100.0, 140.0, 100.0]))
+        # reported by pixel edges (the inclusive x2, y2 plus one), as exported: not clipped to the input
+        edges = boxes[rows] + torch.tensor([0.0, 0.0, 1.0, 1.0])
         torch.testing.assert_close(got.boxes, edges, rtol=0, atol=1e-3)
 
         x = _roi_align_v1(feats, semantic, boxes[rows] * factor, 14)
@@ -288,7 +308,7 @@ def test_htc_test_flow_equals_a_step_by_step_reference():
             res = y
             mask_logits = head.conv_logits(torch.relu(head.upsample(y)))
             mask_probs.append(mask_logits[torch.arange(15), labels + 1].sigmoid())
-        masks = paste_masks_inclusive(sum(mask_probs) / 3, boxes[rows], (100, 140))
+        masks = paste_masks_inclusive(sum(mask_probs) / 3, boxes[rows], size)
     assert masks.any() and got.masks == Detections.encode_masks(masks)
 
 

@@ -1,10 +1,11 @@
 """multiclass_nms equals exact class-wise greedy NMS followed by the top-k, on random and adversarial cases."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
-from vfe_hub.layers.nms import multiclass_nms, select_per_class
+from vfe_hub.layers.nms import arithmetic, multiclass_nms, score_order, select_per_class
 
 
 def reference(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, iou: float,
@@ -94,3 +95,105 @@ def test_keep_ties_keeps_every_pair_tied_with_the_last_one():
     assert rows.tolist() == [0, 1]
     rows, _ = select_per_class(boxes, scores, 0.0, 0.5, 20, keep_ties=True)
     assert len(rows) == 8
+
+
+# ------------------------------------------------------------------------------------------------ original arithmetic
+
+
+def _greedy_float32(boxes: np.ndarray, order: list[int], threshold: float, offset: float, product: bool) -> list[int]:
+    """Greedy NMS written out from a CUDA kernel's ``devIoU`` in float32 (numpy), over ``order``."""
+    t, one = np.float32(threshold), np.float32(offset)
+    kept: list[int] = []
+    for i in order:
+        a = boxes[i]
+        for j in kept:
+            b = boxes[j]
+            width = max(np.float32(min(a[2], b[2]) - max(a[0], b[0])) + one, np.float32(0))
+            height = max(np.float32(min(a[3], b[3]) - max(a[1], b[1])) + one, np.float32(0))
+            inter = np.float32(width * height)
+            sa = np.float32((a[2] - a[0] + one) * (a[3] - a[1] + one))
+            sb = np.float32((b[2] - b[0] + one) * (b[3] - b[1] + one))
+            union = np.float32(np.float32(sa + sb) - inter)
+            if (inter > np.float32(t * union)) if product else (np.float32(inter / union) > t):
+                break
+        else:
+            kept.append(i)
+    return kept
+
+
+def _near_threshold_case(seed: int, n: int = 60, classes: int = 1203, thr: float = 0.5):
+    """Pairs of boxes of one class in the high classes (large shifts) whose IoU is within float32 rounding of the
+    threshold once shifted: ``(boxes (N, 4), scores (N,), labels (N,))``."""
+    g = torch.Generator().manual_seed(seed)
+    base = torch.rand(n, 2, generator=g) * 1200
+    size = 20 + torch.rand(n, 2, generator=g) * 200
+    a = torch.cat([base, base + size], 1)
+    # the second box: shifted so that IoU = thr exactly in real arithmetic (width overlap w' / (2w - w') = thr)
+    dx = size[:, 0] * (1 - 2 * thr / (1 + thr))
+    jitter = 1 + (torch.rand(n, 1, generator=g) - 0.5) * 1e-5
+    b = a + torch.stack([dx, torch.zeros(n), dx, torch.zeros(n)], 1) * jitter
+    boxes = torch.cat([a, b]).float()
+    labels = torch.randint(classes - 40, classes, (n,), generator=g).repeat(2)
+    scores = torch.cat([torch.rand(n, generator=g) * 0.5 + 0.5, torch.rand(n, generator=g) * 0.5])
+    return boxes, scores, labels
+
+
+def _mmcv_batched_nms(boxes, scores, labels, thr):
+    """mmcv's ``batched_nms`` (1.1-1.5) written out: the float32 shift by ``label * (max + 1)``, its kernel's
+    ``inter > t * union``."""
+    shifted = boxes + (labels.float() * (boxes.max() + torch.tensor(1.0)))[:, None]
+    order = score_order(scores).tolist()
+    return _greedy_float32(shifted.numpy(), order, thr, 0.0, product=True)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_mmcv_arithmetic_equals_its_batched_nms_and_splits_from_exact(seed):
+    boxes, scores, labels = _near_threshold_case(seed)
+    with arithmetic("mmcv"):
+        got = multiclass_nms(boxes, scores, labels, 0.5)
+    assert got.tolist() == _mmcv_batched_nms(boxes, scores, labels, 0.5)
+    exact = multiclass_nms(boxes, scores, labels, 0.5)
+    assert set(got.tolist()) != set(exact.tolist())  # the shift decides some near-threshold pairs otherwise
+
+
+def test_torchvision_arithmetic_equals_its_coordinate_trick():
+    """GTR's torchvision (0.9) always shifted the boxes; its kernel tests ``inter / union > t``."""
+    from torchvision.ops.boxes import _batched_nms_coordinate_trick
+
+    splits = 0
+    for seed in range(3):
+        boxes, scores, labels = _near_threshold_case(seed)
+        with arithmetic("torchvision"):
+            got = multiclass_nms(boxes, scores, labels, 0.5)
+        expected = _batched_nms_coordinate_trick(boxes, scores, labels, 0.5)
+        assert set(got.tolist()) == set(expected.tolist())
+        splits += set(got.tolist()) != set(multiclass_nms(boxes, scores, labels, 0.5).tolist())
+    assert splits
+
+
+def test_per_class_arithmetic_is_the_legacy_kernel_with_plus_one_widths():
+    """mmdetection v1 and maskrcnn-benchmark: a loop over classes, ``x2 - x1 + 1`` as the kernel computes it; the
+    results keep the top ``max_num`` by score."""
+    g = torch.Generator().manual_seed(5)
+    xy = torch.rand(300, 2, generator=g) * 200
+    boxes = torch.cat([xy, xy + torch.rand(300, 2, generator=g) * 40], 1)
+    scores, labels = torch.rand(300, generator=g), torch.randint(0, 4, (300,), generator=g)
+    with arithmetic("per_class"):
+        got = multiclass_nms(boxes, scores, labels, 0.5, max_num=50, offset=1.0)
+    expected = []
+    for c in range(4):
+        members = [i for i in score_order(scores).tolist() if labels[i] == c]
+        expected += _greedy_float32(boxes.numpy(), members, 0.5, 1.0, product=False)
+    expected = sorted(expected, key=lambda i: (-scores[i].item(), i))[:50]
+    assert got.tolist() == expected
+
+
+def test_arithmetic_is_scoped_and_checked():
+    with pytest.raises(ValueError, match="mmcv"):
+        with arithmetic("mmdet"):
+            pass
+    boxes, scores, labels = _near_threshold_case(0)
+    before = multiclass_nms(boxes, scores, labels, 0.5)
+    with arithmetic("mmcv"):
+        pass
+    assert torch.equal(multiclass_nms(boxes, scores, labels, 0.5), before)

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from . import engine
 from . import weights as weights_mod
 from .errors import VfeHubError, WeightsNotFoundError, unknown_keyword_error
 from .hub import CONFIG_NAME, read_config
@@ -16,6 +17,8 @@ from .models.base import Detector
 from .registry import ModelSpec, get_spec, list_models
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+#: the pipelines a model runs (:func:`load`)
+PIPELINES = ("fast", "original")
 
 __all__ = ["list_models", "load", "model_info", "resolve_device", "set_dtype"]
 
@@ -93,7 +96,7 @@ def _check_overrides(spec: ModelSpec, overrides: dict[str, Any]) -> None:
 
 def load(name: str | None = None, *, device: torch.device | str | None = None, dtype: torch.dtype | str = torch.float32,
          weights: str | os.PathLike | None = None, revision: str | None = None, progress: bool | None = None,
-         vocabulary: Sequence[str] | None = None, **overrides: Any) -> Detector:
+         vocabulary: Sequence[str] | None = None, pipeline: str = "fast", **overrides: Any) -> Detector:
     """Build the model ``name`` with its weights, on ``device`` (default: the GPU when CUDA is available, else
     the CPU), in eval mode.
 
@@ -104,6 +107,9 @@ def load(name: str | None = None, *, device: torch.device | str | None = None, d
     checkpoint (converted on the fly); with a folder the name may be omitted. ``revision`` loads another commit
     of the registry's Hub repository. ``dtype`` float16/bfloat16 runs inference under autocast. ``vocabulary``
     (open-vocabulary models only) replaces the default classes with these names (see ``set_vocabulary``).
+    ``pipeline="original"`` runs the original's pre- and post-processing bit for bit: its resize library on the CPU
+    (PIL, or OpenCV through the extra ``vfe_hub[original]``) and its class-wise NMS arithmetic (see the model
+    card); the default ``"fast"`` resizes batched on the device and runs exact class-wise NMS.
     ``overrides`` replace entries of the model's config (``model_info(name)["config"]``, e.g. ``seed``); a
     misspelt keyword raises :class:`~vfe_hub.errors.UnknownArgumentError` with the closest name.
     """
@@ -111,6 +117,7 @@ def load(name: str | None = None, *, device: torch.device | str | None = None, d
     _check_overrides(spec, overrides)
     overrides = {**{k: v for k, v in _folder_config(weights).items() if k in spec.config}, **overrides}
     device, dtype = resolve_device(device), _dtype(dtype, spec.dtypes)
+    _check_pipeline(spec, pipeline)
     model = weights_mod.empty_model(spec, **overrides)
     if vocabulary is not None and not model.open_vocabulary:
         model.set_vocabulary(vocabulary)  # raises before anything is downloaded: the classes of this model are fixed
@@ -118,9 +125,20 @@ def load(name: str | None = None, *, device: torch.device | str | None = None, d
     loaded = weights_mod.resolve(spec, expected, weights=weights, revision=revision, progress=progress)
     model.load_weights(loaded)
     model = set_dtype(model.to(device).eval(), dtype)
+    model.pipeline = pipeline
     if vocabulary is not None:
         model.set_vocabulary(vocabulary, progress=progress)
     return model
+
+
+def _check_pipeline(spec: ModelSpec, pipeline: str) -> None:
+    """Raise unless ``pipeline`` is ``"fast"`` or ``"original"``, and, for the latter, the original's resize library
+    can be imported."""
+    if pipeline not in PIPELINES:
+        raise VfeHubError(f"pipeline={pipeline!r} is not a pipeline; use 'fast' (the default: batched on the device) "
+                          f"or 'original' (the original's resize and NMS arithmetic, bit for bit).")
+    if pipeline == "original" and spec.preprocess.library == "cv2":
+        engine.opencv()
 
 
 def set_dtype(model: Detector, dtype: torch.dtype | str) -> Detector:

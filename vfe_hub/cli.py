@@ -54,7 +54,8 @@ def _info(args: argparse.Namespace) -> None:
 def _load(args: argparse.Namespace, name: str | None) -> Detector:
     """``api.load`` with the command line's options; ``device`` only when given, so the library chooses."""
     options = {"device": args.device} if args.device else {}
-    return api.load(name, dtype=args.dtype, weights=args.weights, progress=args.progress, **options)
+    return api.load(name, dtype=args.dtype, weights=args.weights, progress=args.progress,
+                    pipeline=args.pipeline, **options)
 
 
 def _predict_to_files(args: argparse.Namespace, model: Detector, inputs: list[str],
@@ -279,6 +280,8 @@ def _run_options(s: argparse.ArgumentParser) -> None:
     s.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
                    help="float16/bfloat16 run under autocast (default: float32)")
     s.add_argument("--batch-size", type=_positive_int, default=1, help="frames per forward pass (default: 1)")
+    s.add_argument("--pipeline", default="fast", choices=api.PIPELINES,
+                   help="original: the original's resize library and NMS arithmetic, bit for bit (default: fast)")
     s.add_argument("--progress", action="store_true", default=None, help="always show progress bars")
     s.add_argument("--quiet", "-q", action="store_false", dest="progress", help="never show progress bars")
     s.set_defaults(progress=None)

@@ -18,20 +18,34 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
+from .errors import MissingDependencyError
 from .io import Frame
+from .layers import nms
 from .registry import Preprocess
 from .structures import FrameInfo, ImageBatch
 
 
 def resized_size(height: int, width: int, rule: Preprocess) -> tuple[int, int]:
-    """``(h, w)`` after mmcv's keep-ratio rescale: ``s = min(max_size / long, min_size / short)``, ``int(x * s + 0.5)``;
-    or, for ``rule.style == "maskrcnn_benchmark"``, after that code base's ``Resize.get_size`` (see
-    :class:`~vfe_hub.registry.Preprocess`)."""
+    """``(h, w)`` after the original's size rule (:class:`~vfe_hub.registry.Preprocess`): mmcv's keep-ratio rescale
+    ``s = min(max_size / long, min_size / short)``, ``int(x * s + 0.5)``; maskrcnn-benchmark's ``Resize.get_size``;
+    or detectron2's ``ResizeShortestEdge.get_output_shape``."""
     if rule.style == "maskrcnn_benchmark":
         return _maskrcnn_benchmark_size(height, width, rule.min_size, rule.max_size)
+    if rule.style == "detectron2":
+        return _detectron2_size(height, width, rule.min_size, rule.max_size)
     s = min(rule.max_size / max(height, width), rule.min_size / min(height, width))
     return int(height * s + 0.5), int(width * s + 0.5)
+
+
+def _detectron2_size(height: int, width: int, size: int, max_size: int) -> tuple[int, int]:
+    scale = size * 1.0 / min(height, width)
+    new_h, new_w = (size * 1.0, scale * width) if height < width else (scale * height, size * 1.0)
+    if max(new_h, new_w) > max_size:
+        scale = max_size * 1.0 / max(new_h, new_w)
+        new_h, new_w = new_h * scale, new_w * scale
+    return int(new_h + 0.5), int(new_w + 0.5)
 
 
 def _maskrcnn_benchmark_size(height: int, width: int, size: int, max_size: int) -> tuple[int, int]:
@@ -69,17 +83,20 @@ def same_padding(frames: Sequence[Frame], rule: Preprocess, *, keep_order: bool)
     return [index for _, index in groups]
 
 
-def preprocess(frames: Sequence[Frame], rule: Preprocess, device: torch.device) -> ImageBatch:
+def preprocess(frames: Sequence[Frame], rule: Preprocess, device: torch.device, *,
+               original: bool = False) -> ImageBatch:
     """Upload the frames' ``(H, W, 3)`` uint8 RGB images, resize (bilinear), normalise and pad them on ``device``.
 
     The frames must share one padded size (:func:`padded_size`; split a list with :func:`same_padding`): each is
     then padded exactly as it would be alone, so no frame's result depends on the others in the batch.
-    The resize is torch's bilinear (half-pixel centres, no antialiasing), the sampling of the original's
-    ``cv2.INTER_LINEAR``; cv2's fixed-point uint8 arithmetic can differ by about one grey level. For
-    ``rule.style == "maskrcnn_benchmark"`` it is PIL's ``Image.resize(BILINEAR)`` (:func:`pil_bilinear`), then the
-    channels are reversed to BGR before the mean and std (given in BGR order) apply.
-    Images of equal size are resized together; the result is zero-padded (after normalisation) at the bottom and
-    right.
+
+    ``original=True`` resizes each image on the CPU with the original's own library (``rule.library``:
+    :func:`original_resize`), so the network sees the original's input bit for bit. Otherwise images of equal size
+    are resized together on ``device``: for ``"cv2"`` torch's bilinear on floats (half-pixel centres, no
+    antialiasing: the sampling of ``cv2.INTER_LINEAR`` without its 8-bit rounding; within one grey level of it),
+    for ``"pil"`` :func:`pil_bilinear`. Then the channels are reversed to BGR for ``style="maskrcnn_benchmark"``,
+    the mean subtracted and the result divided by the std (or multiplied by ``float32(1 / std)``,
+    ``rule.std_reciprocal``), and the batch zero-padded (after normalisation) at the bottom and right.
     """
     pin = device.type == "cuda"
     images = [f.image for f in frames]
@@ -92,32 +109,68 @@ def preprocess(frames: Sequence[Frame], rule: Preprocess, device: torch.device) 
     [(pad_h, pad_w)] = padded
     batch = torch.zeros(len(images), 3, pad_h, pad_w, device=device)
     mean = torch.tensor(rule.mean, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(rule.std, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(rule.std, dtype=torch.float64).view(1, 3, 1, 1)
+    scale = (1 / std).float().to(device) if rule.std_reciprocal else None
+    std = std.float().to(device)
     groups: dict[tuple, list[int]] = {}
     for i, im in enumerate(images):
         groups.setdefault((im.shape[:2], sizes[i]), []).append(i)
     for ((_, (h, w)), index) in groups.items():
-        host = torch.from_numpy(np.stack([images[i] for i in index]))
+        if original:
+            host = torch.from_numpy(np.stack([original_resize(images[i], (h, w), rule.library) for i in index]))
+        else:
+            host = torch.from_numpy(np.stack([images[i] for i in index]))
         if pin:
             host = host.pin_memory()
         x = host.to(device, non_blocking=True).permute(0, 3, 1, 2)
-        if rule.style == "maskrcnn_benchmark":
-            x = pil_bilinear(x, (h, w)).float().flip(1)  # BGR
+        if original:
+            x = x.float()
+        elif rule.library == "pil":
+            x = pil_bilinear(x, (h, w)).float()
         else:
             x = F.interpolate(x.float(), size=(h, w), mode="bilinear", align_corners=False)
-        batch[index, :, :h, :w] = (x - mean) / std
+        if rule.style == "maskrcnn_benchmark":
+            x = x.flip(1)  # BGR
+        batch[index, :, :h, :w] = (x - mean) * scale if scale is not None else (x - mean) / std
     scales = [(w / im.shape[1], h / im.shape[0]) for (h, w), im in zip(sizes, images)]
     return ImageBatch(batch, sizes, scales, infos)
 
 
+def original_resize(image: np.ndarray, size: tuple[int, int], library: str) -> np.ndarray:
+    """``image (H, W, 3)`` uint8 resized to ``size = (h, w)`` by the original's library: ``"pil"``
+    (``PIL.Image.resize(BILINEAR)``, as maskrcnn-benchmark's ``Resize`` and detectron2's ``ResizeTransform`` call it)
+    or ``"cv2"`` (``cv2.resize(INTER_LINEAR)``, as mmcv's ``imresize``; needs OpenCV: ``pip install
+    'vfe_hub[original]'``). Images already of that size are returned as they are (maskrcnn-benchmark and mmcv
+    resize them to the same size, which changes nothing)."""
+    if tuple(image.shape[:2]) == tuple(size):
+        return image
+    if library == "pil":
+        return np.asarray(Image.fromarray(image).resize((size[1], size[0]), Image.BILINEAR))
+    return opencv().resize(image, (size[1], size[0]), interpolation=opencv().INTER_LINEAR)
+
+
+def opencv() -> Any:
+    """The ``cv2`` module; :class:`~vfe_hub.errors.MissingDependencyError` naming the extra when it is missing."""
+    try:
+        import cv2
+    except ImportError as e:
+        raise MissingDependencyError(
+            "pipeline='original' resizes as the original's mmcv.imresize does, with OpenCV (cv2), which is not "
+            "installed: pip install 'vfe_hub[original]' (opencv-python-headless; any one OpenCV wheel will do), or "
+            "use the default pipeline.") from e
+    return cv2
+
+
 def pil_bilinear(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """``images (B, C, H, W)`` uint8 resized to ``size = (h, w)`` as PIL's ``Image.resize(BILINEAR)``: triangle
+    """``images (B, C, H, W)`` uint8 resized to ``size = (h, w)`` like PIL's ``Image.resize(BILINEAR)``: triangle
     filter widened by the scale when downscaling (antialiasing), 8-bit results.
 
-    On the CPU this is torch's uint8 antialiased kernel, which follows PIL's fixed-point arithmetic (measured: one
-    pixel in 10,000 differs by one grey level). Other devices have no such kernel: there the two separable passes
-    run in float, horizontal first, each rounded to 8 bits as PIL's are (about one pixel in 1,000 differs by one
-    grey level, a few in 100 for strongly anisotropic scales).
+    On the CPU this is torch's uint8 antialiased kernel, which follows PIL's fixed-point arithmetic closely but not
+    exactly: measured on the five scikit-image sample photographs at LST's and GTR's test size, 800 x 1333
+    (``python benchmarks/resize_fidelity.py``), 0.16 % of the values (0 to 0.44 % per photograph) differ from PIL
+    by one grey level. Other devices have no such kernel: there the two separable passes run in float, horizontal first, each
+    rounded to 8 bits as PIL's are (a few values in 1,000 differ by one grey level). ``pipeline="original"``
+    resizes with PIL itself (:func:`original_resize`).
     """
     if tuple(images.shape[-2:]) == tuple(size):
         return images
@@ -129,11 +182,12 @@ def pil_bilinear(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return x.to(torch.uint8)
 
 
-def batches(frames: Sequence[Frame], rule: Preprocess, device: torch.device, *,
-            keep_order: bool) -> Iterator[tuple[list[int], ImageBatch]]:
-    """``(positions, batch)`` for the groups of :func:`same_padding`, each preprocessed on ``device``."""
+def batches(frames: Sequence[Frame], rule: Preprocess, device: torch.device, *, keep_order: bool,
+            original: bool = False) -> Iterator[tuple[list[int], ImageBatch]]:
+    """``(positions, batch)`` for the groups of :func:`same_padding`, each preprocessed on ``device`` (``original``:
+    resized by the original's library, see :func:`preprocess`)."""
     for index in same_padding(frames, rule, keep_order=keep_order):
-        yield index, preprocess([frames[i] for i in index], rule, device)
+        yield index, preprocess([frames[i] for i in index], rule, device, original=original)
 
 
 def _prefetch(items: Iterable, size: int = 2) -> Iterator:
@@ -186,8 +240,16 @@ class Runnable(Protocol):
     dtype: torch.dtype
     device: torch.device
     stateful: bool
+    pipeline: str
 
     def __call__(self, batch: ImageBatch) -> list: ...
+
+
+def arithmetic(model: Runnable) -> Any:
+    """The context in which ``model``'s forward (and any post-processing after it) runs: its original's NMS
+    arithmetic under ``pipeline="original"`` (:func:`vfe_hub.layers.nms.arithmetic`), exact class-wise NMS
+    otherwise."""
+    return nms.arithmetic(model.spec.preprocess.nms if model.pipeline == "original" else "exact")
 
 
 def run(model: Runnable, frames: Iterable[Frame], batch_size: int, bar,
@@ -199,17 +261,20 @@ def run(model: Runnable, frames: Iterable[Frame], batch_size: int, bar,
     padded exactly as it would be alone. A stateful model (``model.stateful``: video state, updated frame by frame)
     gets runs of consecutive frames, in order; an image model gets every frame of one padded size in one batch.
     Each group runs under ``torch.inference_mode`` and, for half precision, ``torch.autocast``, through
-    ``forward`` (default: the model itself; a video session binds its state).
+    ``forward`` (default: the model itself; a video session binds its state). ``model.pipeline == "original"``
+    resizes with the original's library and runs its NMS arithmetic (:func:`preprocess`, :func:`arithmetic`).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     device, dtype, rule = model.device, model.dtype, model.spec.preprocess
+    original = model.pipeline == "original"
     forward = forward or model
     autocast = dtype in (torch.float16, torch.bfloat16)
     for group in _prefetch(_batches(frames, batch_size)):
         results: list = [None] * len(group)
-        for index, batch in batches(group, rule, device, keep_order=model.stateful):
-            with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=autocast):
+        for index, batch in batches(group, rule, device, keep_order=model.stateful, original=original):
+            with (torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=autocast),
+                  arithmetic(model)):
                 for i, result in zip(index, forward(batch)):
                     results[i] = result
         for result in results:

@@ -58,7 +58,7 @@ class WeightsSpec:
 
 @dataclass(frozen=True)
 class Preprocess:
-    """The test-time input pipeline of a model, run batched on the model's device.
+    """The test-time input pipeline of a model and the arithmetic of its original's post-processing.
 
     The image is resized with its aspect ratio kept by ``s = min(max_size / long_edge, min_size / short_edge)``
     to ``int(w * s + 0.5) x int(h * s + 0.5)`` (bilinear, small images are upscaled), normalised as
@@ -67,8 +67,25 @@ class Preprocess:
 
     ``style="maskrcnn_benchmark"`` is that code base's pipeline instead: the short edge becomes ``min_size``, or
     ``int(round(max_size * short / long))`` when the long edge would exceed ``max_size``, and the long edge
-    ``int(short' * long / short)`` (truncated); the resize is PIL's bilinear (antialiased when downscaling, rounded
-    to 8 bits); ``mean`` and ``std`` are then in **BGR** order, applied to ``bgr`` on the 0-255 scale.
+    ``int(short' * long / short)`` (truncated); ``mean`` and ``std`` are then in **BGR** order, applied to ``bgr``
+    on the 0-255 scale. ``style="detectron2"`` is detectron2's ``ResizeShortestEdge``: the short edge is scaled to
+    ``min_size``, both edges scaled down again when the long one exceeds ``max_size``, each ``int(x + 0.5)`` (the
+    same sizes as mmcv's rule except for about one in 10,000 extreme aspect ratios, where the float arithmetic
+    rounds a ``.5`` the other way).
+
+    ``library`` names the original's resize: ``"cv2"`` (mmcv's ``imresize``: ``cv2.resize`` ``INTER_LINEAR`` on
+    uint8) or ``"pil"`` (``PIL.Image.resize(BILINEAR)``: antialiased when shrinking). ``std_reciprocal``: the
+    original normalises as ``(x - mean) * float32(1 / std)`` (mmcv >= 1.0's ``imnormalize``) rather than dividing.
+    ``nms`` names the arithmetic of the original's class-wise NMS (:data:`vfe_hub.layers.nms.ARITHMETIC`):
+    ``"mmcv"`` (mmcv's ``batched_nms``: boxes shifted by class, IoU tested as ``inter > t * union``),
+    ``"torchvision"`` (torchvision's ``batched_nms`` before 0.10: boxes shifted by class) or ``"per_class"`` (a
+    loop over classes, mmdetection v1 and maskrcnn-benchmark). ``pipeline="original"`` (:func:`vfe_hub.load`)
+    reproduces these; the default pipeline resizes with torch on the device and runs exact class-wise NMS.
+    ``clip_to_input``: results' boxes are clipped to the input image, as the original's (mmdetection 2.x clips in
+    resized pixels to ``[0, W']`` and scales back, detectron2 clips after scaling back); ``False`` for the
+    pixel-inclusive originals (mmdetection v1, maskrcnn-benchmark), which clip ``x2`` to the last resized pixel
+    ``W' - 1`` and export ``x2 + 1``: scaled back, that edge passes the input's right edge by up to ``1 - W / W'``
+    pixel on upscaled images, and the results keep it there (``x2 - x1`` is the exported width).
     """
 
     max_size: int
@@ -77,10 +94,16 @@ class Preprocess:
     std: tuple[float, float, float]
     size_divisor: int
     style: str = "mmcv"
+    library: str = "cv2"
+    std_reciprocal: bool = False
+    nms: str = "mmcv"
+    clip_to_input: bool = True
 
     def __post_init__(self) -> None:
-        if self.style not in ("mmcv", "maskrcnn_benchmark"):
-            raise ValueError(f"Preprocess.style must be 'mmcv' or 'maskrcnn_benchmark', got {self.style!r}")
+        for key, valid in (("style", ("mmcv", "maskrcnn_benchmark", "detectron2")), ("library", ("cv2", "pil")),
+                           ("nms", ("mmcv", "torchvision", "per_class"))):
+            if getattr(self, key) not in valid:
+                raise ValueError(f"Preprocess.{key} must be one of {valid}, got {getattr(self, key)!r}")
 
 
 @dataclass(frozen=True)
@@ -213,8 +236,10 @@ _GTR_CITATION = """@inproceedings{zhou2022global,
 
 
 _DETECTRON2_PREPROCESS = Preprocess(max_size=1333, min_size=800, mean=(123.675, 116.28, 103.53),
-                                    std=(58.395, 57.12, 57.375), size_divisor=32)
-"""detectron2's ResizeShortestEdge(800, 1333), RGB, ImageNet mean and std, padded to 32 (GTR and its descendants)."""
+                                    std=(58.395, 57.12, 57.375), size_divisor=32, style="detectron2",
+                                    library="pil", nms="torchvision")
+"""detectron2's ResizeShortestEdge(800, 1333) (PIL bilinear), RGB, ImageNet mean and std, padded to 32; torchvision's
+batched_nms (GTR and its descendants)."""
 
 _GTR_TEMPORAL = (
     "A 16-frame window of re-ID features: each frame's detections are associated with the tracks of the "
@@ -301,7 +326,8 @@ def _vfe_pytorch_release(filename: str, sha256: str | None = None, size: int | N
 
 
 _VID_PREPROCESS = Preprocess(
-    max_size=1000, min_size=600, mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375), size_divisor=16
+    max_size=1000, min_size=600, mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375), size_divisor=16,
+    std_reciprocal=True,
 )
 
 @dataclass(frozen=True)
@@ -445,7 +471,7 @@ MODELS: dict[str, ModelSpec] = {
                 },
             ),
             preprocess=Preprocess(max_size=1333, min_size=800, mean=(123.675, 116.28, 103.53),
-                                  std=(58.395, 57.12, 57.375), size_divisor=32),
+                                  std=(58.395, 57.12, 57.375), size_divisor=32, std_reciprocal=True),
             paper=Paper(
                 title="Learning to Prompt for Open-Vocabulary Object Detection with Vision-Language Model",
                 url="https://arxiv.org/abs/2203.14940",
@@ -493,7 +519,8 @@ MODELS: dict[str, ModelSpec] = {
                 ),
             ),
             preprocess=Preprocess(max_size=1333, min_size=800, mean=(102.9801, 115.9465, 122.7717),
-                                  std=(1.0, 1.0, 1.0), size_divisor=32, style="maskrcnn_benchmark"),
+                                  std=(1.0, 1.0, 1.0), size_divisor=32, style="maskrcnn_benchmark",
+                                  library="pil", nms="per_class", clip_to_input=False),
             paper=Paper(
                 title="Learning to Segment the Tail",
                 url="https://arxiv.org/abs/2004.00900",
@@ -544,7 +571,8 @@ MODELS: dict[str, ModelSpec] = {
                 },
             ),
             preprocess=Preprocess(max_size=1333, min_size=800, mean=(123.675, 116.28, 103.53),
-                                  std=(58.395, 57.12, 57.375), size_divisor=32),
+                                  std=(58.395, 57.12, 57.375), size_divisor=32, nms="per_class",
+                                  clip_to_input=False),
             paper=Paper(
                 title="Overcoming Classifier Imbalance for Long-tail Object Detection with Balanced Group Softmax",
                 url="https://arxiv.org/abs/2006.10408",

@@ -89,7 +89,8 @@ class Session:
 
     def finish(self) -> list[Detections]:
         """The results the model held back until the end of the video (a tracker's paper protocol), in frame order."""
-        return self.model.finish(self.state)
+        with engine.arithmetic(self.model):
+            return self.model.finish(self.state)
 
     def _numbered(self, frames: Iterable[Frame]) -> Iterator[Frame]:
         for frame in frames:

@@ -91,9 +91,9 @@ def detect(proposals: torch.Tensor, scores: torch.Tensor, deltas: torch.Tensor, 
     factor = boxes.new_tensor([sx, sy, sx, sy])
     boxes = boxes.view(boxes.shape[0], -1, 4)
     if legacy:
-        edges = (boxes + boxes.new_tensor([0.0, 0.0, 1.0, 1.0])).expand(-1, scores.shape[1], 4)
-        rows, labels = select_per_class(edges, scores, score_thr, iou, max_per_img, keep_ties=True)
-        return boxes.expand(-1, scores.shape[1], 4)[rows, labels] / factor, scores[rows, labels], labels
+        boxes = boxes.expand(-1, scores.shape[1], 4)
+        rows, labels = select_per_class(boxes, scores, score_thr, iou, max_per_img, keep_ties=True, offset=1.0)
+        return boxes[rows, labels] / factor, scores[rows, labels], labels
     boxes = (boxes / factor).expand(-1, scores.shape[1], 4)
     rows, labels = select_per_class(boxes, scores, score_thr, iou, max_per_img)
     return boxes[rows, labels], scores[rows, labels], labels

@@ -96,7 +96,9 @@ def paste_masks_padded(probs: torch.Tensor, boxes: torch.Tensor, image_size: tup
     and truncated to integers; the padded map is bilinearly resized (``align_corners=False``) onto the
     ``x2 - x1 + 1`` by ``y2 - y1 + 1`` pixels of that box and thresholded (``> threshold``). That resize samples
     the map at the pixel centres of the integer box, which is :func:`paste_masks` over the box's pixel edges
-    ``[x1, x2 + 1]`` (the samples differ only in float rounding of their positions).
+    ``[x1, x2 + 1]`` (the samples differ only in float rounding of their positions). As in ``paste_mask_in_image``,
+    a box that truncation leaves inverted (``x2 + 1 <= x1`` or ``y2 + 1 <= y1``: narrower than a pixel) pastes
+    nothing: its mask is empty.
     """
     if probs.shape[0] == 0:
         return paste_masks(probs, boxes, image_size, threshold)
@@ -107,9 +109,10 @@ def paste_masks_padded(probs: torch.Tensor, boxes: torch.Tensor, image_size: tup
     half = (boxes[:, 2:] - boxes[:, :2]) * 0.5 * scale
     centre = (boxes[:, 2:] + boxes[:, :2]) * 0.5
     wide = torch.cat([centre - half, centre + half], dim=1).to(torch.int32).float()
-    wide[:, 2:] = torch.maximum(wide[:, 2:] + 1, wide[:, :2] + 1)  # pixel edges; at least one pixel
+    empty = (wide[:, 2:] + 1 <= wide[:, :2]).any(1)  # the original's paste slice [x1, x2 + 1) is empty
+    wide[:, 2:] = torch.maximum(wide[:, 2:] + 1, wide[:, :2] + 1)  # pixel edges; the resize takes at least one
     above = torch.nextafter(torch.tensor(threshold, dtype=torch.float32), torch.tensor(2.0)).item()  # ">" in float32
-    return paste_masks(padded, wide, image_size, above)
+    return paste_masks(padded, wide, image_size, above) & ~empty[:, None, None].to(padded.device)
 
 
 def paste_masks_inclusive(probs: torch.Tensor, boxes: torch.Tensor, image_size: tuple[int, int],

@@ -85,7 +85,6 @@ class ProposalSelector:
             sizes = boxes[:, 2:] - boxes[:, :2] + self.offset
             valid = (sizes >= self.min_size).all(dim=1) if self.min_size > 0 or self.offset else (sizes > 0).all(dim=1)
             boxes, scores, levels = boxes[valid], scores[valid], levels[valid]
-            edges = boxes + boxes.new_tensor([0.0, 0.0, self.offset, self.offset])  # pixel edges, for sizes and IoU
-            keep = multiclass_nms(edges, scores, levels, self.iou, self.max_per_img)
+            keep = multiclass_nms(boxes, scores, levels, self.iou, self.max_per_img, self.offset)
             results.append((boxes[keep], scores[keep]))
         return results

@@ -7,7 +7,8 @@ cell; per level the 1000 best, NMS 0.7, 1000 kept) -> HTC:
 
 - a fused semantic branch (:class:`~vfe_hub.layers.htc.FusedSemanticHead`) whose stride-8 embedding, pooled
   14x14 and averaged down to 7x7, is **added** to the 7x7 box RoI features (and, at 14x14, to the mask RoI
-  features); RoIAlign is mmdetection v1's (sampling 2, not aligned, box end ``x2 + 1``);
+  features); RoIAlign is mmdetection v1's (sampling 2, not aligned, box end ``x2 + 1``, RoIs narrower than one
+  feature pixel kept at their size: :func:`vfe_hub.layers.roi.roi_align_inclusive`);
 - three box stages (two 1024-d fcs, 1236 classification logits, one class-agnostic box with stds
   0.1/0.2, 0.05/0.1, 0.033/0.067), stage ``k + 1`` pooling stage ``k``'s boxes clipped to the image;
 - the **raw logits** of the three stages averaged, then the balanced group softmax
@@ -182,11 +183,11 @@ class Bags(Detector):
 
     def _pool(self, feats: list[torch.Tensor], semantic: torch.Tensor, rois: torch.Tensor, size: int) -> torch.Tensor:
         """RoI features ``(K, 256, size, size)`` of pixel-inclusive ``rois (K, 5)`` (see :func:`.roi.boxes_to_rois`):
-        mmdetection v1's RoIAlign (torchvision's unaligned one on the boxes' pixel edges, ``x2 + 1``, which also
-        gives its level rule) on P2-P5, plus the semantic embedding's 14x14 RoIs (averaged down to ``size``)."""
-        rois = rois + rois.new_tensor([0.0, 0.0, 0.0, 1.0, 1.0])
-        pooled = pool_rois(feats[:4], rois, STRIDES[:4], output_size=size, sampling_ratio=2, aligned=False)
-        semantic = pool_rois([semantic], rois, (SEMANTIC_STRIDE,), output_size=14, sampling_ratio=2, aligned=False)
+        mmdetection v1's RoIAlign and level rule (``inclusive``: ends at ``(x2 + 1) * s``, RoIs narrower than a
+        feature pixel keep their size) on P2-P5, plus the semantic embedding's 14x14 RoIs (averaged down to
+        ``size``)."""
+        pooled = pool_rois(feats[:4], rois, STRIDES[:4], output_size=size, sampling_ratio=2, inclusive=True)
+        semantic = pool_rois([semantic], rois, (SEMANTIC_STRIDE,), output_size=14, sampling_ratio=2, inclusive=True)
         return pooled + (semantic if size == 14 else F.adaptive_avg_pool2d(semantic, size))
 
     def forward(self, batch: ImageBatch, protocol: str = "lvis", masks: bool = True) -> list[Detections]:
@@ -205,11 +206,11 @@ class Bags(Detector):
             h, w = batch.image_sizes[i]
             factor = _scale_factor(batch.frames[i], self.spec)
             boxes = clip_boxes(stages[-1].boxes[i], (h - 1, w - 1)) / factor
-            rows, labels = select_per_class(boxes + boxes.new_tensor([0.0, 0.0, 1.0, 1.0]), s, rules.score_thr,
-                                            rules.iou, limit)
+            rows, labels = select_per_class(boxes, s, rules.score_thr, rules.iou, limit, offset=1.0)
             dets.append((boxes[rows], s[rows, labels], labels, factor))
         binary = self._masks(feats, semantic, dets, batch) if rules.masks and masks else [None] * len(dets)
-        # pixel-inclusive boxes reported by their pixel edges: x2 - x1 is the original's exported width (``+ 1``)
+        # pixel-inclusive boxes reported by their pixel edges: x2 - x1 is the original's exported width (``+ 1``);
+        # not clipped to the input image, as the original's export (spec.preprocess.clip_to_input)
         return [self.make_detections(frame, boxes + boxes.new_tensor([0.0, 0.0, 1.0, 1.0]), s, labels, masks=m)
                 for frame, (boxes, s, labels, _), m in zip(batch.frames, dets, binary)]
 

@@ -37,6 +37,9 @@ class Detector(nn.Module):
     open_vocabulary = False
     #: whether the model keeps state across frames, so that frames must reach ``forward`` in order
     stateful = False
+    #: ``"fast"`` (batched resize on the device, exact class-wise NMS) or ``"original"`` (the original's resize
+    #: library on the CPU and its NMS arithmetic: the paper's pipeline bit for bit); see :func:`vfe_hub.load`
+    pipeline = "fast"
 
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__()
@@ -89,15 +92,17 @@ class Detector(nn.Module):
     def make_detections(self, frame: FrameInfo, boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor,
                         masks: torch.Tensor | None = None, track_ids: torch.Tensor | None = None,
                         amodal_boxes: torch.Tensor | None = None) -> Detections:
-        """A :class:`Detections` with this model's classes and provenance; boxes are clipped to the input image.
+        """A :class:`Detections` with this model's classes and provenance; boxes are clipped to the input image
+        (unless the original does not clip them there: ``spec.preprocess.clip_to_input``).
 
         ``masks (N, H, W)`` bool, in pixels of the input image, are stored run-length encoded; ``track_ids (N,)``
         are stored as int64; ``amodal_boxes (N, 4)`` are kept as they are (they may leave the image).
         """
         h, w = frame.size
         boxes = boxes.float().clone()
-        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
-        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
+        if self.spec.preprocess.clip_to_input:
+            boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
+            boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
         rles = None if masks is None else Detections.encode_masks(masks)
         return Detections(boxes, scores.float(), labels.long(), self.class_names, frame, self.provenance(),
                           track_ids=None if track_ids is None else track_ids.long(), masks=rles,
@@ -215,7 +220,8 @@ class VideoDetector(Detector):
         refs = state.take_references()
         if refs is None:
             return None
-        return [batch for _, batch in engine.batches(refs, self.spec.preprocess, self.device, keep_order=True)]
+        return [batch for _, batch in engine.batches(refs, self.spec.preprocess, self.device, keep_order=True,
+                                                     original=self.pipeline == "original")]
 
     @staticmethod
     def reference_indices(length: int, count: int) -> list[int]:

@@ -183,6 +183,7 @@ class DetPro(Detector):
         """Detections with masks (``masks=False``: without) for the images of ``batch``."""
         feats = self.neck(self.backbone(batch.images))
         proposals = [boxes for boxes, _ in self.proposals(self.rpn(feats), batch.image_sizes)]
+        # mmcv's RoIAlign(aligned=True), no minimum size: torchvision's aligned rule (see layers/roi.py)
         pooled = pool_rois(feats[:4], boxes_to_rois(proposals), STRIDES[:4], output_size=7, sampling_ratio=0)
         embedding = self.box_head.embed(pooled)
         scores = self.class_scores(embedding, self.image_head.embed(pooled))

@@ -102,7 +102,8 @@ class Gtr(VideoDetector):
         return GtrState(protocol, references, tracker=tracker)
 
     def _pool(self, p3: torch.Tensor, boxes: list[torch.Tensor]) -> torch.Tensor:
-        """RoIAlignV2 7x7 (aligned, adaptive sampling) of per-image boxes on P3."""
+        """RoIAlignV2 7x7 (aligned, adaptive sampling) of per-image boxes on P3: detectron2 calls torchvision's
+        ``roi_align(aligned=True)``, no minimum size."""
         return pool_rois([p3], boxes_to_rois(boxes), STRIDES[:1], output_size=7, sampling_ratio=0, aligned=True)
 
     def detect(self, batch: ImageBatch) -> list[FrameDetections]:

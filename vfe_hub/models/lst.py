@@ -17,7 +17,9 @@ classifier rows; they are constant at inference, so they are computed once when 
 pasted by maskrcnn-benchmark's ``Masker`` (one cell of padding, threshold 0.5).
 
 Boxes are pixel-inclusive inside the model (maskrcnn-benchmark's "+1" widths); detections report the pixel edges
-(``x2 + 1``), so a box's ``x2 - x1`` is the original's exported width.
+(``x2 + 1``), so a box's ``x2 - x1`` is the original's exported width. As the original, boxes are clipped to the
+last resized pixel (``W' - 1``) before they are scaled back, and not to the input image afterwards: on upscaled
+images a box at the right or bottom edge passes it by up to ``1 - W / W'`` pixel, as in the original's export.
 
 Class order: label ``k`` is the ``k``-th entry of LST's frequency-sorted list of LVIS v0.5 category ids
 (``lvis_sorted_id_all.json``); the list comes with the weights (``config.json``), and a phase's checkpoint has
@@ -133,6 +135,7 @@ class LST(Detector):
         selector = ProposalSelector(self.cell_anchors.generator(), nms_pre=1000, iou=0.7,
                                     max_per_img=self.proposals, legacy=True, coder=Box2BoxCoder(legacy=True))
         proposals = [boxes for boxes, _ in selector(self.rpn(feats), batch.image_sizes)]
+        # maskrcnn-benchmark's ROIAlign: ends at x2 * s, sizes at least one feature pixel (torchvision's unaligned rule)
         pooled = pool_rois(feats[:4], boxes_to_rois(proposals), STRIDES[:4], output_size=7, sampling_ratio=2,
                            aligned=False, legacy=True)
         fc7 = self.box_head.embed(pooled)

@@ -69,6 +69,7 @@ class Mamba(VideoDetector):
         """Proposals per image, their first-fc features ``(sum K_i, 1024)`` (pre-ReLU), and the counts ``K_i``."""
         feats = self.neck(self.backbone(batch.images))
         proposals = [boxes for boxes, _ in self.proposals(self.rpn(feats), batch.image_sizes)]
+        # mmcv's RoIAlign(aligned=True), no minimum size: torchvision's aligned rule (see layers/roi.py)
         pooled = pool_rois(feats, boxes_to_rois(proposals), [STRIDE], output_size=7, sampling_ratio=2)
         return proposals, self.box_head.fcs[0](pooled.flatten(1)), [len(p) for p in proposals]
 

@@ -118,6 +118,7 @@ class Stpn(VideoDetector):
         """Detections for the frames of ``batch``; the prompt state advances in frame order."""
         feats = self.neck(self.backbone(batch.images, self._prompts(batch, state)))
         proposals = [boxes for boxes, _ in self.proposals(self.rpn(feats), batch.image_sizes)]
+        # mmcv's RoIAlign(aligned=True), no minimum size: torchvision's aligned rule (see layers/roi.py)
         pooled = pool_rois(feats[:4], boxes_to_rois(proposals), STRIDES[:4], output_size=7, sampling_ratio=0)
         counts = [len(p) for p in proposals]
         logits, deltas = self.box_head(pooled)
