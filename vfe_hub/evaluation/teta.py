@@ -53,17 +53,18 @@ in another order. The rules, each with the official code's quirk where it has on
 Returned keys, fractions: ``TETA``, ``LocA``, ``AssocA``, ``ClsA``, ``LocRe``, ``LocPr``, ``AssocRe``, ``AssocPr``,
 ``ClsRe``, ``ClsPr``.
 
-Track ids are renumbered internally, so memory does not depend on their size (the official code allocates an
-array as long as the largest id, per video and class). Results whose category is not in the ground truth are
-evaluated as the official code evaluates them (wrong in every match), with one warning; ``strict=True`` refuses
-them. Where the official code fails or silently miscounts, :class:`~vfe_hub.errors.DatasetError` is raised
-instead, naming the input and the fix: a result of an image that is not in the ground truth (it fails), a
-``video_id`` that is not the image's (it drops the result), a negative track id left after the renumbering (it
-looks ids up by position, so ``-1`` takes the place of the largest id and the two tracks merge), two boxes of one
-track in one image (it fails when the track is evaluated), a track id that is not an integer of 64 bits; a
-missing field, a NaN score, a non-finite box; ground truth that is not TAO (:mod:`.tao_data`), with an image of an
-unlisted video (it fails), a non-finite box or a negative track id, or two videos or two classes of one name (it
-keys both by name: one of the two is evaluated twice, the other never).
+Track ids are renumbered internally, so memory does not depend on their size (the official code allocates, per
+video and class, an array as long as the largest id). Results whose category is not in the ground truth are
+evaluated as the official code evaluates them (wrong in every match), with one warning. Where the official code
+fails or silently miscounts, :class:`~vfe_hub.errors.DatasetError` is raised instead, naming the input and the fix:
+a result of an image that is not in the ground truth (it fails), a ``video_id`` that is not the image's (it drops
+the result), a track id that is not an integer of 64 bits; in a track that takes part in the evaluation (a box in
+a cluster), a negative id left after the renumbering (it reads ids as positions, so ``-1`` takes the place of
+the largest id: the two tracks merge) or two boxes in one image (it fails); a missing field, a NaN score, a
+non-finite box; ground truth that is not TAO (:mod:`.tao_data`), with an image of an unlisted video (it fails), a
+non-finite box, a negative track id, or two videos or two classes of one name (it keys both by name: one of them
+is evaluated twice, the other never). ``strict=True`` also refuses what the official code accepts: results of an
+unknown category, and negative ids and two boxes of a track in an image in tracks that take no part.
 """
 from __future__ import annotations
 
@@ -90,10 +91,9 @@ KEYS = ("TETA", "LocA", "AssocA", "ClsA", "LocRe", "LocPr", "AssocRe", "AssocPr"
 _EPS = np.finfo(float).eps
 _LIMITS = ALPHAS - _EPS  # an assigned pair matches at alpha if its IoU >= alpha - eps
 _CLS = int(np.flatnonzero(ALPHAS >= 0.5)[0])  # classification is counted from alpha 0.5 on (10 thresholds)
-_GLOBAL = _CLS + 1  # the global assignment keeps the pairs of IoU >= 0.5 - eps: more than _CLS limits passed
 _OVERLAP = 0.5  # IoU with a ground-truth box of the class that puts a result box in a cluster
 _UNASSIGNED = -2  # class mark of a result box that the global assignment left free (-1: a category not a class)
-_CHUNK_PAIRS = 1 << 22  # (ground-truth box, result box) pairs of a timestep, at most, evaluated at once
+_CHUNK_PAIRS = 1 << 20  # (ground-truth box, result box) pairs of the timesteps, at most, evaluated at once
 _KIND = "TAO result dicts (image_id, category_id, bbox [x, y, w, h], score, track_id, optional video_id)"
 _FIX = "use a TAO annotation file such as annotations/validation.json of the TAO dataset"
 
@@ -106,7 +106,8 @@ def evaluate(ground_truth: TaoGroundTruth | Source, results: Results, *, max_det
     dict; ``results`` are TAO result dicts (``image_id``, ``category_id``, ``bbox`` ``[x, y, w, h]``, ``score``,
     ``track_id``, optionally ``video_id``; the files ``vfe-hub track`` writes), or the path of a JSON list of them.
     ``max_dets``: ``None`` or 0 keeps every result (the official default), ``M`` the ``M`` best of each image.
-    ``strict``: refuse results whose category is not in the ground truth. Returns :data:`KEYS` as fractions.
+    ``strict``: also refuse results whose category is not in the ground truth, and negative track ids and two boxes
+    of a track in an image where they change nothing. Returns :data:`KEYS` as fractions.
     Raises :class:`~vfe_hub.errors.DatasetError` for the inputs listed in the module docstring, ``ValueError``
     for a negative ``max_dets``.
     """
@@ -217,7 +218,7 @@ def _refuse_shared_names(names: np.ndarray, checked: np.ndarray, what: str, sour
     unique, counts = np.unique(names, return_counts=True)
     shared = np.isin(names, unique[counts > 1]) & checked
     if shared.any():
-        name = names[np.argmax(shared)]
+        name = str(names[np.argmax(shared)])
         raise DatasetError(f"{source}: {int(np.sum(names == name))} {what} are named {name!r}"
                            + (" (with '/' read as '-')" if what == "videos" else "")
                            + f"; the official TETA code keys {what} by name, so it would evaluate one of them "
@@ -239,18 +240,18 @@ def _result_boxes(records: Sequence[Mapping], gt: TaoGroundTruth, truth: _Truth,
         raise DatasetError(f"Results entry {i} has video_id {video} but its image_id {image_ids[i]} is a frame of "
                            f"video {videos[i]}; drop video_id (it follows from the image) or correct it.")
     kept = top_per_image(image, score, max_dets) if max_dets else np.arange(len(image))
-    track_ids = renumber_shared_tracks(track_ids[kept], videos[kept]) if len(kept) else track_ids[kept]
+    track_ids = renumber_shared_tracks(track_ids[kept], videos[kept])
     if strict:
         _check_track_ids(track_ids, image[kept], kept, "strict=True refuses it")
     # within an image: descending score where the cap removed results (a stable sort), else the input order
     capped = np.bincount(image, minlength=len(gt.image_ids)) > max_dets if max_dets else np.zeros(0, dtype=bool)
     within = np.where(capped[image[kept]], -score[kept], 0.0) if max_dets else np.zeros(len(kept))
     order = np.lexsort((kept, within))
-    frame = truth.frame_of_image[image[kept][order]]
-    on = order[frame >= 0]
+    frame = truth.frame_of_image[image[kept]]
+    on = order[frame[order] >= 0]
     ids, track = np.unique(track_ids[on], return_inverse=True)
-    return _Boxes.sorted_by_frame(truth.frame_of_image[image[kept][on]], track.reshape(-1),
-                                  positions(truth.class_ids, category_ids[kept][on]), boxes[kept][on], kept[on], ids)
+    return _Boxes.sorted_by_frame(frame[on], track.reshape(-1), positions(truth.class_ids, category_ids[kept][on]),
+                                  boxes[kept][on], kept[on], ids)
 
 
 def _read_results(records: Sequence[Mapping], gt: TaoGroundTruth, strict: bool

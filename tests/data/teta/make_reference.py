@@ -251,8 +251,8 @@ def alpha_grid_case() -> dict[str, Any]:
     add_gt_track(gt, 2, 2, {k: [100.0, 0.0, 20.0, 10.0] for k in range(10, 20)})
     results += results_of(2, 2, 1, {k: [0.0, 0.0, 10.0, 10.0] for k in range(0, 5)})
     results += results_of(2, 3, 2, {k: [0.0, 0.0, 9.0, 10.0] for k in range(5, 10)})
-    results += results_of(2, 4, 1, {k: [100.0, 0.0, float(w), 10.0] for k, w in zip(range(10, 20), (3, 6, 7, 11, 13,
-                                                                                                   14, 17, 19, 12, 15))})
+    widths = (3, 6, 7, 11, 13, 14, 17, 19, 12, 15)
+    results += results_of(2, 4, 1, {k: [100.0, 0.0, float(w), 10.0] for k, w in zip(range(10, 20), widths)})
     return {"ground_truth": gt, "results": results}
 
 
