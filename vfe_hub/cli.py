@@ -381,6 +381,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--fps", type=_positive_int, help="TAO: run about N frames per second between the annotated "
                                                      "frames (every frame of the videos under --root), score the "
                                                      "annotated ones")
+    s.add_argument("--metrics", help="TAO: the metrics of the one run, comma-separated: track_map, teta (default: "
+                                     "both)")
     _run_options(s)
     _shard_options(s)
     s.set_defaults(run=_sharded(_evaluate))

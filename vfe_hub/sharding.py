@@ -348,5 +348,7 @@ def run_command(args: argparse.Namespace) -> dict[str, float] | None:
 
 
 def dataset_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The command line's evaluate options that only some datasets take, when given (``--fps``: TAO)."""
-    return {"fps": args.fps} if getattr(args, "fps", None) else {}
+    """The command line's evaluate options that only some datasets take, when given (``--fps``, ``--metrics``:
+    TAO)."""
+    options = {"fps": getattr(args, "fps", None), "metrics": getattr(args, "metrics", None)}
+    return {k: v.split(",") if k == "metrics" else v for k, v in options.items() if v}
