@@ -278,9 +278,11 @@ def _read_results(records: Sequence[Mapping], gt: TaoGroundTruth, strict: bool
         known_ids(gt.category_ids, category_ids, "category_id", gt.source, "is not a category of the ground truth "
                   "(strict=True refuses it; results need the TAO category ids, not 0-based class indices)")
     if len(unknown):
-        log.warning("%d results have a category_id that is not in %s (e.g. entry %d: %d); TETA counts their matches "
-                    "as wrong classes. Results need the TAO category ids (0-based class indices?).", len(unknown),
-                    gt.source, unknown[0], category_ids[unknown[0]])
+        log.warning("%d of %d results have a category_id that is not a category of %s (%d distinct ids), e.g. entry "
+                    "%d: category_id %d. As in the official TETA code, their matches count as wrong classes (their "
+                    "boxes are localised and associated as any other). Many such results usually mean 0-based class "
+                    "indices instead of TAO category ids; strict=True refuses them.", len(unknown), len(records),
+                    gt.source, len(np.unique(category_ids[unknown])), unknown[0], category_ids[unknown[0]])
     return image_ids, category_ids, score, track_ids, boxes
 
 
