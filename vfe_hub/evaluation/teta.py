@@ -62,8 +62,8 @@ the result), a track id that is not an integer of 64 bits; in a track that takes
 a cluster), a negative id left after the renumbering (it reads ids as positions, so ``-1`` takes the place of
 the largest id: the two tracks merge) or two boxes in one image (it fails); a missing field, a NaN score, a
 non-finite box; ground truth that is not TAO (:mod:`.tao_data`), with an image of an unlisted video (it fails), a
-non-finite box, a negative track id, or two videos or two classes of one name (it keys both by name: one of them
-is evaluated twice, the other never). ``strict=True`` also refuses what the official code accepts: results of an
+non-finite box, a negative track id, or two videos or two classes of one name (it keys them by name, so one of the
+two is evaluated in place of both). ``strict=True`` also refuses what the official code accepts: results of an
 unknown category, and negative ids and two boxes of a track in an image in tracks that take no part.
 """
 from __future__ import annotations
@@ -214,15 +214,15 @@ class _Truth:
 
 def _refuse_shared_names(names: np.ndarray, checked: np.ndarray, what: str, source: str) -> None:
     """:class:`DatasetError` if one of the ``checked`` names is found twice in ``names``: the official code keys
-    videos and classes by name (it would evaluate one of the two twice and the other never)."""
+    videos and classes by name (it would evaluate one of the two in place of both)."""
     unique, counts = np.unique(names, return_counts=True)
     shared = np.isin(names, unique[counts > 1]) & checked
     if shared.any():
         name = str(names[np.argmax(shared)])
         raise DatasetError(f"{source}: {int(np.sum(names == name))} {what} are named {name!r}"
                            + (" (with '/' read as '-')" if what == "videos" else "")
-                           + f"; the official TETA code keys {what} by name, so it would evaluate one of them "
-                           f"twice and the other never. Give each a name of its own.")
+                           + f"; the official TETA code keys {what} by name, so it would evaluate one of them in "
+                           f"place of all. Give each a name of its own.")
 
 
 def _result_boxes(records: Sequence[Mapping], gt: TaoGroundTruth, truth: _Truth, max_dets: int, strict: bool
@@ -250,7 +250,7 @@ def _result_boxes(records: Sequence[Mapping], gt: TaoGroundTruth, truth: _Truth,
     frame = truth.frame_of_image[image[kept]]
     on = order[frame[order] >= 0]
     ids, track = np.unique(track_ids[on], return_inverse=True)
-    return _Boxes.sorted_by_frame(frame[on], track.reshape(-1), positions(truth.class_ids, category_ids[kept][on]),
+    return _Boxes.sorted_by_frame(frame[on], track, positions(truth.class_ids, category_ids[kept][on]),
                                   boxes[kept][on], kept[on], ids)
 
 
@@ -342,60 +342,73 @@ def _evaluate_videos(truth: _Truth, dets: _Boxes, frames: tuple[int, int]) -> _C
     lo, hi = frames
     gt = truth.boxes.slice(*np.searchsorted(truth.boxes.frame, frames), -lo)
     rs = dets.slice(*np.searchsorted(dets.frame, frames), -lo)
-    num_frames, num_videos, num_classes = hi - lo, truth.num_videos, len(truth.class_ids)
-    video = truth.frame_video[lo:hi]
-    g_len, t_len = gt.track_lengths, rs.track_lengths
-
-    # clusters: result boxes with IoU >= 0.5 with a ground-truth box of their timestep
+    lengths = gt.track_lengths, rs.track_lengths
+    # (ground-truth box, result box) pairs of a timestep with IoU >= 0.5
     gi, di = _pairs(gt.frame, rs.frame)
     near = _ious(gt.corners[gi], rs.corners[di]) >= _OVERLAP
     gi, di = gi[near], di[near]
+    assigned = _global_classes(gt, rs, np.flatnonzero(np.isin(rs.track, rs.track[di])), lengths)
+    # the clusters (class, result box): less the boxes assigned to another class
+    label = gt.label[gi]
+    keep = (label >= 0) & ((assigned[di] == _UNASSIGNED) | (assigned[di] == label))
+    cluster = np.divmod(np.unique(label[keep] * len(rs.frame) + di[keep]), max(len(rs.frame), 1))
+    return _class_counts(gt, rs, cluster, lengths, truth.frame_video[lo:hi], truth.num_videos,
+                         len(truth.class_ids))
 
-    # the global assignment: every ground-truth box, every box of the tracks with a box in a cluster
-    cols = np.flatnonzero(np.isin(rs.track, rs.track[di]))
+
+def _global_classes(gt: _Boxes, rs: _Boxes, cols: np.ndarray, lengths: tuple[np.ndarray, np.ndarray]
+                    ) -> np.ndarray:
+    """``compute_global_assignment``: the class of the ground-truth box that each result box is matched to over
+    all classes (-1: a category that is not a class), :data:`_UNASSIGNED` for none. ``cols``: the boxes of the
+    tracks that take part."""
     _check_track_ids(rs.ids[rs.track[cols]], rs.frame[cols], rs.entry[cols], "its track takes part in the "
                      "evaluation, where the official code fails or miscounts on it")
     r, c = _pairs(gt.frame, rs.frame[cols])
     c = cols[c]
     sim = _ious(gt.corners[r], rs.corners[c])
-    m, passed = _assign(gt.frame[r], r, gt.track[r], rs.track[c], sim, g_len, t_len)
+    m, passed = _assign(gt.frame[r], r, gt.track[r], rs.track[c], sim, *lengths)
+    matched = m[passed > _CLS]  # IoU >= 0.5 - eps
     assigned = np.full(len(rs.frame), _UNASSIGNED)
-    assigned[c[m[passed > _CLS]]] = gt.label[r[m[passed > _CLS]]]
+    assigned[c[matched]] = gt.label[r[matched]]
+    return assigned
 
-    # per class: its clusters (less the boxes assigned to another class) and the tracks with a box in one
-    label = gt.label[gi]
-    keep = (label >= 0) & ((assigned[di] == _UNASSIGNED) | (assigned[di] == label))
-    cluster = np.unique(label[keep] * len(rs.frame) + di[keep])
-    cluster_class, cluster_box = np.divmod(cluster, max(len(rs.frame), 1))
-    num_tracks = len(t_len)
-    taking = np.unique(cluster_class * num_tracks + rs.track[cluster_box])
-    col_class, col_box = _boxes_of_tracks(rs.track, *np.divmod(taking, max(num_tracks, 1)))
+
+def _class_counts(gt: _Boxes, rs: _Boxes, cluster: tuple[np.ndarray, np.ndarray],
+                  lengths: tuple[np.ndarray, np.ndarray], video: np.ndarray, num_videos: int, num_classes: int
+                  ) -> _Counts:
+    """Every class's assignment and counts in each video (``eval_sequence``): rows are the class's ground-truth
+    boxes, columns every box of the tracks with a box in one of the class's ``cluster`` (class, result box)."""
+    cluster_class, cluster_box = cluster
+    g_len, t_len = lengths
+    num_frames, num_boxes, num_tracks = len(video), len(rs.frame), max(len(t_len), 1)
+    col_class, col_box = _boxes_of_tracks(rs.track, *np.divmod(np.unique(cluster_class * num_tracks
+                                                                          + rs.track[cluster_box]), num_tracks))
     rows = np.flatnonzero(gt.label >= 0)
     rows = rows[np.argsort(gt.label[rows], kind="stable")]
-    row_key, col_key = gt.label[rows] * num_frames + gt.frame[rows], col_class * num_frames + rs.frame[col_box]
-    r, c = _pairs(row_key, col_key)
+    row_key = gt.label[rows] * num_frames + gt.frame[rows]
+    r, c = _pairs(row_key, col_class * num_frames + rs.frame[col_box])
     sim = _ious(gt.corners[rows[r]], rs.corners[col_box[c]])
     m, passed = _assign(row_key[r], r, gt.track[rows[r]], rs.track[col_box[c]], sim, g_len, t_len)
+    g_box, r_box = rows[r[m]], col_box[c[m]]  # the matched pairs
 
-    # counts per (class, video)
     groups, row_group = np.unique(gt.label[rows] * num_videos + video[gt.frame[rows]], return_inverse=True)
     num_groups = len(groups)
-    matched_group = row_group.reshape(-1)[r[m]]
+    matched_group = row_group[r[m]]
     loc_tp = _passing(matched_group, passed, num_groups)
-    loc_fn = np.bincount(row_group.reshape(-1), minlength=num_groups)[:, None] - loc_tp
+    loc_fn = np.bincount(row_group, minlength=num_groups)[:, None] - loc_tp
     col_passed = np.zeros(len(col_box), dtype=np.int64)
     col_passed[c[m]] = passed
-    cluster_passed = col_passed[np.searchsorted(col_class * len(rs.frame) + col_box, cluster)]
+    cluster_passed = col_passed[np.searchsorted(col_class * num_boxes + col_box, cluster_class * num_boxes
+                                                + cluster_box)]
     cluster_group = positions(groups, cluster_class * num_videos + video[rs.frame[cluster_box]])
-    loc_fp = np.bincount(cluster_group, minlength=num_groups)[:, None] - _passing(cluster_group, cluster_passed,
-                                                                                   num_groups)
-    predicted, right = rs.label[col_box[c[m]]], rs.label[col_box[c[m]]] == gt.label[rows[r[m]]]
+    loc_fp = (np.bincount(cluster_group, minlength=num_groups)[:, None]
+              - _passing(cluster_group, cluster_passed, num_groups))
+    predicted = rs.label[r_box]
+    right = predicted == gt.label[g_box]
     wrong = ~right & (predicted >= 0)
-    pair_codes, pair = np.unique(gt.track[rows[r[m]]] * num_tracks + rs.track[col_box[c[m]]], return_inverse=True)
-    pair = pair.reshape(-1)
+    pair_codes, pair = np.unique(gt.track[g_box] * num_tracks + rs.track[r_box], return_inverse=True)
     matches = _passing(pair, passed, len(pair_codes))
-    n_g = g_len[pair_codes // max(num_tracks, 1)][:, None]
-    n_t = t_len[pair_codes % max(num_tracks, 1)][:, None]
+    n_g, n_t = g_len[pair_codes // num_tracks][:, None], t_len[pair_codes % num_tracks][:, None]
     pair_group = np.zeros(len(pair_codes), dtype=np.int64)
     pair_group[pair] = matched_group
     assoc = np.zeros((3, num_groups, len(ALPHAS)))
@@ -431,9 +444,9 @@ def _assign(block: np.ndarray, row: np.ndarray, g_track: np.ndarray, d_track: np
         share = np.where(denominator > _EPS, sim / denominator, 0.0)
     num_d = int(d_track.max()) + 1
     codes, pair = np.unique(g_track * num_d + d_track, return_inverse=True)
-    matched = np.bincount(pair.reshape(-1), share)  # over the timesteps in order, from 0, as the official code adds
+    matched = np.bincount(pair, share)  # over the timesteps in order, from 0, as the official code adds
     alignment = matched / (g_len[codes // num_d] + t_len[codes % num_d] - matched)
-    score = alignment[pair.reshape(-1)] * sim
+    score = alignment[pair] * sim
     chosen = []
     for (nr, nc), which in shapes:
         if nr == nc == 1:
@@ -508,7 +521,7 @@ def _summary(counts: list[_Counts], num_classes: int, num_videos: int) -> dict[s
         return total
 
     def stacked(field: str) -> np.ndarray:
-        return np.concatenate([getattr(c, field) for c in counts]) if counts else np.zeros((0, len(ALPHAS)))
+        return np.concatenate([getattr(c, field) for c in counts])
 
     video_tp = stacked("loc_tp")
     tp, fn, fp = by_class(video_tp), by_class(stacked("loc_fn")), by_class(stacked("loc_fp"))
