@@ -11,8 +11,9 @@ import torch
 from PIL import Image
 
 from small_models import StandIn
+from vfe_hub import cli, sharding
 from vfe_hub.errors import DatasetError
-from vfe_hub.evaluation import tao_amodal, tao_data
+from vfe_hub.evaluation import tao, tao_amodal, tao_data, teta
 from vfe_hub.evaluation.runner import load_benchmark
 from vfe_hub.registry import lvis_v1_categories
 
@@ -57,11 +58,12 @@ def _write_tao(root: Path) -> dict:
 class TrackOracle(StandIn):
     """Answers each annotated frame with its ground-truth tracks (LVIS v1 labels, the ground truth's track ids),
     other frames with nothing; records the frame files it ran. With ``amodal`` the boxes are also the amodal
-    boxes (TAO-Amodal scores those)."""
+    boxes (TAO-Amodal scores those). With ``shift``, boxes move right by ``shift * k`` pixels in the ``k``-th
+    annotated frame of a video."""
 
-    def __init__(self, data: dict, amodal: bool = False) -> None:
+    def __init__(self, data: dict, amodal: bool = False, shift: float = 0.0) -> None:
         super().__init__()
-        self.amodal = amodal
+        self.amodal, self.shift = amodal, shift
         v1 = (tao_amodal.to_lvis_v1 if amodal else tao_data.to_lvis_v1)(data)
         self.truth: dict[str, list] = {}
         images = {im["id"]: im["file_name"] for im in v1["images"]}
@@ -74,7 +76,9 @@ class TrackOracle(StandIn):
         for frame in batch.frames:
             self.files.append(Path(frame.source).name)
             anns = self.truth.get("/".join(Path(frame.source).parts[-4:]), [])
-            boxes = torch.tensor([[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)]).reshape(-1, 4)
+            dx = self.shift * (int(Path(frame.source).stem[5:]) // 4)  # annotated frames 1, 5, 9: 0, 1, 2 shifts
+            boxes = torch.tensor([[x + dx, y, x + w + dx, y + h] for x, y, w, h in (a["bbox"] for a in anns)])
+            boxes = boxes.reshape(-1, 4)
             labels = torch.tensor([a["category_id"] - 1 for a in anns], dtype=torch.long)
             tracks = torch.tensor([a["track_id"] for a in anns], dtype=torch.long)
             out.append(self.make_detections(frame, boxes, torch.ones(len(anns)), labels, track_ids=tracks,
@@ -104,7 +108,46 @@ def test_a_perfect_tracker_scores_one_on_the_annotated_frames(tao_root):
     metrics = oracle.evaluate("tao_val", root=root, batch_size=2)
     # precision is tp / (tp + eps): 1 within rounding
     assert metrics["AP"] == pytest.approx(1.0, abs=1e-12) == metrics["AP50"] and metrics["AP75"] == -1.0
+    assert {k: metrics[k] for k in teta.KEYS} == {k: 1.0 for k in teta.KEYS}  # TETA, LocA, ... beside track mAP
     assert oracle.files == [f"frame{p:04d}.jpg" for p in ANNOTATED] * 2
+
+
+def test_track_map_and_teta_from_one_run(tao_root, tmp_path):
+    """TETA beside track mAP, both from the one run's results (the converted ground truth); ``metrics`` selects."""
+    root, data = tao_root
+    oracle = TrackOracle(data, shift=4.0)
+    out = tmp_path / "results.json"
+    both = oracle.evaluate("tao_val", root=root, results_file=out)
+    assert oracle.files == [f"frame{p:04d}.jpg" for p in ANNOTATED] * 2  # one run
+    records, v1 = json.loads(out.read_text()), tao_data.to_lvis_v1(data)
+    assert both == {**tao.evaluate(v1, records), **teta.evaluate(v1, records)}
+    assert 0 < both["LocA"] < 1 and 0 < both["AssocA"] < 1 and 0 < both["TETA"] < 1
+    only = TrackOracle(data, shift=4.0).evaluate("tao_val", root=root, metrics="teta")
+    assert only == {k: both[k] for k in teta.KEYS}
+    assert TrackOracle(data, shift=4.0).evaluate("tao_val", root=root, metrics=["TRACK_MAP"]) == {
+        k: v for k, v in both.items() if k not in teta.KEYS}
+    with pytest.raises(DatasetError, match=r"metrics='tetra': TAO val computes track_map and teta .*did you mean "
+                                           r"'teta'"):
+        oracle.evaluate("tao_val", root=root, metrics="tetra")
+
+
+def test_sharded_tao_runs_merge_and_score_both_metrics(tao_root, tmp_path):
+    root, data = tao_root
+    once = TrackOracle(data, shift=4.0).evaluate("tao_val", root=root)
+    for index in range(2):
+        TrackOracle(data, shift=4.0).evaluate("tao_val", root=root, shard=(index, 2), out_dir=tmp_path / "both")
+    assert sharding.merge_and_score(tmp_path / "both") == once
+    for index in range(2):
+        TrackOracle(data, shift=4.0).evaluate("tao_val", root=root, metrics=["teta"], shard=(index, 2),
+                                              out_dir=tmp_path / "teta")
+    assert sharding.merge_and_score(tmp_path / "teta") == {k: once[k] for k in teta.KEYS}
+
+
+def test_metrics_on_the_command_line():
+    args = cli.parser().parse_args(["evaluate", "gtr_dr2101_tao", "tao_val", "--root", ".", "--metrics", "teta"])
+    assert sharding.dataset_options(args) == {"metrics": ["teta"]}
+    args = cli.parser().parse_args(["evaluate", "gtr_dr2101_tao", "tao_val", "--root", ".", "--fps", "2"])
+    assert sharding.dataset_options(args) == {"fps": 2}
 
 
 def test_fps_runs_denser_frames_and_scores_the_annotated_ones(tao_root, tmp_path):
@@ -156,8 +199,13 @@ def test_unknown_category_ids_are_left_out_or_refused_with_strict(tao_root, tmp_
     records = json.loads(out.read_text())
     records += [dict(r, category_id=0, track_id=r["track_id"] + 1) for r in records if r["video_id"] == 1]
     with caplog.at_level(logging.WARNING, logger="vfe_hub"):
-        metrics = load_benchmark("tao_val", root=root).score(records)
+        metrics = load_benchmark("tao_val", root=root, metrics="track_map").score(records)
     assert metrics["AP"] == pytest.approx(1.0, abs=1e-12)
     assert [r.levelname for r in caplog.records] == ["WARNING"] and "3 of 9 results" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="vfe_hub"):  # one warning per metric, each saying what it does
+        load_benchmark("tao_val", root=root).score(records)
+    assert [r.levelname for r in caplog.records] == ["WARNING"] * 2
+    assert "left out" in caplog.records[0].message and "wrong classes" in caplog.records[1].message
     with pytest.raises(DatasetError, match="has category_id 0, which is not a category"):
         load_benchmark("tao_val", root=root, strict=True).score(records)

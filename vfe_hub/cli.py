@@ -388,6 +388,8 @@ def parser() -> argparse.ArgumentParser:
                                                          "not in the annotation file (default: like the official "
                                                          "toolkits, count them toward the cap per frame, then leave "
                                                          "them out, with a warning)")
+    s.add_argument("--metrics", help="TAO: the metrics of the one run, comma-separated: track_map, teta (default: "
+                                     "both)")
     _run_options(s)
     _shard_options(s)
     s.set_defaults(run=_sharded(_evaluate))

@@ -634,6 +634,14 @@ MODELS: dict[str, ModelSpec] = {
             datasets=("tao_val",),
             # xingyizhou/GTR docs/MODEL_ZOO.md: TAO val track mAP (official TAO toolkit, IoU 0.5).
             metrics={"tao_val": {"AP": 22.5}},
+            metrics_note=(
+                "TETA: no figure of GTR is published. `model.evaluate(\"tao_val\")` reports TETA, LocA, AssocA and "
+                "ClsA (vfe_hub.evaluation.teta, equal to the official SysCV/tet code) beside track mAP, from the "
+                "same run. GTR's paper and repository (docs/MODEL_ZOO.md) report TAO track mAP only, and the TAO "
+                "TETA tables in the READMEs of SysCV/tet (TETA's own), SysCV/ovtrack (OVTrack), siyuanliii/masa "
+                "(MASA) and jinyanglii/OVTR list other trackers; OVTrack's lists GTR in its track mAP table only "
+                "(AP50 20.4)."
+            ),
             temporal=_GTR_TEMPORAL,
             protocols=_GTR_PROTOCOLS,
             config={"num_classes": 1203, "proposals": 300, "asso_thresh": 0.4, "window": 16, "min_track_len": 5},
@@ -666,7 +674,10 @@ MODELS: dict[str, ModelSpec] = {
                     "The paper's per-variant TAO-Amodal tables are not in the authors' repositories or model cards, "
                     "so no number is listed to compare with; the abstract (arXiv 2312.12433 v3) reports +3.3 % "
                     "detection AP and +2.1 % amodal tracking AP on occluded objects over modal baselines. "
-                    "benchmarks/reproduce.py prints the measured TAO-Amodal metrics."
+                    "benchmarks/reproduce.py prints the measured TAO-Amodal metrics. TETA: the official TAO-Amodal "
+                    "evaluation (WesleyHsieh0806/TAO-Amodal 96e4971, tools/eval_on_tao_amodal.py) computes "
+                    "detection AP and TAO track mAP on the amodal boxes, and no TETA, so `tao_amodal_val` reports "
+                    "none; no TETA figure of the Amodal Expander is published."
                 ),
                 temporal=_GTR_TEMPORAL + (
                     " Optional temporal post-process of the results (the authors' Kalman notebook): "

@@ -348,9 +348,8 @@ def run_command(args: argparse.Namespace) -> dict[str, float] | None:
 
 
 def dataset_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The command line's evaluate options that only some datasets take, when given (``--fps``: TAO; ``--strict``:
-    LVIS, TAO, TAO-Amodal)."""
-    options = {"fps": args.fps} if getattr(args, "fps", None) else {}
-    if getattr(args, "strict", False):
-        options["strict"] = True
-    return options
+    """The command line's evaluate options that only some datasets take, when given (``--fps``, ``--metrics``:
+    TAO; ``--strict``: LVIS, TAO, TAO-Amodal)."""
+    options = {"fps": getattr(args, "fps", None), "metrics": getattr(args, "metrics", None),
+               "strict": getattr(args, "strict", False)}
+    return {k: v.split(",") if k == "metrics" else v for k, v in options.items() if v}

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import DatasetError, close_matches, unknown_keyword_error
 from ..hub import atomic_write
 from ..progress import progress_bar
-from . import imagenet_vid, imagenet_vid_data, lvis, lvis_data, tao, tao_amodal, tao_data
+from . import imagenet_vid, imagenet_vid_data, lvis, lvis_data, tao, tao_amodal, tao_data, teta
 
 if TYPE_CHECKING:
     from ..models.base import Detector
@@ -231,19 +231,41 @@ def _lvis(name: str, default_file: str, root: Path, ann_file: str | os.PathLike 
     return Benchmark(name, sequences, score, check_files, vocabulary="LVIS")
 
 
+#: The metrics of TAO val, by name: track mAP (the TAO toolkit's) and TETA (the official TETA code's).
+TAO_METRICS = ("track_map", "teta")
+
+
 def _tao(*, root: str | os.PathLike, ann_file: str | os.PathLike | None = None, limit: int | None = None,
-         fps: int | None = None, protocol: str = "paper", strict: bool = False, progress: bool | None = None
-         ) -> Benchmark:
+         fps: int | None = None, protocol: str = "paper", metrics: str | Sequence[str] = TAO_METRICS,
+         strict: bool = False, progress: bool | None = None) -> Benchmark:
     """TAO val: frames under ``<root>/frames/`` (the images' ``file_name``), ground truth from ``ann_file`` (default
     ``<root>/annotations/validation.json``) turned into LVIS v1 category ids (:func:`.tao_data.to_lvis_v1`), scored
-    by :func:`vfe_hub.evaluation.tao.evaluate` (``strict``: refuse results of categories the file lacks). See
-    :func:`_tao_layout` for ``limit``, ``fps`` and ``protocol``."""
+    from one run of the model with each of ``metrics`` (names of :data:`TAO_METRICS`, a list or comma-separated):
+    ``"track_map"`` by :func:`vfe_hub.evaluation.tao.evaluate` (keys ``AP``, ``AP50``, ...), ``"teta"`` by
+    :func:`vfe_hub.evaluation.teta.evaluate` (keys ``TETA``, ``LocA``, ...; every result kept, the official
+    default); ``strict``: refuse results of categories the file lacks. See :func:`_tao_layout` for ``limit``,
+    ``fps`` and ``protocol``."""
+    chosen = _tao_metrics(metrics)
     default = Path(root) / "annotations" / "validation.json"
-    return _tao_layout("tao", Path(root), Path(ann_file) if ann_file else default,
-                       tao_data.to_lvis_v1, lambda data, records: tao.evaluate(tao_data.TaoGroundTruth.load(data),
-                                                                              records, progress=progress,
-                                                                              strict=strict),
+
+    def score(data: dict, records: list[dict]) -> dict[str, float]:
+        gt = tao_data.TaoGroundTruth.load(data)
+        scores = tao.evaluate(gt, records, progress=progress, strict=strict) if "track_map" in chosen else {}
+        return {**scores, **(teta.evaluate(gt, records, strict=strict) if "teta" in chosen else {})}
+
+    return _tao_layout("tao", Path(root), Path(ann_file) if ann_file else default, tao_data.to_lvis_v1, score,
                        limit=limit, fps=fps, protocol=protocol)
+
+
+def _tao_metrics(metrics: str | Sequence[str]) -> tuple[str, ...]:
+    """``metrics`` (names of :data:`TAO_METRICS`, a sequence or a comma-separated string) checked, in that order."""
+    names = [m.strip().lower() for m in (metrics.split(",") if isinstance(metrics, str) else metrics)]
+    unknown = [m for m in names if m not in TAO_METRICS]
+    if unknown or not names:
+        hint = close_matches(unknown[0], TAO_METRICS) if unknown else []
+        raise DatasetError(f"metrics={metrics!r}: TAO val computes {' and '.join(TAO_METRICS)} (one or both)"
+                           + (f"; did you mean {hint[0]!r}?" if hint else "."))
+    return tuple(m for m in TAO_METRICS if m in names)
 
 
 def _tao_amodal(*, root: str | os.PathLike, ann_file: str | os.PathLike | None = None, limit: int | None = None,
@@ -361,8 +383,8 @@ def evaluate_model(model: Detector, dataset: str, *, batch_size: int = 1, progre
                    results_file: str | os.PathLike | None = None, shard: tuple[int, int] | None = None,
                    out_dir: str | os.PathLike | None = None, **kwargs: Any) -> dict[str, float]:
     """Score ``model`` on ``dataset`` (``"imagenet_vid"``: :func:`_imagenet_vid`; ``"lvis_v1_val"``:
-    :func:`_lvis_v1`; ``"lvis_v05_val"``: :func:`_lvis_v05`; ``"tao_val"``: :func:`_tao`; ``"tao_amodal_val"``: :func:`_tao_amodal`; see them for the other
-    arguments).
+    :func:`_lvis_v1`; ``"lvis_v05_val"``: :func:`_lvis_v05`; ``"tao_val"``: :func:`_tao` (track mAP and TETA,
+    ``metrics=`` selects); ``"tao_amodal_val"``: :func:`_tao_amodal`; see them for the other arguments).
 
     ``results_file`` receives the COCO-style results (sorted by image id). ``shard=(i, n)`` with ``out_dir`` runs
     only shard ``i`` of ``n`` into ``out_dir`` (:func:`vfe_hub.sharding.evaluate`): the metrics come back only

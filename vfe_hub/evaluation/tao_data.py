@@ -35,6 +35,7 @@ class TaoGroundTruth:
     ``track_*`` and ``ann_*`` arrays hold the fields in those orders (annotations: file order). Category ids are
     already resolved through :attr:`aliases`. ``image_visit`` is the position of each image in the order the
     official ``Tao.get_ann_ids`` visits images (module :mod:`.tao`), -1 for images of no listed video.
+    ``category_names`` and ``video_names`` hold the files' ``name`` fields ('' where there is none).
     """
 
     source: str
@@ -56,6 +57,8 @@ class TaoGroundTruth:
     ann_tracks: np.ndarray  # (N,) index into track_ids
     ann_boxes: np.ndarray  # (N, 4) float64
     ann_areas: np.ndarray  # (N,) float64, the file's ``area``
+    category_names: np.ndarray  # (K,) str
+    video_names: np.ndarray  # (V,) str
 
     @classmethod
     def load(cls, source: Source) -> TaoGroundTruth:
@@ -84,7 +87,9 @@ class TaoGroundTruth:
                    aliases, video_ids, neg, not_exhaustive, image_ids, image_videos, image_frames,
                    _visit_ranks(data["images"], video_ids, image_ids), track_ids, track_videos, track_categories,
                    track_ignore, **_annotation_arrays(data["annotations"], image_ids, track_ids, track_categories,
-                                                      aliases, name))
+                                                      aliases, name),
+                   category_names=np.array([str(categories[int(c)].get("name", "")) for c in category_ids], dtype=str),
+                   video_names=np.array([str(videos[int(v)].get("name", "")) for v in video_ids], dtype=str))
 
 
 def set_visit(image_ids_by_video: list[int]) -> list[int]:
