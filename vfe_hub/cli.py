@@ -190,15 +190,14 @@ def _dropped_summary(keys: list[str]) -> str:
 
 
 def _convert(args: argparse.Namespace) -> None:
-    from .weights import convert_checkpoint
+    from .weights import convert_checkpoint, model_dir_config
 
     spec = get_spec(args.name)
     checkpoint = Path(args.checkpoint)
     inputs = {k: getattr(args, k) for k in ("embeddings", "categories", "contexts", "sorted_ids", "fp16_mask", "groups")
               if getattr(args, k)}
     converted = convert_checkpoint(spec, checkpoint, **inputs)
-    config = {"name": spec.name, "family": spec.family, "config": spec.config, **converted.config,
-              "source": {"file": checkpoint.name, "sha256": hub.sha256_of(checkpoint), "format": converted.format}}
+    config = model_dir_config(spec, checkpoint, converted)
     digest = hub.write_model_dir(Path(args.out_dir), converted.state, config, cards.render(spec), converted.files)
     extra = "".join(f", {name}" for name in converted.files)
     print(f"{args.out_dir}: {len(converted.state)} tensors, model.safetensors sha256 {digest}{extra}")
