@@ -22,7 +22,8 @@ import torch
 from huggingface_hub import constants
 
 import vfe_hub
-from original_layouts import PickledConfig, write_mmcv_checkpoint
+from media import photo, write_image
+from original_layouts import PickledConfig
 from small_models import BAGS, DETPRO, bags_state, tiny_detpro_spec, write_detpro_release
 from vfe_hub import cache, cli, drive, hub, registry, weights
 from vfe_hub.errors import (ChecksumError, ConversionError, DownloadError, DriveAccessError, DrivePageError,
@@ -30,6 +31,7 @@ from vfe_hub.errors import (ChecksumError, ConversionError, DownloadError, Drive
 from vfe_hub.registry import UNPINNED, Asset, DriveFile, DriveRelease
 
 FILE_ID, FOLDER_ID = "1AbCdEfGhIjKlMnOpQrStUvWxYz012345", "1FoLdErAbCdEfGhIjKlMnOpQrStUvWxYz"
+REPO = Path(__file__).resolve().parents[1]
 DATA = bytes(range(256)) * 4096  # 1 MiB: the virus-scan confirmation page comes first
 
 
@@ -223,6 +225,10 @@ def test_detpro_by_name_from_drive_then_the_cache_then_the_hub(fake_drive, fake_
                   "size": len(data), "pinned": False}
     assert model.weights_provenance == provenance
     assert drive.read_record(drive.cached_path(w.checkpoint))["sha256"] == sha
+    listed = {(f.kind, f.path.name) for f in cache.entries([DETPRO])}
+    assert listed == {("drive", "checkpoint.pth"), ("drive", "iou_neg5_ens.pth"), ("converted", "model.safetensors"),
+                      ("converted", "text_encoder.safetensors")}
+    assert all(ok for _, ok in cache.verify(cache.entries([DETPRO])))
     folder = weights.drive_conversion_dir(spec)
     config, _ = hub.read_model_dir(folder)  # a complete vfe_hub folder, as `vfe-hub convert` writes it
     assert set(config["files"]) == {"text_encoder.safetensors"} and config["source"]["sha256"] == sha
@@ -234,7 +240,12 @@ def test_detpro_by_name_from_drive_then_the_cache_then_the_hub(fake_drive, fake_
     assert len(fake_drive.requests) == seen and again.weights_provenance == provenance
     assert torch.equal(again.rpn.bbox_pred.weight, model.rpn.bbox_pred.weight)
     _offline(monkeypatch)
-    assert vfe_hub.load(DETPRO).weights_provenance == provenance
+    hubbed = torch.hub.load(str(REPO), DETPRO, source="local", trust_repo=True)
+    piped = vfe_hub.pipeline("open-vocabulary-detection", model=DETPRO)
+    assert hubbed.weights_provenance == piped.model.weights_provenance == provenance
+    image, out = write_image(tmp_path / "street.png", photo("coffee", (96, 128))), tmp_path / "results.json"
+    assert cli.main(["predict", DETPRO, str(image), "-o", str(out), "--quiet"]) == 0
+    assert json.loads(out.read_text())["provenance"]["sha256"] == sha and len(fake_drive.requests) == seen
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.delenv("HF_HUB_OFFLINE")

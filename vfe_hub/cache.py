@@ -29,11 +29,12 @@ _HEX16 = re.compile(r"^[0-9a-f]{16}$")
 
 @dataclass(frozen=True)
 class CachedFile:
-    """One cached file: its ``kind`` (``"converted"``, ``"original"``, ``"files"``, ``"embeddings"``, ...), the
-    ``path`` a user sees, the ``blob`` holding its bytes (the same path, except in the Hugging Face cache), the
-    ``size`` in bytes, the registry ``models`` it belongs to (empty: shared by several, or by none) and
+    """One cached file: its ``kind`` (``"converted"``, ``"original"``, ``"drive"``, ``"files"``, ``"embeddings"``,
+    ...), the ``path`` a user sees, the ``blob`` holding its bytes (the same path, except in the Hugging Face cache),
+    the ``size`` in bytes, the registry ``models`` it belongs to (empty: shared by several, or by none) and
     ``expected``: ``(algorithm, hex digest or its prefix)`` recorded or pinned for it, ``None`` when nothing was
-    recorded, and ``companions``: files that go with it (a conversion's ``.json`` record), counted in ``size``."""
+    recorded, and ``companions``: files that go with it (a ``.json`` record, a converted folder's config and card),
+    counted in ``size``."""
 
     kind: str
     path: Path

@@ -415,7 +415,8 @@ def parser() -> argparse.ArgumentParser:
 
     s = command("cache", _cache, "list, verify or remove what vfe_hub downloaded and converted",
                 "vfe-hub cache list\n  vfe-hub cache verify mamba_r101_dc5_vid\n  vfe-hub cache prune --all",
-                "The files vfe_hub keeps: converted weights, fetched data files and vocabulary embeddings (in "
+                "The files vfe_hub keeps: converted weights, originals from Google Drive, fetched data files and "
+                "vocabulary embeddings (in "
                 "VFE_HUB_CACHE, default ~/.cache/vfe_hub) and the registry's original files in the Hugging Face "
                 "cache (HF_HUB_CACHE; other files there are left alone). verify hashes each file against its "
                 "recorded or pinned sha256 and fails if one is damaged.")

@@ -210,8 +210,9 @@ def _drive_call(file: DriveFile, file_id: str | None, call):
         return call()
     except (requests.ConnectionError, requests.Timeout) as e:
         proxy = requests.utils.get_environ_proxies(DRIVE).get("https")
-        where = proxy if proxy and isinstance(e, requests.exceptions.ProxyError) else DRIVE
-        raise hub.unreachable(where, e, ways_out=ways_out) from e
+        url = f"{DRIVE}/uc?id={file_id or file.id}" if file_id or file.id else f"{DRIVE}/drive/folders/{file.folder}"
+        raise hub.unreachable(proxy if proxy and isinstance(e, requests.exceptions.ProxyError) else url, e,
+                              ways_out=ways_out) from e
     except gdown.exceptions.FileURLRetrievalError as e:
         text = " ".join(str(e).split())
         if "too many users" in text.lower() or "quota" in text.lower():
