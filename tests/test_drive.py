@@ -92,6 +92,16 @@ def test_pinned_file_is_checked_against_its_pin(fake_drive):
         drive.fetch(dataclasses.replace(pinned, size=13))
 
 
+def test_a_file_put_in_the_cache_by_hand_is_checked_and_recorded(fake_drive):
+    """The manual route of every Drive error: a file downloaded in a browser and put where the error says."""
+    file = DriveFile("small.pt", hashlib.sha256(b"by hand").hexdigest(), 7, id=FILE_ID)
+    path = drive.cached_path(file)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"by hand")
+    assert drive.fetch(file).path == path and fake_drive.requests == []
+    assert drive.read_record(path)["sha256"] == file.sha256
+
+
 @pytest.mark.parametrize(("failure", "error", "needle"), [
     ("quota", DriveQuotaError, "download quota is exceeded"),
     ("removed", DriveAccessError, "was removed, or is not shared"),

@@ -107,7 +107,7 @@ def _expected(file: DriveFile, record: dict | None) -> tuple[int | None, str] | 
     return (record["size"], record["sha256"]) if record else None
 
 
-def _mismatch(file: DriveFile, size: int, sha256: str, expected: tuple[int | None, str]) -> str | None:
+def _mismatch(size: int, sha256: str, expected: tuple[int | None, str]) -> str | None:
     """Why a file of ``size`` bytes and ``sha256`` is not the expected one (``None``: it is)."""
     if expected[0] is not None and size != expected[0]:
         return f"it has {size} bytes, not {expected[0]}"
@@ -133,11 +133,12 @@ def fetch(file: DriveFile, progress: bool | None = None) -> Original:
     expected = _expected(file, record)
     if target.is_file():
         size, sha256 = target.stat().st_size, hub.sha256_of(target)
-        why = None if expected is None else _mismatch(file, size, sha256, expected)
+        why = None if expected is None else _mismatch(size, sha256, expected)
         if why is None:
-            if record is None or record["sha256"] != sha256:
-                _write_record(target, file, file.id or (record or {}).get("id", ""), size, sha256)
-            return Original(file, target, file.id or (record or {}).get("id", ""), sha256, size)
+            file_id = file.id or (record or {}).get("id", "")
+            if record is None or record["sha256"] != sha256:  # placed by hand, or its pin changed
+                _write_record(target, file, file_id, size, sha256)
+            return Original(file, target, file_id, sha256, size)
         log.warning("%s is damaged (%s); downloading it again.", target, why)
         target.unlink()
     if hub.offline():
@@ -170,7 +171,7 @@ def _download(file: DriveFile, target: Path, expected: tuple[int | None, str] | 
                 raise DrivePageError(f"Google Drive answered {_what(file, file_id)} with an HTML page instead of the "
                                      f"file (a sign-in, quota or warning page that gdown did not recognise). Nothing "
                                      f"was cached. {_manual_route(file, file_id)}.")
-        why = None if expected is None else _mismatch(file, size, sha256, expected)
+        why = None if expected is None else _mismatch(size, sha256, expected)
         if why is not None:
             raise ChecksumError(f"{_what(file, file_id)} downloaded from Google Drive is not the expected file: {why} "
                                 f"({_origin(file)}). The download is corrupt or the file changed on Drive; nothing was "
