@@ -261,7 +261,8 @@ def test_detpro_by_name_from_drive_then_the_cache_then_the_hub(fake_drive, fake_
     monkeypatch.delenv("HF_HUB_OFFLINE")
     assert cli.main(["publish", str(folder), spec.weights.repo_id]) == 0
     [commit] = fake_hub.commits(spec.weights.repo_id)
-    published = dataclasses.replace(spec.weights, revision=commit[:7], sha256=hub.sha256_of(folder / "model.safetensors"))
+    published = dataclasses.replace(spec.weights, revision=commit[:7],
+                                    sha256=hub.sha256_of(folder / "model.safetensors"))
     monkeypatch.setitem(registry.MODELS, DETPRO, dataclasses.replace(spec, weights=published))
     monkeypatch.setenv("VFE_HUB_CACHE", str(tmp_path / "fresh_cache"))  # nothing of the Drive route is at hand
     hubbed = vfe_hub.load(DETPRO)
