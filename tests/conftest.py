@@ -9,6 +9,7 @@ import huggingface_hub.utils._cache_manager
 import pytest
 from huggingface_hub import constants
 from benchmark_layouts import write_vid
+from driveserver import FakeDrive
 from hubserver import FakeHub
 
 from vfe_hub.text.tokenizer import CLIP_COMMIT, CLIP_REPO, VOCAB_FILENAME
@@ -113,3 +114,24 @@ def vid_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("ILSVRC2015")
     write_vid(root)
     return root
+
+
+# ---------------------------------------------------------------------------------------------
+# A stand-in for Google Drive behind an HTTPS proxy (tests/driveserver.py): `fake_drive` fixture.
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture
+def fake_drive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeDrive]:
+    """A started `FakeDrive` that gdown reaches through the standard variables (``HTTPS_PROXY`` names it,
+    ``REQUESTS_CA_BUNDLE`` its test CA), with the vfe_hub cache in ``tmp_path`` and offline mode off."""
+    drive = FakeDrive()
+    drive.start()
+    for name in ("HTTPS_PROXY", "https_proxy"):
+        monkeypatch.setenv(name, drive.proxy)
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.setenv(name, "127.0.0.1,localhost")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(drive.write_ca(tmp_path / "drive-ca.pem")))
+    monkeypatch.setenv("VFE_HUB_CACHE", str(tmp_path / "vfe_cache"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    yield drive
+    drive.stop()

@@ -207,11 +207,13 @@ def small_model(name: str, seed: int = 0):
 
 
 def write_detpro_release(folder: Path, *, text_tower: tuple[int, int] | None = None, contexts: int = 0,
-                         seed: int = 0) -> dict:
+                         seed: int = 0, categories: list[dict] | None = None, pickled_config: bool = True) -> dict:
     """A synthetic DetPro release in ``folder``: the mmcv checkpoint (random tensors in the released layout, with
-    the full CLIP ViT-B/32, or only a ``(width, layers)`` text tower; ``meta`` with mmdet's CLASSES and a pickled
-    config object), ``iou_neg5_ens.pth`` (``[1, 1203, 512]``, not normalised), an LVIS-style categories file and
-    ``contexts`` prompt-context files. Returns the paths and the original tensors.
+    the full CLIP ViT-B/32, or only a ``(width, layers)`` text tower; ``meta`` with mmdet's CLASSES and the config:
+    a pickled object, or with ``pickled_config=False`` its text, as DetPro's ``tools/train.py`` stores it),
+    ``iou_neg5_ens.pth`` (``[1, 1203, 512]``, not normalised), an LVIS-style categories file (``categories``,
+    default :func:`lvis_like_categories`) and ``contexts`` prompt-context files. Returns the paths and the original
+    tensors.
 
     The tensors are :func:`_lively_detpro_state`'s.
     """
@@ -219,15 +221,16 @@ def write_detpro_release(folder: Path, *, text_tower: tuple[int, int] | None = N
     if text_tower is not None:
         layout.update(clip_text_layout("roi_head.clip_model.", *text_tower))
     state = _lively_detpro_state(layout, seed)
-    categories = lvis_like_categories()
+    categories = lvis_like_categories() if categories is None else categories
     names = [c["name"] for c in sorted(categories, key=lambda c: c["id"])]
     folder.mkdir(parents=True, exist_ok=True)
     paths = {"checkpoint": folder / "detpro_ens_20e.pth", "embeddings": folder / "iou_neg5_ens.pth",
              "categories": folder / "lvis_v1_val.json",
              "contexts": [folder / f"bin{i}_prompt.pth" for i in range(contexts)]}
     mmdet_names = tuple(MMDET_SPEAKER if n == LVIS_SPEAKER else n for n in names)
+    config = "model = dict(type='MaskRCNN')"
     write_mmcv_checkpoint(paths["checkpoint"], state, CLASSES=mmdet_names,
-                          config=PickledConfig("model = dict(type='MaskRCNN')"))
+                          config=PickledConfig(config) if pickled_config else config)
     g = torch.Generator().manual_seed(seed + 1)
     embeddings = torch.randn(1, LVIS_V1_SIZE, 512, generator=g) * 3
     torch.save(embeddings, paths["embeddings"])

@@ -175,8 +175,9 @@ def test_groups_that_do_not_fit_the_classifier_are_rejected(release, tmp_path):
 def test_unreachable_weights_say_how_to_convert(fake_hub):
     spec = registry.get_spec(BAGS)
     assert spec.weights.revision is None and spec.weights.format == "vfe_hub" and len(spec.classes) == 1230
+    assert spec.weights.from_drive  # unpublished: loads take the Drive release (tests/test_drive.py)
     with pytest.raises(WeightsNotFoundError) as info:
-        vfe_hub.load(BAGS)
+        vfe_hub.load(BAGS, revision="0" * 40)
     message = str(info.value)
     assert COMMAND in message and "1QkfpYYAHgEym8KVg8a7zclSHe5LGssjH" in message
     assert "1UsCscmh7F6KOya1K7R2vTT5KswsIFVXd" in message

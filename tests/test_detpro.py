@@ -311,6 +311,8 @@ def test_vocabulary_through_the_hub(fake_hub, github, tiny, tmp_path, monkeypatc
     monkeypatch.setitem(registry.MODELS, DETPRO, patched)
     assert cli.main(["publish", str(folder), patched.weights.repo_id]) == 0
     [commit] = fake_hub.commits(patched.weights.repo_id)
+    pinned = dataclasses.replace(patched, weights=dataclasses.replace(patched.weights, revision=commit))
+    monkeypatch.setitem(registry.MODELS, DETPRO, pinned)  # a pinned commit: the Hub, not the Drive release
 
     names = ["zebra", "teapot"]
     net = vfe_hub.load(DETPRO, vocabulary=names, **FAST)
@@ -382,18 +384,21 @@ def test_fixed_vocabulary_models_refuse_a_vocabulary():
 
 
 def test_unreachable_weights_say_how_to_convert(fake_hub, tmp_path, monkeypatch):
+    """Unpublished, the model loads from its Drive release (tests/test_drive.py); a revision of the converted
+    repository that cannot be had names the Drive files and the command that converts them."""
     spec = registry.get_spec(DETPRO)
     assert spec.weights.revision is None and spec.weights.format == "vfe_hub" and spec.classes == ()
+    assert spec.weights.from_drive and spec.weights.drive.checkpoint.id == DRIVE_IDS[0]
     with pytest.raises(WeightsNotFoundError) as info:
-        vfe_hub.load(DETPRO)
+        vfe_hub.load(DETPRO, revision="0" * 40)
     message = str(info.value)
     assert "does not exist" in message and COMMAND in message and 'vfe_hub.load(weights="<out_dir>")' in message
     assert all(drive_id in message for drive_id in DRIVE_IDS)
     fake_hub.add_file(spec.weights.repo_id, "README.md", b"soon")
-    with pytest.raises(WeightsNotFoundError, match=re.escape(COMMAND)):
-        vfe_hub.load(DETPRO)  # the repository exists, the files do not
     with pytest.raises(WeightsNotFoundError, match="revision does not exist.*" + re.escape(COMMAND)):
         vfe_hub.load(DETPRO, revision="0" * 40)
+    with pytest.raises(WeightsNotFoundError, match=re.escape(COMMAND)):
+        vfe_hub.load(DETPRO, revision=fake_hub.commits(spec.weights.repo_id)[0])  # the files do not exist there
 
 
 def test_companion_files_are_checked(tmp_path):

@@ -32,7 +32,7 @@ def test_entry_schema(name):
         assert importlib.import_module(f"vfe_hub.models.{spec.family}").build(spec).open_vocabulary
     assert re.fullmatch(r"[\w.-]+/[\w.-]+", w.repo_id) and w.filename
     if w.revision is None:  # a repository of converted weights not published yet: say where the originals are
-        assert w.format == "vfe_hub" and w.originals
+        assert w.format == "vfe_hub" and w.sources()
     else:
         assert re.fullmatch(r"[0-9a-f]{7,40}", w.revision), "a revision is a commit id, never a branch"
     assert w.sha256 is None or re.fullmatch(r"[0-9a-f]{64}", w.sha256)

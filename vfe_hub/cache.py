@@ -1,7 +1,8 @@
 """What vfe_hub keeps on disk, and how to check or free it (``vfe-hub cache list | verify | prune``).
 
 Two places hold downloads (see :mod:`vfe_hub.hub`): the vfe_hub cache (``VFE_HUB_CACHE``: converted weights with
-their ``.json`` record, files fetched by URL, vocabulary embeddings) and the Hugging Face cache (``HF_HUB_CACHE``),
+their ``.json`` record, original files from Google Drive with the record of their first download, files fetched by
+URL, vocabulary embeddings) and the Hugging Face cache (``HF_HUB_CACHE``),
 where only the files of registry entries are vfe_hub's; other libraries' files there are never listed or removed.
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from huggingface_hub import constants
 
 from . import hub
+from .drive import record_path as drive_record
 from .registry import MODELS, ModelSpec, get_spec
 
 __all__ = ["CachedFile", "entries", "human_size", "prune", "verify"]
@@ -27,11 +29,12 @@ _HEX16 = re.compile(r"^[0-9a-f]{16}$")
 
 @dataclass(frozen=True)
 class CachedFile:
-    """One cached file: its ``kind`` (``"converted"``, ``"original"``, ``"files"``, ``"embeddings"``, ...), the
-    ``path`` a user sees, the ``blob`` holding its bytes (the same path, except in the Hugging Face cache), the
-    ``size`` in bytes, the registry ``models`` it belongs to (empty: shared by several, or by none) and
+    """One cached file: its ``kind`` (``"converted"``, ``"original"``, ``"drive"``, ``"files"``, ``"embeddings"``,
+    ...), the ``path`` a user sees, the ``blob`` holding its bytes (the same path, except in the Hugging Face cache),
+    the ``size`` in bytes, the registry ``models`` it belongs to (empty: shared by several, or by none) and
     ``expected``: ``(algorithm, hex digest or its prefix)`` recorded or pinned for it, ``None`` when nothing was
-    recorded, and ``companions``: files that go with it (a conversion's ``.json`` record), counted in ``size``."""
+    recorded, and ``companions``: files that go with it (a ``.json`` record, a converted folder's config and card),
+    counted in ``size``."""
 
     kind: str
     path: Path
@@ -56,16 +59,52 @@ class CachedFile:
 
 
 def _converted_owner(path: Path, root: Path) -> tuple[str, ...]:
-    """The models whose registry file was converted into ``path`` (``<root>/<repo_id>/<revision>/<file>...``)."""
+    """The models whose registry file was converted into ``path`` (``<root>/<repo_id>/<revision>/<file>...``, or a
+    file of the folder ``<root>/<repo_id>/gdrive/<id>/`` converted from a Google Drive release)."""
     owners = []
     for spec in MODELS.values():
         try:
             rel = path.relative_to(root / spec.weights.repo_id)
         except ValueError:
             continue
-        if "/".join(rel.parts[1:]) == f"{spec.weights.filename}.safetensors":
+        if ("/".join(rel.parts[1:]) == f"{spec.weights.filename}.safetensors"
+                or spec.weights.drive is not None and rel.parts[0] == "gdrive"):
             owners.append(spec.name)
     return tuple(owners)
+
+
+def _drive_owner(path: Path) -> tuple[str, ...]:
+    """The models whose Google Drive release holds the original at ``drive/<id>/<filename>``."""
+    return tuple(name for name, spec in MODELS.items() if spec.weights.drive is not None and any(
+        (f.key, f.filename) == (path.parent.name, path.name) for f in spec.weights.drive.files()))
+
+
+def _read_json(path: Path) -> dict:
+    """A JSON object from ``path``, or ``{}`` when it cannot be read."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _sha256(digest: object) -> tuple[str, str] | None:
+    return ("sha256", digest) if isinstance(digest, str) else None
+
+
+def _converted_file(path: Path, converted: Path) -> CachedFile:
+    """A converted safetensors file, checked against its record, or (a companion file of a converted folder) against
+    the ``config.json`` beside it; a folder's ``model.safetensors`` carries its record, config and card along."""
+    record_file, config = path.with_suffix(".json"), path.parent / hub.CONFIG_NAME
+    if record_file.is_file():
+        expected = _sha256(_read_json(record_file).get("converted_sha256"))
+    else:
+        files = _read_json(config).get("files")
+        expected = _sha256(files.get(path.name)) if isinstance(files, dict) else None
+    folder = (config, path.parent / "README.md") if path.name == hub.WEIGHTS_NAME else ()
+    companions = tuple(p for p in (record_file, *folder) if p.is_file())
+    return CachedFile("converted", path, path, path.stat().st_size + sum(c.stat().st_size for c in companions),
+                      _converted_owner(path, converted), expected, companions)
 
 
 def _vfe_hub_files() -> list[CachedFile]:
@@ -73,26 +112,23 @@ def _vfe_hub_files() -> list[CachedFile]:
     if not root.is_dir():
         return []
     converted = root / "converted"
-    records = {p.with_suffix(".json") for p in converted.rglob("*.safetensors")}
-    found = []
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and p not in records):
+    main = [_converted_file(p, converted) for p in sorted(converted.rglob("*.safetensors"))]
+    originals = [p for p in sorted((root / "drive").rglob("*"))  # every file but the records beside them
+                 if p.is_file() and not (p.suffix == ".json" and p.with_name(p.stem).is_file())]
+    drive = [CachedFile("drive", p, p, p.stat().st_size + (r.stat().st_size if r.is_file() else 0), _drive_owner(p),
+                        _sha256(_read_json(r).get("sha256")), (r,) if r.is_file() else ())
+             for p, r in ((p, drive_record(p)) for p in originals)]
+    listed = {q for f in (*main, *drive) for q in (f.path, *f.companions)}
+    found = [*main, *drive]
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and p not in listed):
         top = path.relative_to(root).parts[0]
-        if top == "converted" and path.suffix == ".safetensors":
-            record_file = path.with_suffix(".json")
-            try:
-                expected = ("sha256", json.loads(record_file.read_text())["converted_sha256"])
-            except (OSError, ValueError, KeyError, TypeError):
-                expected = None
-            companions = (record_file,) if record_file.is_file() else ()
-            found.append(CachedFile("converted", path, path, path.stat().st_size + sum(c.stat().st_size for c in
-                                    companions), _converted_owner(path, converted), expected, companions))
-        elif top == "files" and _HEX16.match(path.parent.name):
+        if top == "files" and _HEX16.match(path.parent.name):
             # fetched by URL into files/<sha256[:16]>/<name>: the folder name is the pinned digest's prefix
             found.append(CachedFile("files", path, path, path.stat().st_size, (), ("sha256", path.parent.name)))
         else:
             found.append(CachedFile(top if len(path.relative_to(root).parts) > 1 else "other", path, path,
                                     path.stat().st_size))
-    return found
+    return sorted(found, key=lambda f: str(f.path))
 
 
 def _expected_original(spec: ModelSpec, commit: str, blob: Path) -> tuple[str, str] | None:

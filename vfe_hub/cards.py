@@ -12,16 +12,28 @@ _DATASET_NAMES = {"imagenet_vid": "ImageNet VID (val)", "lvis_v1_val": "LVIS v1 
 TRACKING_TASKS = ("multi-object-tracking", "amodal-tracking")
 
 
+def weights_source(spec: ModelSpec) -> str:
+    """Where a load takes the weights from and whether they are pinned, in a line (the README's model table)."""
+    w = spec.weights
+    if w.unreleased:
+        return "none released: convert your own (see the card)"
+    if w.from_drive:
+        pin = "pinned" if w.drive.pinned else "unpinned: size and sha256 recorded at the first download"
+        return f"the authors' release on Google Drive, converted on first load ({pin})"
+    if w.revision is None:
+        return f"`{w.repo_id}` `{w.filename}` (to be published)"
+    pin = ("sha256 pinned" if w.sha256 else "sha256 from the Hub's LFS record" if w.format != "vfe_hub"
+           else "sha256 from its config.json")
+    return f"`{w.repo_id}` `{w.filename}` @ `{w.revision}` ({pin})"
+
+
 def readme_table(specs: list[ModelSpec]) -> str:
     """The README's model table (Markdown)."""
     rows = ["| name | task | paper metric | weights |", "|---|---|---|---|"]
     for spec in specs:
         metric = "; ".join(f"{_DATASET_NAMES.get(d, d)} " + ", ".join(f"{k} {v}" for k, v in m.items())
                            for d, m in spec.metrics.items()) or "not published (see the card)"
-        w = spec.weights
-        revision = w.revision or "(to be published)"
-        weights = ("none released: convert your own (see the card)" if w.unreleased
-                   else f"`{w.repo_id}` `{w.filename}` @ `{revision}`")
+        weights = weights_source(spec)
         rows.append(f"| `{spec.name}` | {spec.task} | {metric} | {weights} |")
     return "\n".join(rows)
 
@@ -116,7 +128,7 @@ def _weights(spec: ModelSpec) -> str:
                 f"to safetensors on first load and cached). sha256: {sha}. {w.licence_note}")
     pinned = (f"at revision `{w.revision}`, sha256 {w.sha256 or 'checked against config.json and the Hub'}"
               if w.revision else "(not published yet: the commit and sha256 are pinned at publication)")
-    originals = "\n".join(f"- {what}: {where}" for what, where in w.originals.items())
+    originals = "\n".join(f"- {what}: {where}" for what, where in w.sources().items())
     if w.unreleased:
         return f"""**No weights are available.** {w.unreleased}
 
@@ -126,6 +138,23 @@ What converts your own:
 
 Convert a checkpoint with `{conversion_command(spec)}`, then `vfe_hub.load("{spec.name}", weights="<out_dir>")`;
 without `weights=` a load fails with this explanation."""
+    if w.from_drive:
+        check = ("Every file is pinned (size and sha256) and checked." if w.drive.pinned else
+                 "**Unpinned**: no sha256 was published and the files could not be measured when this entry was "
+                 "written, so the first download records each file's size and sha256 in the cache; later downloads "
+                 "and `vfe-hub cache verify` must match that record, and every result's provenance carries the "
+                 "checkpoint's (`pinned: false`).")
+        return f"""**From the original release on Google Drive.** The first load downloads it (through gdown, the
+large-file confirmation included), checks it, converts it strictly and caches the result; the next load reads only
+the cache (also offline). {check}
+
+{originals}
+
+Converted weights: `{w.repo_id}` / `{w.filename}`, not published yet; once they are and their commit and sha256 are
+pinned here, loads take them from the Hub instead. {w.licence_note}
+
+To convert by hand (e.g. files downloaded in a browser): `{conversion_command(spec)}`, then
+`vfe_hub.load(weights="<out_dir>")`."""
     return f"""Converted weights: `{w.repo_id}` / `{w.filename}` {pinned}. {w.licence_note}
 
 The original release:

@@ -191,15 +191,14 @@ def _dropped_summary(keys: list[str]) -> str:
 
 
 def _convert(args: argparse.Namespace) -> None:
-    from .weights import convert_checkpoint
+    from .weights import convert_checkpoint, model_dir_config
 
     spec = get_spec(args.name)
     checkpoint = Path(args.checkpoint)
     inputs = {k: getattr(args, k) for k in ("embeddings", "categories", "contexts", "sorted_ids", "fp16_mask", "groups")
               if getattr(args, k)}
     converted = convert_checkpoint(spec, checkpoint, **inputs)
-    config = {"name": spec.name, "family": spec.family, "config": spec.config, **converted.config,
-              "source": {"file": checkpoint.name, "sha256": hub.sha256_of(checkpoint), "format": converted.format}}
+    config = model_dir_config(spec, checkpoint, converted)
     digest = hub.write_model_dir(Path(args.out_dir), converted.state, config, cards.render(spec), converted.files)
     extra = "".join(f", {name}" for name in converted.files)
     print(f"{args.out_dir}: {len(converted.state)} tensors, model.safetensors sha256 {digest}{extra}")
@@ -425,7 +424,8 @@ def parser() -> argparse.ArgumentParser:
 
     s = command("cache", _cache, "list, verify or remove what vfe_hub downloaded and converted",
                 "vfe-hub cache list\n  vfe-hub cache verify mamba_r101_dc5_vid\n  vfe-hub cache prune --all",
-                "The files vfe_hub keeps: converted weights, fetched data files and vocabulary embeddings (in "
+                "The files vfe_hub keeps: converted weights, originals from Google Drive, fetched data files and "
+                "vocabulary embeddings (in "
                 "VFE_HUB_CACHE, default ~/.cache/vfe_hub) and the registry's original files in the Hugging Face "
                 "cache (HF_HUB_CACHE; other files there are left alone). verify hashes each file against its "
                 "recorded or pinned sha256 and fails if one is damaged.")

@@ -24,6 +24,22 @@ class DownloadError(VfeHubError, ConnectionError):
     """A file that could not be downloaded (network, server or offline mode)."""
 
 
+class DriveQuotaError(DownloadError):
+    """Google Drive refused a file because too many users downloaded it recently (its download quota)."""
+
+
+class DriveAccessError(DownloadError):
+    """Google Drive would not serve a file: it was removed, or is not shared with anyone who has the link."""
+
+
+class DrivePageError(DownloadError):
+    """Google Drive answered with an HTML page where the file's bytes were expected."""
+
+
+class IncompleteDownloadError(DownloadError):
+    """A download that ended before all the bytes the server announced had arrived."""
+
+
 class ChecksumError(VfeHubError):
     """A downloaded or cached file whose sha256 is not the pinned one."""
 

@@ -7,9 +7,12 @@ that a model reads only when it needs them (:class:`WeightFiles`).
 Cache layout (``VFE_HUB_CACHE``, default ``~/.cache/vfe_hub``)::
 
     converted/<repo_id>/<revision>/<filename>.safetensors   original checkpoints converted once, plus .json provenance
+    converted/<repo_id>/gdrive/<id>/                        a release on Google Drive converted once: a vfe_hub
+                                                            folder, plus the record model.json
+    drive/<id>/<filename>                                   original files from Google Drive (:mod:`vfe_hub.drive`)
     files/<sha256[:16]>/<filename>                          data files fetched by URL (e.g. the motion-IoU table)
 
-Original downloads themselves live in the Hugging Face cache (``HF_HUB_CACHE``). Every file is written to a
+Original downloads from the Hub live in the Hugging Face cache (``HF_HUB_CACHE``). Every file is written to a
 temporary name and renamed into place only after its sha256 was verified, so an interrupted or corrupt download
 never leaves a file that a later run would trust; files get the permissions of the process umask (shared caches).
 
@@ -73,9 +76,14 @@ class Provenance:
     source: str
     revision: str | None
     sha256: str
+    #: for an original release from Google Drive: its size in bytes and whether the registry pins it (else the
+    #: size and sha256 are those recorded at its first download)
+    size: int | None = None
+    pinned: bool | None = None
 
-    def as_dict(self) -> dict[str, str | None]:
-        return {"weights": self.source, "revision": self.revision, "sha256": self.sha256}
+    def as_dict(self) -> dict[str, str | int | bool | None]:
+        extra = {k: v for k, v in (("size", self.size), ("pinned", self.pinned)) if v is not None}
+        return {"weights": self.source, "revision": self.revision, "sha256": self.sha256, **extra}
 
 
 def _umask() -> int:
@@ -190,7 +198,7 @@ def _connection_errors() -> tuple[type[Exception], ...]:
 
 def _ways_out(weights: WeightsSpec) -> str:
     """The ways out of a failed Hub download, with the places of the original release when the registry has them."""
-    originals = "; ".join(f"{name}: {where}" for name, where in weights.originals.items())
+    originals = "; ".join(f"{name}: {where}" for name, where in weights.sources().items())
     return _WAYS_OUT + (f"; or download the original release ({originals}) and convert it" if originals else "")
 
 
@@ -372,11 +380,13 @@ def save_converted(state: Mapping[str, torch.Tensor], target: Path, provenance: 
     """Write ``state`` as safetensors at ``target`` atomically, with a ``.json`` record beside it (provenance, the
     converted file's sha256, size and modification time); returns its sha256."""
     digest = _write_safetensors(target, state)
-    _write_record(target, {**provenance.as_dict(), "converted_sha256": digest})
+    write_record(target, {**provenance.as_dict(), "converted_sha256": digest})
     return digest
 
 
-def _write_record(target: Path, record: dict) -> None:
+def write_record(target: Path, record: dict) -> None:
+    """Write the ``.json`` record of the converted file ``target`` (at least ``sha256``, the original's, and
+    ``converted_sha256``), stamped with the file's size and modification time (see :func:`read_converted`)."""
     record = {**record, **_file_stamp(target)}
     atomic_write(target.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(record, indent=2)))
 
@@ -400,7 +410,7 @@ def read_converted(target: Path) -> tuple[dict[str, torch.Tensor], dict] | None:
         if any(record.get(k) != v for k, v in _file_stamp(target).items()):
             if sha256_of(target) != record["converted_sha256"]:
                 raise ChecksumError(f"its sha256 is not the recorded {record['converted_sha256']}")
-            _write_record(target, record)
+            write_record(target, record)
         return read_safetensors(target), record
     except (ValueError, KeyError, TypeError, AttributeError, ChecksumError, CorruptWeightsError) as e:
         log.warning("The cached conversion %s is damaged (%s); converting the original again.", target, e)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import fnmatch
 import importlib
 import json
+import re
 from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
 from typing import Any
@@ -19,6 +20,106 @@ IMAGENET_VID_CLASSES: tuple[str, ...] = (
     "elephant", "fox", "giant_panda", "hamster", "horse", "lion", "lizard", "monkey", "motorcycle", "rabbit",
     "red_panda", "sheep", "snake", "squirrel", "tiger", "train", "turtle", "watercraft", "whale", "zebra",
 )
+
+
+#: :attr:`DriveFile.sha256` of a file whose checksum was never published and could not be measured here: the first
+#: download records the size and sha256 it sees, and every later download and ``vfe-hub cache verify`` must match them.
+UNPINNED = "unpinned"
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class DriveFile:
+    """One file of an original release on Google Drive: its Drive file ``id``, the id of the ``folder`` holding it,
+    or both. Without an ``id`` (only the folder was shared) the file is looked up by ``filename`` in the folder's
+    listing. Files of one folder are cached together (``drive/<folder>/``), so they can be passed as one folder.
+
+    ``sha256`` and ``size`` pin its bytes; ``sha256=UNPINNED`` (and ``size=None``) says explicitly that they are not
+    known (see :data:`UNPINNED`).
+    """
+
+    filename: str
+    sha256: str
+    size: int | None = None
+    id: str = ""
+    folder: str = ""
+
+    def __post_init__(self) -> None:
+        if not (self.id or self.folder):
+            raise ValueError(f"DriveFile {self.filename!r}: give its Drive file id, the id of its folder, or both.")
+        if not (_SHA256.match(self.sha256) or self.sha256 == UNPINNED and self.size is None):
+            raise ValueError(f"DriveFile {self.filename!r}: sha256 must be 64 hex digits, or UNPINNED (size None), "
+                             f"not {self.sha256!r}.")
+
+    @property
+    def pinned(self) -> bool:
+        """Whether the registry knows the file's sha256."""
+        return self.sha256 != UNPINNED
+
+    @property
+    def key(self) -> str:
+        """The Drive id that names the file's place in the cache: its folder's, else its own."""
+        return self.folder or self.id
+
+    def place(self) -> str:
+        """Where it is, for people: ``"Google Drive id ..."`` or ``"Google Drive folder ..."``."""
+        where = f"Google Drive id {self.id}" if self.id else f"Google Drive folder {self.folder}"
+        return where + ("" if self.pinned else " (unpinned)")
+
+
+@dataclass(frozen=True)
+class Asset:
+    """A file shipped in ``vfe_hub/assets`` that stands in for a file of an original release."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class DriveRelease:
+    """An original release published only on Google Drive, converted on first load.
+
+    ``checkpoint`` is the original checkpoint; ``inputs`` the further inputs of the family's ``convert`` (keyword ->
+    source): a Drive file (its path is passed), several Drive files (passed as one folder holding them) or an
+    :class:`Asset` of the package. ``notes`` says what each input is, for cards and errors (keyword -> text).
+    """
+
+    checkpoint: DriveFile
+    inputs: dict[str, DriveFile | tuple[DriveFile, ...] | Asset] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for what, source in self.inputs.items():
+            if isinstance(source, tuple) and (len({f.folder for f in source}) != 1 or not source[0].folder):
+                raise ValueError(f"DriveRelease input {what!r}: files passed as one folder must name the Drive "
+                                 f"folder they are in (the same for all).")
+
+    def files(self) -> tuple[DriveFile, ...]:
+        """Every Drive file of the release, the checkpoint first."""
+        found = [self.checkpoint]
+        for source in self.inputs.values():
+            found += [source] if isinstance(source, DriveFile) else list(source) if isinstance(source, tuple) else []
+        return tuple(found)
+
+    @property
+    def pinned(self) -> bool:
+        """Whether every Drive file of the release is pinned."""
+        return all(f.pinned for f in self.files())
+
+    def describe(self) -> dict[str, str]:
+        """What each file is and where it is (``"<filename> (note)"`` -> place), for cards and errors."""
+        def label(what: str, names: str) -> str:
+            return f"<{names}> ({self.notes[what]})" if what in self.notes else f"<{names}>"
+
+        places = {label("checkpoint", self.checkpoint.filename): self.checkpoint.place()}
+        for what, source in self.inputs.items():
+            if isinstance(source, Asset):
+                places[label(what, source.name)] = f"shipped with vfe_hub (vfe_hub/assets/{source.name})"
+            elif isinstance(source, DriveFile):
+                places[label(what, source.filename)] = source.place()
+            else:
+                places[label(what, " and ".join(f.filename for f in source))] = "; ".join(
+                    dict.fromkeys(f.place() for f in source))
+        return places
 
 
 @dataclass(frozen=True)
@@ -35,9 +136,12 @@ class WeightsSpec:
     A ``"vfe_hub"`` repository this project has not published yet has ``revision=None`` (the repository's main
     branch once it exists; the commit loaded is recorded in the results' provenance) and ``sha256=None`` (the
     download is checked against ``config.json`` and the Hub's LFS sha256); original-format files always name a
-    commit. ``originals`` says where the original release can be downloaded (file -> place), for loads that fail
-    because the converted weights are not reachable. ``unreleased`` says why no weights can be downloaded at all
-    (none were ever published): a load without ``weights=`` then fails with it at once.
+    commit. ``drive`` is the original release on Google Drive: while the repository is unpublished
+    (``revision=None``), a load downloads, checks and converts it (cached like a Hub original); pinning the
+    published repository's commit (and sha256) switches the model to the Hub with no other change. ``originals``
+    says where other original files can be downloaded by hand (file -> place), for loads that fail.
+    ``unreleased`` says why no weights can be downloaded at all (none were ever published): a load without
+    ``weights=`` then fails with it at once.
     """
 
     repo_id: str
@@ -49,11 +153,21 @@ class WeightsSpec:
     licence_note: str = ""
     originals: dict[str, str] = field(default_factory=dict)
     unreleased: str = ""
+    drive: DriveRelease | None = None
 
     def __post_init__(self) -> None:
         if self.revision is None and self.format != "vfe_hub":
             raise ValueError(f"{self.repo_id}/{self.filename}: an original-format file must be pinned to a commit "
                              f"(revision=None is only for repositories of converted vfe_hub weights).")
+
+    @property
+    def from_drive(self) -> bool:
+        """Whether a load takes the original release on Google Drive (the converted repository is unpublished)."""
+        return self.drive is not None and self.revision is None
+
+    def sources(self) -> dict[str, str]:
+        """Every original file a user can download by hand (file -> place): the Drive release, then ``originals``."""
+        return {**(self.drive.describe() if self.drive else {}), **self.originals}
 
 
 @dataclass(frozen=True)
@@ -455,20 +569,25 @@ MODELS: dict[str, ModelSpec] = {
             weights=WeightsSpec(
                 repo_id="vfe-hub/detpro_r50_fpn_lvis1",
                 filename="model.safetensors",
-                revision=None,  # not published yet: pin the commit and sha256 when the converted folder is uploaded
+                revision=None,  # unpublished: loads convert the Drive release; a pinned commit + sha256 takes over
                 format="vfe_hub",
                 licence_note=(
                     "Converted by this project from the authors' release (Google Drive, linked from the Apache-2.0 "
                     "repository dyabel/detpro; no separate licence is stated for the weights). The text encoder "
                     "file holds OpenAI CLIP ViT-B/32's text tower (MIT licence) as stored in that checkpoint."
                 ),
-                originals={
-                    "<checkpoint.pth> (DetPro Mask R-CNN 20e)": "Google Drive id 1ktTMZWFjUAGjzjlOdzxGfKQR8u9x_OmX",
-                    "<iou_neg5_ens.pth> (DetPro prompt embeddings)":
-                        "Google Drive id 1T-Ydo0YgneDbZYU2hu3wWm9MZ2plxGT_",
-                    "<lvis_v1_val.json> (only its categories are read)":
-                        "https://dl.fbaipublicfiles.com/LVIS/lvis_v1_val.json.zip",
-                },
+                # Unpinned: the Drive files could not be reached to measure them. (OVTR's own Drive copy of
+                # iou_neg5_ens.pth, id 1OYvyCQ_y65oq6SDJQKrVm3syzvXStL-0, is 2,464,504 bytes with sha256 37544c96...;
+                # it is not known to be byte-identical to DetPro's file, so it pins nothing here.)
+                drive=DriveRelease(
+                    checkpoint=DriveFile("checkpoint.pth", UNPINNED, id="1ktTMZWFjUAGjzjlOdzxGfKQR8u9x_OmX"),
+                    inputs={
+                        "embeddings": DriveFile("iou_neg5_ens.pth", UNPINNED, id="1T-Ydo0YgneDbZYU2hu3wWm9MZ2plxGT_"),
+                        "categories": Asset("lvis_v1_categories.json"),
+                    },
+                    notes={"checkpoint": "DetPro Mask R-CNN 20e", "embeddings": "DetPro prompt embeddings",
+                           "categories": "the categories of LVIS v1's annotation files"},
+                ),
             ),
             preprocess=Preprocess(max_size=1333, min_size=800, mean=(123.675, 116.28, 103.53),
                                   std=(58.395, 57.12, 57.375), size_divisor=32, std_reciprocal=True),
@@ -555,17 +674,25 @@ MODELS: dict[str, ModelSpec] = {
             weights=WeightsSpec(
                 repo_id="vfe-hub/bags_gs_htc_x101_dcn_lvis05",
                 filename="model.safetensors",
-                revision=None,  # not published yet: pin the commit and sha256 when the converted folder is uploaded
+                revision=None,  # unpublished: loads convert the Drive release; a pinned commit + sha256 takes over
                 format="vfe_hub",
                 licence_note=(
                     "Converted by this project from the authors' release (Google Drive, linked from the Apache-2.0 "
                     "repository FishYuLi/BalancedGroupSoftmax; no separate licence is stated for the weights)."
                 ),
+                # Unpinned: the Drive files could not be reached to measure them. The group tables cannot be derived
+                # from the LVIS v0.5 categories shipped with vfe_hub: BAGS groups classes by training instance count,
+                # which that file does not hold (its frequency r/c/f counts images, with other bounds).
+                drive=DriveRelease(
+                    checkpoint=DriveFile("gs_htc_dconv_c3-c5_mstrain_400_1400_x101_64x4d_fpn_20e_lvis.pth", UNPINNED,
+                                         id="1QkfpYYAHgEym8KVg8a7zclSHe5LGssjH"),
+                    inputs={"groups": (
+                        DriveFile("label2binlabel.pt", UNPINNED, folder="1UsCscmh7F6KOya1K7R2vTT5KswsIFVXd"),
+                        DriveFile("pred_slice_with0.pt", UNPINNED, folder="1UsCscmh7F6KOya1K7R2vTT5KswsIFVXd"),
+                    )},
+                    notes={"checkpoint": "BAGS GS-HTC", "groups": "BAGS's group files"},
+                ),
                 originals={
-                    "<gs_htc_dconv_c3-c5_mstrain_400_1400_x101_64x4d_fpn_20e_lvis.pth> (BAGS GS-HTC)":
-                        "Google Drive id 1QkfpYYAHgEym8KVg8a7zclSHe5LGssjH",
-                    "<folder with label2binlabel.pt and pred_slice_with0.pt> (BAGS's group files)":
-                        "Google Drive folder id 1UsCscmh7F6KOya1K7R2vTT5KswsIFVXd",
                     "<lvis_v0.5_train.json> (instead of the group files: its instance counts)":
                         "https://dl.fbaipublicfiles.com/LVIS/lvis_v0.5_train.json.zip",
                 },

@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import logging
 import os
+import shutil
 import threading
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -15,14 +18,15 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from . import hub
+from . import drive, hub
 from .convert import check_state_dict, convert_state_dict, table_for
-from .errors import ConversionError, CorruptWeightsError, WeightsNotFoundError
-from .registry import ModelSpec
+from .errors import ConversionError, CorruptWeightsError, VfeHubError, WeightsNotFoundError
+from .registry import Asset, DriveFile, ModelSpec
 
 if TYPE_CHECKING:
     from .models.base import Detector
 
+log = logging.getLogger(__name__)
 Shapes = Mapping[str, torch.Size]
 _ORIGINAL_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".pkl")
 
@@ -98,22 +102,26 @@ def conversion_command(spec: ModelSpec) -> str:
 
 def conversion_hint(spec: ModelSpec) -> str:
     """How to convert ``spec``'s original release by hand: where to download it and the command to run."""
-    sources = "; ".join(f"{name}: {where}" for name, where in spec.weights.originals.items())
+    sources = "; ".join(f"{name}: {where}" for name, where in spec.weights.sources().items())
     where = f" Download the original release ({sources}), then run" if sources else " Run"
     return f"{where} `{conversion_command(spec)}` and load the result with vfe_hub.load(weights=\"<out_dir>\")."
 
 
-def convert_checkpoint(spec: ModelSpec, path: Path, model: Detector | None = None, **inputs: Any) -> Converted:
+def convert_checkpoint(spec: ModelSpec, path: Path, model: Detector | None = None, *, trusted: bool = True,
+                       **inputs: Any) -> Converted:
     """Convert the original checkpoint ``path`` of ``spec`` strictly into vfe_hub's layout, for ``model`` (default:
     :func:`empty_model`; its state dict gives the expected keys and shapes).
 
     Families whose release has more than a checkpoint (class embeddings, vocabularies) take those files as
     ``inputs`` (their module's ``convert``); the others take none. Only the model's keys and shapes are used.
+    ``trusted`` lets such a family unpickle the checkpoint's Python objects (:func:`vfe_hub.hub.load_checkpoint`):
+    right for a file the user names, never for one downloaded automatically (``trusted=False`` reaches the
+    families that can unpickle, DetPro and BAGS; the others always read tensors and plain data only).
     """
     model = model if model is not None else empty_model(spec)
     family = _family(spec)
     if hasattr(family, "convert"):
-        return family.convert(model, Path(path), **inputs)
+        return family.convert(model, Path(path), **inputs, **({} if trusted else {"trusted": False}))
     if inputs:
         raise ConversionError(f"{spec.name} is converted from its checkpoint alone; remove "
                               f"{', '.join('--' + k for k in inputs)}.")
@@ -141,7 +149,7 @@ def _from_vfe_hub_repo(spec: ModelSpec, revision: str | None, progress: bool | N
                                       revision=revision, progress=progress)
         path, sha = hub.download(w, revision=revision, progress=progress)
     except WeightsNotFoundError as e:
-        if not w.originals:
+        if not w.sources():
             raise
         raise WeightsNotFoundError(f"{e}{conversion_hint(spec)}") from e
     config = hub.read_config(config_path)
@@ -154,6 +162,8 @@ def _from_vfe_hub_repo(spec: ModelSpec, revision: str | None, progress: bool | N
 
 def _from_hub(spec: ModelSpec, expected: Shapes, revision: str | None, progress: bool | None) -> LoadedWeights:
     w = spec.weights
+    if w.from_drive and revision is None:
+        return _from_drive(spec, expected, progress)
     revision = revision or w.revision
     if w.format == "vfe_hub":
         return _from_vfe_hub_repo(spec, revision, progress)
@@ -169,6 +179,101 @@ def _from_hub(spec: ModelSpec, expected: Shapes, revision: str | None, progress:
     provenance = hub.Provenance(source, revision, sha)
     hub.save_converted(state, cached, provenance)
     return LoadedWeights(state, provenance.as_dict())
+
+
+def model_dir_config(spec: ModelSpec, checkpoint: Path, converted: Converted, sha256: str | None = None) -> dict:
+    """The ``config.json`` of a vfe_hub folder converted from ``checkpoint`` (whose ``sha256`` is computed when not
+    given): name, family, network config, the conversion's entries and the source file."""
+    return {"name": spec.name, "family": spec.family, "config": spec.config, **converted.config,
+            "source": {"file": checkpoint.name, "sha256": sha256 or hub.sha256_of(checkpoint),
+                       "format": converted.format}}
+
+
+def drive_conversion_dir(spec: ModelSpec) -> Path:
+    """Where the conversion of ``spec``'s Google Drive release is cached: a vfe_hub folder (as `vfe-hub convert`
+    writes it, ready for `vfe-hub publish`) with the record ``model.json`` (see :func:`vfe_hub.hub.read_converted`)."""
+    return hub.cache_dir() / "converted" / spec.weights.repo_id / "gdrive" / spec.weights.drive.checkpoint.key
+
+
+def _read_drive_conversion(spec: ModelSpec, folder: Path) -> tuple[dict[str, torch.Tensor], dict, dict] | None:
+    """The cached conversion's ``(state, record, config)``, or ``None`` when there is none, it is damaged, or it
+    was converted from files other than the ones the registry pins now (then the folder is removed)."""
+    found = hub.read_converted(folder / hub.WEIGHTS_NAME)
+    if found is None:
+        return None
+    state, record = found
+    pins = {f.filename: f.sha256 for f in spec.weights.drive.files() if f.pinned}
+    stale = sorted(name for name, sha in pins.items() if record.get("inputs", {}).get(name) != sha)
+    try:
+        config = hub.read_config(folder / hub.CONFIG_NAME, required=("name", "sha256"))
+    except (CorruptWeightsError, OSError) as e:
+        stale.append(f"config.json ({e})")
+    if not stale:
+        return state, record, config
+    log.warning("The cached conversion %s does not match the registry (%s); converting the original release "
+                "again.", folder, ", ".join(stale))
+    shutil.rmtree(folder)
+    return None
+
+
+def _convert_drive_release(spec: ModelSpec, folder: Path,
+                           progress: bool | None) -> tuple[dict[str, torch.Tensor], dict, dict]:
+    """Download and check ``spec``'s Google Drive release, convert it strictly and cache the result in ``folder``;
+    returns ``(state, record, config)`` as :func:`_read_drive_conversion` does. Unpinned files whose conversion
+    fails are removed from the cache (and their records), so none is trusted."""
+    release = spec.weights.drive
+    originals = {f: drive.fetch(f, progress) for f in release.files()}
+    unpinned = [o for o in originals.values() if not o.file.pinned]
+    if unpinned:
+        log.warning("%s: its original release on Google Drive is unpinned (%s): checked against the sizes and sha256 "
+                    "recorded at the first download.", spec.name, ", ".join(f"{o.file.filename} {o.sha256[:12]}"
+                                                                           for o in unpinned))
+    checkpoint = originals[release.checkpoint]
+    with ExitStack() as stack:
+        inputs: dict[str, Any] = {}
+        for keyword, source in release.inputs.items():
+            if isinstance(source, Asset):
+                inputs[keyword] = stack.enter_context(resources.as_file(
+                    resources.files("vfe_hub").joinpath("assets", source.name)))
+            elif isinstance(source, DriveFile):
+                inputs[keyword] = originals[source].path
+            else:  # files of one Drive folder, passed as the folder that holds them in the cache
+                inputs[keyword] = originals[source[0]].path.parent
+        try:
+            converted = convert_checkpoint(spec, checkpoint.path, trusted=False, **inputs)
+        except VfeHubError as e:
+            for original in unpinned:
+                original.path.unlink(missing_ok=True)
+                drive.record_path(original.path).unlink(missing_ok=True)
+            removed = ", ".join(str(o.path) for o in unpinned) or "none (every file is pinned)"
+            raise ConversionError(
+                f"{spec.name}: the original release downloaded from Google Drive does not convert strictly "
+                f"({checkpoint.file.filename}, Google Drive id {checkpoint.id}, with {', '.join(inputs) or 'no'} "
+                f"inputs): {e}\nRemoved from the cache, as unpinned files are only trusted once they convert: "
+                f"{removed}." + conversion_hint(spec)) from e
+    from .cards import render
+
+    provenance = hub.Provenance(f"gdrive://{checkpoint.id}/{checkpoint.file.filename}", None, checkpoint.sha256,
+                                checkpoint.size, checkpoint.file.pinned)
+    if folder.exists():
+        shutil.rmtree(folder)
+    config = model_dir_config(spec, checkpoint.path, converted, checkpoint.sha256)
+    digest = hub.write_model_dir(folder, converted.state, config, render(spec), converted.files)
+    record = {**provenance.as_dict(), "converted_sha256": digest,
+              "inputs": {o.file.filename: o.sha256 for o in originals.values()}}
+    hub.write_record(folder / hub.WEIGHTS_NAME, record)  # last: a folder without its record is converted again
+    return converted.state, record, hub.read_config(folder / hub.CONFIG_NAME)
+
+
+def _from_drive(spec: ModelSpec, expected: Shapes, progress: bool | None) -> LoadedWeights:
+    """The weights converted from ``spec``'s original release on Google Drive: from the cache, else downloaded,
+    checked, converted strictly and cached first (the next load reads only the cache)."""
+    folder = drive_conversion_dir(spec)
+    found = _read_drive_conversion(spec, folder)
+    state, record, config = found if found is not None else _convert_drive_release(spec, folder, progress)
+    check_state_dict(state, expected, f"The cached conversion {folder}")
+    provenance = {key: record[key] for key in ("weights", "revision", "sha256", "size", "pinned") if key in record}
+    return LoadedWeights(state, provenance, config, hub.WeightFiles(config.get("files", {}), folder))
 
 
 def _from_path(spec: ModelSpec, path: Path, expected: Shapes) -> LoadedWeights:
@@ -197,7 +302,9 @@ def resolve(spec: ModelSpec, expected: Shapes, *, weights: str | os.PathLike | N
     """The checked weights for a model of ``spec`` whose own state dict has the ``expected`` shapes.
 
     ``weights=None`` takes the registry's files from the Hub (an original checkpoint is converted once and
-    cached as safetensors; the next load reads only that; a vfe_hub repository gives its ``config.json`` too);
+    cached as safetensors; the next load reads only that; a vfe_hub repository gives its ``config.json`` too), or,
+    while the converted repository of a release published only on Google Drive is unpublished (no ``revision``
+    pinned, none given), that release (:mod:`vfe_hub.drive`), converted once and cached the same way;
     otherwise ``weights`` is a vfe_hub folder, a ``.safetensors`` file or an original checkpoint converted on the
     fly.
     """

@@ -216,9 +216,11 @@ def build(spec: ModelSpec, **overrides: Any) -> DetPro:
 
 def read_lvis_categories(path: Path) -> tuple[list[str], list[int], torch.Tensor]:
     """``(names, category ids, novel (C,) bool)`` of an LVIS v1 annotation file's categories sorted by id (the row
-    order of DetPro's class embeddings); novel = LVIS frequency ``"r"`` (rare: not in DetPro's training classes)."""
+    order of DetPro's class embeddings); novel = LVIS frequency ``"r"`` (rare: not in DetPro's training classes).
+    ``path`` may also hold the bare list of categories (``vfe_hub/assets/lvis_v1_categories.json``)."""
     try:
-        categories = sorted(json.loads(path.read_text())["categories"], key=lambda c: c["id"])
+        data = json.loads(path.read_text())
+        categories = sorted(data["categories"] if isinstance(data, dict) else data, key=lambda c: c["id"])
         names = [c["name"] for c in categories]
         ids = [int(c["id"]) for c in categories]
         novel = torch.tensor([c["frequency"] == "r" for c in categories])
@@ -277,12 +279,13 @@ def _record(path: Path) -> dict[str, str]:
 
 
 def convert(model: DetPro, path: Path, *, embeddings: str | Path | None = None, categories: str | Path | None = None,
-            contexts: Sequence[str | Path] = ()) -> Converted:
+            contexts: Sequence[str | Path] = (), trusted: bool = True) -> Converted:
     """Convert DetPro's release into vfe_hub's layout.
 
-    ``path`` is the mmcv checkpoint; it stores Python objects in ``meta``, so it is read with full unpickling
-    (``torch.load(weights_only=False)``), which can run code hidden in the file: this happens only here, for a
-    file the user names in ``vfe-hub convert``, never when loading published weights. ``embeddings`` is the class
+    ``path`` is the mmcv checkpoint; its ``meta`` may store Python objects, so a file the user names in
+    ``vfe-hub convert`` is read with full unpickling (``torch.load(weights_only=False)``, which can run code hidden
+    in the file); ``trusted=False`` (the automatic download of the release) reads only tensors and plain data,
+    which is all DetPro's ``tools/train.py`` puts in ``meta`` (its config as text). ``embeddings`` is the class
     embeddings file, ``categories`` any LVIS v1 annotation file (names, ids, rare = novel), ``contexts`` DetPro's
     learned prompt contexts (optional). The result: the detector with ``class_embeddings`` and ``novel``, the
     vocabulary for ``config.json``, the CLIP text tower (float32) as ``text_encoder.safetensors`` and the contexts
@@ -295,7 +298,7 @@ def convert(model: DetPro, path: Path, *, embeddings: str | Path | None = None, 
     embeddings, categories, contexts = Path(embeddings), Path(categories), [Path(p) for p in contexts]
     names, ids, novel = read_lvis_categories(categories)
     rows = read_class_embeddings(embeddings, len(names))
-    checkpoint = hub.load_checkpoint(path, trusted=True)
+    checkpoint = hub.load_checkpoint(path, trusted=trusted)
     _check_meta_classes(checkpoint, names, path)
     encoder = CLIPTextEncoder(**model.text_encoder_config)
     expected = {k: v.shape for k, v in model.state_dict().items() if k not in ("class_embeddings", "novel")}
