@@ -20,9 +20,12 @@ from demo_clip import ASSET, FRAMES, SIZE, demo_frames
 from media import panning_clip, photo, write_image, write_video
 from original_layouts import mamba_layout, random_state, write_mmcv_checkpoint
 from small_models import SMALL, mamba
-from vfe_hub import api, cli, hub, registry
+from vfe_hub import cli, hub, registry
 from vfe_hub.results_writer import ResultsWriter
 from vfe_hub.structures import Detections, FrameInfo
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import cli_startup  # noqa: E402
 
 NAME = "mamba_r101_dc5_vid"
 REPO = Path(__file__).resolve().parents[1]
@@ -68,6 +71,21 @@ def test_version_and_python_m(capsys):
     assert help_.returncode == 0 and help_.stdout.startswith("usage: vfe-hub") and not help_.stderr
 
 
+@pytest.mark.parametrize("command", cli_startup.COMMANDS, ids=" ".join)
+def test_light_commands_do_not_import_torch(command, tmp_path):
+    """--help, --version, list, info and cache read the registry and the cache folders: PyTorch (seconds to import)
+    stays out. benchmarks/cli_startup.py times them."""
+    env = {**ENV, "VFE_HUB_CACHE": str(tmp_path / "vfe_hub"), "HF_HUB_CACHE": str(tmp_path / "hf")}
+    startup = cli_startup.run(list(command), env)
+    assert "vfe_hub.registry" in startup.modules and not startup.heavy
+
+
+def test_the_datasets_of_the_command_line_are_the_evaluators():
+    from vfe_hub.evaluation import runner
+
+    assert list(registry.DATASET_ROOTS) == list(runner.DATASETS)
+
+
 # ------------------------------------------------------------------------------------------------ Unix behaviour
 
 @pytest.mark.slow
@@ -94,7 +112,7 @@ def test_ctrl_c_exits_quietly_with_130(monkeypatch, capsys):
     def interrupted(pattern):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(api, "list_models", interrupted)
+    monkeypatch.setattr(cli, "list_models", interrupted)
     assert cli.main(["list"]) == 130
     assert capsys.readouterr().err == ""
     with pytest.raises(KeyboardInterrupt):
@@ -105,7 +123,7 @@ def test_unexpected_errors_are_one_line_too(monkeypatch, capsys):
     def broken(pattern):
         raise RuntimeError("boom\nsecond line")
 
-    monkeypatch.setattr(api, "list_models", broken)
+    monkeypatch.setattr(cli, "list_models", broken)
     assert cli.main(["list"]) == 1
     assert one_error_line(capsys.readouterr().err) == "vfe-hub: error: RuntimeError: boom ..."
 

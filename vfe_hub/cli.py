@@ -15,15 +15,15 @@ import signal
 import sys
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import __version__, api, cards, hub
+from . import __version__
 from .errors import VfeHubError
-from .evaluation.runner import DATASETS
-from .io import open_frames
-from .models.base import Detector
-from .registry import get_spec
-from .results_writer import ResultsWriter
+from .registry import DATASET_ROOTS, get_spec, list_models, model_info
+
+if TYPE_CHECKING:  # the commands that run a model import PyTorch when they run: --help, list, info and cache do not
+    from .models.base import Detector
+    from .results_writer import ResultsWriter
 
 DEMO_MODEL = "mamba_r101_dc5_vid"
 DEMO_CLIP = "demo_clip.mp4"
@@ -42,17 +42,19 @@ _LOG_HANDLER.setFormatter(logging.Formatter("vfe-hub: %(levelname)s: %(message)s
 # ------------------------------------------------------------------------------------------------ commands
 
 def _list(args: argparse.Namespace) -> None:
-    for name in api.list_models(args.pattern):
+    for name in list_models(args.pattern):
         spec = get_spec(name)
         print(f"{name:28s} {spec.task:26s} {spec.summary.split(';')[0]}")
 
 
 def _info(args: argparse.Namespace) -> None:
-    print(json.dumps(api.model_info(args.name), indent=2))
+    print(json.dumps(model_info(args.name), indent=2))
 
 
 def _load(args: argparse.Namespace, name: str | None) -> Detector:
     """``api.load`` with the command line's options; ``device`` only when given, so the library chooses."""
+    from . import api
+
     options = {"device": args.device} if args.device else {}
     return api.load(name, dtype=args.dtype, weights=args.weights, progress=args.progress, **options)
 
@@ -61,6 +63,9 @@ def _predict_to_files(args: argparse.Namespace, model: Detector, inputs: list[st
                       output: str | os.PathLike[str] | None, save_dir: Path | None) -> ResultsWriter:
     """Run ``model`` on ``inputs``, streaming each frame's results to ``output`` (see
     :mod:`vfe_hub.results_writer`) and drawing them into ``save_dir``."""
+    from .io import open_frames
+    from .results_writer import ResultsWriter
+
     options = {"protocol": args.protocol} if args.protocol else {}
     if args.no_masks:
         options["masks"] = False
@@ -83,6 +88,8 @@ def _predict_to_files(args: argparse.Namespace, model: Detector, inputs: list[st
 
 
 def _predict(args: argparse.Namespace) -> None:
+    from .io import open_frames
+
     if args.frame_list:
         _predict_frame_list(args)
         return
@@ -107,11 +114,13 @@ def _predict_frame_list(args: argparse.Namespace) -> None:
 
 
 def _track(args: argparse.Namespace) -> None:
+    from . import cards, hub
+    from .io import open_frames
     from .video_writer import VideoWriter, frame_rate
 
     open_frames([args.video])  # a missing or unreadable video fails here, before the model is loaded
     if get_spec(args.name).task not in cards.TRACKING_TASKS:
-        trackers = [n for task in cards.TRACKING_TASKS for n in api.list_models(task=task)]
+        trackers = [n for task in cards.TRACKING_TASKS for n in list_models(task=task)]
         raise VfeHubError(f"{args.name} detects but does not track; use a tracker ({', '.join(trackers)}) or "
                           f"'vfe-hub predict {args.name} ...'.")
     model = _load(args, args.name)
@@ -190,6 +199,7 @@ def _dropped_summary(keys: list[str]) -> str:
 
 
 def _convert(args: argparse.Namespace) -> None:
+    from . import cards, hub
     from .weights import convert_checkpoint
 
     spec = get_spec(args.name)
@@ -208,6 +218,8 @@ def _convert(args: argparse.Namespace) -> None:
 
 def _publish(args: argparse.Namespace) -> None:
     from huggingface_hub import HfApi
+
+    from . import hub
 
     folder = Path(args.folder)
     hub.read_model_dir(folder)  # refuse to upload a folder that does not load
@@ -368,7 +380,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--score-thr", type=float, default=0.3, help="drawing threshold (default: 0.3)")
     _run_options(s)
 
-    datasets = [*DATASETS, *(f"{d}_val" for d in DATASETS)]
+    datasets = [*DATASET_ROOTS, *(f"{d}_val" for d in DATASET_ROOTS)]
     s = command("evaluate", _evaluate, "score a model on its benchmark with the official metric",
                 "vfe-hub evaluate mamba_r101_dc5_vid imagenet_vid --root data/ILSVRC2015 --limit 10")
     s.add_argument("name", nargs="?", help="a registered model name")

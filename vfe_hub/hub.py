@@ -31,16 +31,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from types import ModuleType
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-import torch
 from huggingface_hub import constants
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
 from .errors import ChecksumError, CorruptWeightsError, DownloadError, WeightsNotFoundError
 from .progress import SilentTqdm, progress_bar, show_progress
 from .registry import WeightsSpec
+
+if TYPE_CHECKING:  # PyTorch is imported by the functions that read or write tensors: the cache commands do not need it
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -312,6 +314,8 @@ class WeightFiles:
 
 def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     """Read a safetensors file, translating unreadable files into :class:`CorruptWeightsError`."""
+    from safetensors.torch import load_file
+
     try:
         return load_file(path)
     except (SafetensorError, OSError, ValueError) as e:
@@ -326,6 +330,8 @@ def load_checkpoint(path: Path, *, trusted: bool = False) -> object:
     ``trusted=True`` unpickles arbitrary objects (``weights_only=False``), which can run code stored in the file:
     only for a file the user named in an explicit conversion command, never for anything downloaded automatically.
     """
+    import torch
+
     try:
         return torch.load(path, map_location="cpu", weights_only=not trusted)
     except Exception as e:  # pickle, zip and unpickler errors all mean the same thing to the user
@@ -336,6 +342,8 @@ def load_checkpoint(path: Path, *, trusted: bool = False) -> object:
 def state_dict_of(checkpoint: object, path: Path) -> dict[str, torch.Tensor]:
     """The state dict in a loaded checkpoint: a bare state dict or a dict with ``state_dict`` / ``model`` (mmcv,
     detectron2), with the ``module.`` prefix of distributed training stripped."""
+    import torch
+
     if isinstance(checkpoint, Mapping):
         for key in ("state_dict", "model"):
             if isinstance(checkpoint.get(key), Mapping):
@@ -358,6 +366,8 @@ def converted_path(weights: WeightsSpec, revision: str) -> Path:
 
 
 def _write_safetensors(target: Path, state: Mapping[str, torch.Tensor]) -> str:
+    from safetensors.torch import save_file
+
     tensors = {k: v.contiguous() for k, v in state.items()}
     atomic_write(target, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
     return sha256_of(target)

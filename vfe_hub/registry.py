@@ -103,7 +103,8 @@ class ModelSpec:
     prefixed ``mask_``); ``metrics_note`` says why numbers are missing where they are. ``architecture`` names the
     architecture when the spec is one of its weight variants (``<architecture>.<tag>``, see :class:`Variant`).
     ``details`` (Markdown) describes the architecture and training for the model card, where the summary is too
-    short.
+    short. ``convert_options``: what ``vfe-hub convert`` needs beyond the checkpoint, as written on its command line
+    (:func:`conversion_command`).
     """
 
     name: str
@@ -126,6 +127,7 @@ class ModelSpec:
     architecture: str | None = None
     metrics_note: str = ""
     details: str = ""
+    convert_options: str = ""
 
     def info(self) -> dict[str, Any]:
         """The spec as plain data (JSON-serialisable)."""
@@ -462,6 +464,7 @@ MODELS: dict[str, ModelSpec] = {
             config={"num_classes": 1203, "proposals": 1000, "max_per_img": 300, "fixed_lambda": 0.6,
                     "text_encoder": {}},
             original_code="https://github.com/dyabel/detpro (mmdetection 2.7 fork)",
+            convert_options=" --embeddings <iou_neg5_ens.pth> --categories <lvis_v1_val.json>",
             tags=("open-vocabulary-detection", "instance-segmentation", "lvis", "mask-rcnn", "clip", "prompt-learning"),
         ),
         ModelSpec(
@@ -512,6 +515,7 @@ MODELS: dict[str, ModelSpec] = {
             protocols={},
             config={"num_classes": 1231, "proposals": 1000, "max_per_img": 300},
             original_code=f"{_LST_CODE} (maskrcnn-benchmark fork)",
+            convert_options=" --sorted-ids <lvis_sorted_id_all.json> [--fp16-mask]",
             details=_LST_DETAILS,
             tags=("instance-segmentation", "long-tail", "incremental-learning", "lvis", "mask-rcnn"),
         ),
@@ -568,6 +572,8 @@ MODELS: dict[str, ModelSpec] = {
             },
             config={"num_classes": 1230, "group_sizes": (294, 453, 302, 181), "proposals": 1000, "depth": 101},
             original_code="https://github.com/FishYuLi/BalancedGroupSoftmax (mmdetection v1.0rc0 fork)",
+            convert_options=(" --groups <folder with label2binlabel.pt and pred_slice_with0.pt, or "
+                             "lvis_v0.5_train.json>"),
             tags=("instance-segmentation", "long-tail", "lvis", "htc", "tao"),
         ),
         ModelSpec(
@@ -674,6 +680,15 @@ MODELS: dict[str, ModelSpec] = {
 #: architecture name -> its default weight variant (``vfe_hub.load("<architecture>")`` loads that one)
 ALIASES: dict[str, str] = dict(_DEFAULT_VARIANTS)
 
+#: the benchmarks ``evaluate`` scores on (``vfe_hub.evaluation.runner`` reads them) -> what the ``root`` folder holds
+DATASET_ROOTS: dict[str, str] = {
+    "imagenet_vid": "the ILSVRC folder, with Data/VID/<video>/ frames (and Annotations/VID/ without ann_file)",
+    "lvis_v1": "the COCO 2017 folder, with train2017/ and val2017/ (and annotations/lvis_v1_val.json)",
+    "lvis_v05": "the COCO 2017 folder, with train2017/ and val2017/ (and annotations/lvis_v0.5_val.json)",
+    "tao": "the TAO folder, with frames/<split>/<source>/<video>/ (and annotations/validation.json)",
+    "tao_amodal": "the TAO-Amodal folder, with TAO's frames/ (and amodal_annotations/validation.json)",
+}
+
 
 def get_spec(name: str) -> ModelSpec:
     """The spec of ``name`` (an architecture with weight variants names its default one, :data:`ALIASES`); an
@@ -686,6 +701,16 @@ def get_spec(name: str) -> ModelSpec:
         raise UnknownModelError(
             f"Unknown model name {name!r}.{suggestion} vfe_hub.list_models() lists all {len(MODELS)} names."
         ) from None
+
+
+def model_info(name: str) -> dict[str, Any]:
+    """The registry's facts about ``name``: task, classes, paper, metrics, weights, licence, protocols."""
+    return get_spec(name).info()
+
+
+def conversion_command(spec: ModelSpec) -> str:
+    """The command that converts ``spec``'s original release into a vfe_hub folder ``<out_dir>``."""
+    return f"vfe-hub convert {spec.name} <checkpoint.pth> <out_dir>{spec.convert_options}"
 
 
 def list_models(pattern: str = "*", *, task: str | None = None, dataset: str | None = None) -> list[str]:

@@ -18,7 +18,7 @@ from torch import nn
 from . import hub
 from .convert import check_state_dict, convert_state_dict, table_for
 from .errors import ConversionError, CorruptWeightsError, WeightsNotFoundError
-from .registry import ModelSpec
+from .registry import ModelSpec, conversion_command
 
 if TYPE_CHECKING:
     from .models.base import Detector
@@ -88,12 +88,6 @@ def empty_model(spec: ModelSpec, **overrides: Any) -> Detector:
     (:meth:`~vfe_hub.Detector.load_weights`)."""
     with _parameters_on_meta():
         return spec.build(**overrides)
-
-
-def conversion_command(spec: ModelSpec) -> str:
-    """The command that converts ``spec``'s original release into a vfe_hub folder ``<out_dir>``."""
-    options = getattr(_family(spec), "CONVERT_OPTIONS", "")
-    return f"vfe-hub convert {spec.name} <checkpoint.pth> <out_dir>{options}"
 
 
 def conversion_hint(spec: ModelSpec) -> str:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import DatasetError, close_matches, unknown_keyword_error
 from ..hub import atomic_write
 from ..progress import progress_bar
+from ..registry import DATASET_ROOTS
 from . import imagenet_vid, imagenet_vid_data, lvis, lvis_data, tao, tao_amodal, tao_data
 
 if TYPE_CHECKING:
@@ -320,12 +321,7 @@ def _tao_layout(name: str, root: Path, ann_file: Path, convert: Callable[[dict],
 
 DATASETS = {"imagenet_vid": _imagenet_vid, "lvis_v1": _lvis_v1, "lvis_v05": _lvis_v05, "tao": _tao,
             "tao_amodal": _tao_amodal}
-#: what each dataset's ``root`` is
-ROOTS = {"imagenet_vid": "the ILSVRC folder, with Data/VID/<video>/ frames (and Annotations/VID/ without ann_file)",
-         "lvis_v1": "the COCO 2017 folder, with train2017/ and val2017/ (and annotations/lvis_v1_val.json)",
-         "lvis_v05": "the COCO 2017 folder, with train2017/ and val2017/ (and annotations/lvis_v0.5_val.json)",
-         "tao": "the TAO folder, with frames/<split>/<source>/<video>/ (and annotations/validation.json)",
-         "tao_amodal": "the TAO-Amodal folder, with TAO's frames/ (and amodal_annotations/validation.json)"}
+
 
 
 def dataset_name(dataset: str) -> str:
@@ -348,7 +344,7 @@ def load_benchmark(dataset: str, **kwargs: Any) -> Benchmark:
     if set(kwargs) - set(parameters):
         raise unknown_keyword_error(f"evaluate({dataset!r})", sorted(set(kwargs) - set(parameters)), parameters)
     if kwargs.get("root") is None:
-        raise DatasetError(f"evaluate({dataset!r}) needs root=<{ROOTS[name]}>.")
+        raise DatasetError(f"evaluate({dataset!r}) needs root=<{DATASET_ROOTS[name]}>.")
     return read(**kwargs)
 
 
