@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .errors import VfeHubError
-from .registry import DATASET_ROOTS, get_spec, list_models, model_info
+from .registry import DATASET_ROOTS, TRACKING_TASKS, get_spec, list_models, model_info
 
 if TYPE_CHECKING:  # the commands that run a model import PyTorch when they run: --help, list, info and cache do not
     from .models.base import Detector
@@ -114,13 +114,13 @@ def _predict_frame_list(args: argparse.Namespace) -> None:
 
 
 def _track(args: argparse.Namespace) -> None:
-    from . import cards, hub
+    from . import hub
     from .io import open_frames
     from .video_writer import VideoWriter, frame_rate
 
     open_frames([args.video])  # a missing or unreadable video fails here, before the model is loaded
-    if get_spec(args.name).task not in cards.TRACKING_TASKS:
-        trackers = [n for task in cards.TRACKING_TASKS for n in list_models(task=task)]
+    if get_spec(args.name).task not in TRACKING_TASKS:
+        trackers = list_models(task="tracking")
         raise VfeHubError(f"{args.name} detects but does not track; use a tracker ({', '.join(trackers)}) or "
                           f"'vfe-hub predict {args.name} ...'.")
     model = _load(args, args.name)

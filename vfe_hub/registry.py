@@ -680,6 +680,19 @@ MODELS: dict[str, ModelSpec] = {
 #: architecture name -> its default weight variant (``vfe_hub.load("<architecture>")`` loads that one)
 ALIASES: dict[str, str] = dict(_DEFAULT_VARIANTS)
 
+#: the tasks whose results carry track ids
+TRACKING_TASKS = ("multi-object-tracking", "amodal-tracking")
+#: other names of the tasks (lower case, words joined by "-") -> the registered tasks they cover
+TASK_SYNONYMS: dict[str, tuple[str, ...]] = {
+    "tracking": TRACKING_TASKS, "object-tracking": TRACKING_TASKS, "video-object-tracking": TRACKING_TASKS,
+    "mot": ("multi-object-tracking",), "multiple-object-tracking": ("multi-object-tracking",),
+    "amodal": ("amodal-tracking",), "amodal-detection": ("amodal-tracking",),
+    "vid": ("video-object-detection",), "video-detection": ("video-object-detection",),
+    "segmentation": ("instance-segmentation",),
+    "open-vocabulary": ("open-vocabulary-detection",), "ovd": ("open-vocabulary-detection",),
+    "zero-shot-object-detection": ("open-vocabulary-detection",),
+}
+
 #: the benchmarks ``evaluate`` scores on (``vfe_hub.evaluation.runner`` reads them) -> what the ``root`` folder holds
 DATASET_ROOTS: dict[str, str] = {
     "imagenet_vid": "the ILSVRC folder, with Data/VID/<video>/ frames (and Annotations/VID/ without ann_file)",
@@ -717,20 +730,35 @@ def list_models(pattern: str = "*", *, task: str | None = None, dataset: str | N
     """Registered model names matching the shell-style wildcard ``pattern``, sorted.
 
     ``task`` keeps the models of one task (``"video-object-detection"``, ``"open-vocabulary-detection"``, ...: the
-    ``task`` of the registered models). ``dataset`` keeps the models with results on one benchmark (a name in
+    ``task`` of the registered models), in any case, or of the tasks a common name covers (:data:`TASK_SYNONYMS`:
+    ``"tracking"`` lists the multi-object and the amodal trackers). ``dataset`` keeps the models with results on one benchmark (a name in
     their ``datasets``, e.g. ``"imagenet_vid"`` or ``"lvis_v1_val"``; the ``_val`` suffix is optional, as in
     ``evaluate``). An unknown task or dataset raises :class:`VfeHubError` listing the valid ones.
     """
     specs = [spec for name, spec in MODELS.items() if fnmatch.fnmatchcase(name, pattern)]
     if task is not None:
-        _check_choice("task", task, {spec.task for spec in MODELS.values()})
-        specs = [spec for spec in specs if spec.task == task]
+        tasks = _tasks(task)
+        specs = [spec for spec in specs if spec.task in tasks]
     if dataset is not None:
         stems = {d.removesuffix("_val") for spec in MODELS.values() for d in spec.datasets}
         _check_choice("dataset", dataset, stems | {f"{stem}_val" for stem in stems})
         stem = dataset.removesuffix("_val")
         specs = [spec for spec in specs if stem in {d.removesuffix("_val") for d in spec.datasets}]
     return sorted(spec.name for spec in specs)
+
+
+def _tasks(task: str) -> tuple[str, ...]:
+    """The registered tasks that ``task`` names: itself or a synonym (:data:`TASK_SYNONYMS`), in any case, words
+    joined by "-", "_" or spaces."""
+    registered = {spec.task for spec in MODELS.values()}
+    key = "-".join(task.lower().replace("_", " ").split())
+    if key in registered:
+        return (key,)
+    if key in TASK_SYNONYMS:
+        return TASK_SYNONYMS[key]
+    hint = close_matches(key, [*registered, *TASK_SYNONYMS], n=1)
+    raise VfeHubError(f"Unknown task {task!r}." + (f" Did you mean {hint[0]!r}?" if hint else "")
+                      + f" Valid: {', '.join(sorted(registered))}; also {', '.join(sorted(TASK_SYNONYMS))}.")
 
 
 def _check_choice(what: str, value: str, valid: set[str]) -> None:
