@@ -121,11 +121,35 @@ def test_ctrl_c_exits_quietly_with_130(monkeypatch, capsys):
 
 def test_unexpected_errors_are_one_line_too(monkeypatch, capsys):
     def broken(pattern):
-        raise RuntimeError("boom\nsecond line")
+        raise RuntimeError("boom")
 
     monkeypatch.setattr(cli, "list_models", broken)
     assert cli.main(["list"]) == 1
-    assert one_error_line(capsys.readouterr().err) == "vfe-hub: error: RuntimeError: boom ..."
+    assert one_error_line(capsys.readouterr().err) == "vfe-hub: error: RuntimeError: boom"
+
+
+def test_a_longer_error_prints_its_lines_up_to_a_bound(monkeypatch, capsys):
+    def broken(pattern):
+        raise RuntimeError("what is wrong:\n" + "\n".join(f"  detail {i}" for i in range(100)))
+
+    monkeypatch.setattr(cli, "list_models", broken)
+    assert cli.main(["list"]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[:2] == ["vfe-hub: error: RuntimeError: what is wrong:", "  detail 0"]
+    assert len(lines) == cli.ERROR_LINES and lines[-2] == f"  detail {cli.ERROR_LINES - 3}"
+    assert lines[-1] == f"... and {101 - cli.ERROR_LINES + 1} more lines (--debug shows the whole message)"
+
+
+def test_convert_prints_the_keys_a_checkpoint_lacks(tmp_path, capsys):
+    """A checkpoint with only the first 30 tensors of MAMBA's release: the error lists what is missing."""
+    layout = dict(list(mamba_layout().items())[:30])
+    checkpoint = write_mmcv_checkpoint(tmp_path / "part.pth", random_state(layout))
+    assert cli.main(["convert", NAME, str(checkpoint), str(tmp_path / "out")]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("vfe-hub: error: The converted ") and lines[0].endswith("does not fit the model:")
+    assert lines[1].startswith("  model keys without a tensor (") and lines[2].startswith("    ")
+    assert lines[-2].startswith("    ... and ") and lines[-1].startswith("Is it the checkpoint of this model")
+    assert not (tmp_path / "out").exists()
 
 
 def test_logging_is_vfe_hub_only_warning_by_default(capsys):

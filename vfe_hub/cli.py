@@ -1,7 +1,8 @@
 """The vfe-hub command line: demo, list, info, predict, track, evaluate, convert, publish, cache.
 
-Errors print one line, "vfe-hub: error: ...", on stderr and exit with status 1 (2 for a wrong command line,
-130 on Ctrl-C); --debug shows the traceback instead. Inputs are checked before a model is loaded. Progress
+Errors print "vfe-hub: error: ..." on stderr, one line unless the message has more to say (e.g. the keys a
+checkpoint lacks), and exit with status 1 (2 for a wrong command line, 130 on Ctrl-C); --debug shows the
+traceback instead. Inputs are checked before a model is loaded. Progress
 bars appear only on a terminal (--progress / --quiet override); -v shows vfe_hub's INFO messages.
 """
 from __future__ import annotations
@@ -448,9 +449,18 @@ def _configure_logging(verbose: bool) -> None:
         logger.addHandler(_LOG_HANDLER)
 
 
-def _one_line(error: BaseException) -> str:
+#: the most lines of an error message printed (a conversion's listing of keys fits); --debug shows all of it
+ERROR_LINES = 70
+
+
+def _error_text(error: BaseException) -> str:
+    """The message of ``error`` (with its type unless it is vfe_hub's or an ``OSError``): one line for a short
+    error, all the lines of a longer one up to :data:`ERROR_LINES` and the count of the others."""
     lines = str(error).strip().splitlines() or [type(error).__name__]
-    text = lines[0] + (" ..." if len(lines) > 1 else "")
+    if len(lines) > ERROR_LINES:
+        more = len(lines) - ERROR_LINES + 1
+        lines = [*lines[:ERROR_LINES - 1], f"... and {more} more lines (--debug shows the whole message)"]
+    text = "\n".join(lines)
     return text if isinstance(error, (VfeHubError, OSError)) else f"{type(error).__name__}: {text}"
 
 
@@ -473,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:
         if args.debug:
             raise
-        print(f"vfe-hub: error: {_one_line(error)}", file=sys.stderr)
+        print(f"vfe-hub: error: {_error_text(error)}", file=sys.stderr)
         return 1
     return 0
 
