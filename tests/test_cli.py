@@ -201,6 +201,20 @@ def test_inputs_are_checked_before_the_model_is_loaded(tmp_path, capsys):
     assert "imagenet_vid" in one_error_line(capsys.readouterr().err)
 
 
+def test_convert_names_the_options_of_the_model(tmp_path, capsys):
+    """An option of another model's conversion is refused with those this model takes, before anything is read."""
+    bags = "bags_gs_htc_x101_dcn_lvis05"
+    out = tmp_path / "out"
+    assert cli.main(["convert", bags, str(tmp_path / "bags.pth"), str(out), "--embeddings", "e.pth"]) == 1
+    line = one_error_line(capsys.readouterr().err)
+    assert f"{bags} takes --groups beyond the checkpoint; remove --embeddings" in line
+    assert f"`vfe-hub convert {bags} <checkpoint.pth> <out_dir> --groups" in line
+    assert cli.main(["convert", NAME, str(tmp_path / "m.pth"), str(out), "--sorted-ids", "s.json", "--fp16-mask"]) == 1
+    line = one_error_line(capsys.readouterr().err)
+    assert f"{NAME} is converted from its checkpoint alone; remove --sorted-ids, --fp16-mask" in line
+    assert not out.exists()
+
+
 # ------------------------------------------------------------------------------------------------ predict -o
 
 @pytest.fixture(scope="module")

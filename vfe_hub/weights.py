@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import inspect
 import os
 import threading
 from collections.abc import Iterator, Mapping
@@ -97,6 +98,11 @@ def conversion_hint(spec: ModelSpec) -> str:
     return f"{where} `{conversion_command(spec)}` and load the result with vfe_hub.load(weights=\"<out_dir>\")."
 
 
+def _flags(names: list[str]) -> str:
+    """Keyword names as the command line's options: ``sorted_ids`` -> ``--sorted-ids``."""
+    return ", ".join("--" + name.replace("_", "-") for name in names)
+
+
 def convert_checkpoint(spec: ModelSpec, path: Path, model: Detector | None = None, **inputs: Any) -> Converted:
     """Convert the original checkpoint ``path`` of ``spec`` strictly into vfe_hub's layout, for ``model`` (default:
     :func:`empty_model`; its state dict gives the expected keys and shapes).
@@ -104,13 +110,16 @@ def convert_checkpoint(spec: ModelSpec, path: Path, model: Detector | None = Non
     Families whose release has more than a checkpoint (class embeddings, vocabularies) take those files as
     ``inputs`` (their module's ``convert``); the others take none. Only the model's keys and shapes are used.
     """
+    convert = getattr(_family(spec), "convert", None)
+    takes = [] if convert is None else [p.name for p in inspect.signature(convert).parameters.values()
+                                        if p.kind is p.KEYWORD_ONLY]
+    unknown = [name for name in inputs if name not in takes]
+    if unknown:
+        what = f"takes {_flags(takes)} beyond the checkpoint" if takes else "is converted from its checkpoint alone"
+        raise ConversionError(f"{spec.name} {what}; remove {_flags(unknown)}: `{conversion_command(spec)}`.")
     model = model if model is not None else empty_model(spec)
-    family = _family(spec)
-    if hasattr(family, "convert"):
-        return family.convert(model, Path(path), **inputs)
-    if inputs:
-        raise ConversionError(f"{spec.name} is converted from its checkpoint alone; remove "
-                              f"{', '.join('--' + k for k in inputs)}.")
+    if convert is not None:
+        return convert(model, Path(path), **inputs)
     expected = {k: v.shape for k, v in model.state_dict().items()}
     state, dropped = convert_state_dict(hub.read_checkpoint(Path(path)), table_for(spec.weights.format), expected)
     return Converted(state, spec.weights.format, {"classes": list(spec.classes)}, dropped=dropped)
