@@ -124,34 +124,48 @@ def _track(args: argparse.Namespace) -> None:
         trackers = list_models(task="tracking")
         raise VfeHubError(f"{args.name} detects but does not track; use a tracker ({', '.join(trackers)}) or "
                           f"'vfe-hub predict {args.name} ...'.")
+    rate = args.source_fps or (frame_rate(args.video) if os.path.isfile(args.video) else None)
+    if args.fps and rate is None:
+        raise VfeHubError(f"--fps {args.fps} needs the frame rate of {args.video}, a folder of frames, which has "
+                          f"none: give it with --source-fps (e.g. --source-fps 30 --fps {args.fps}), or leave --fps "
+                          f"out to run every frame.")
+    stride = max(round(rate / args.fps), 1) if args.fps else 1
     model = _load(args, args.name)
     options = {"protocol": args.protocol} if args.protocol else {}
-    rate = frame_rate(args.video) if os.path.isfile(args.video) else None
-    stride = max(round(rate / args.fps), 1) if args.fps and rate else 1
     detections = model.predict([args.video], batch_size=args.batch_size, stream=True, progress=args.progress,
                                frame_stride=stride, **options)
     records: list[dict] = []
     margin = None  # amodal boxes: one canvas size for the whole video, a quarter of the frame more on each side
-    frames = (f for f in open_frames([args.video]) if f.index % stride == 0) if args.save_video \
-        else itertools.repeat(None)
+    frames = (f for f in open_frames([args.video]) if f.index % stride == 0)
     drawn = VideoWriter(args.save_video, (rate or 30) / stride) if args.save_video else None
+    failed: Exception | None = None  # the drawing's error: the tracks are computed and written all the same
     try:
-        for det, frame in zip(detections, frames):
+        for det in detections:
             records += det.to_json(video_id=args.video_id)
-            if drawn is not None:
+            if drawn is None:
+                continue
+            try:
                 if det.amodal_boxes is not None and margin is None:
                     margin = max(det.frame.size) // 4
-                drawn.write(det.plot(frame.image, score_thr=args.score_thr, margin=margin))
+                drawn.write(det.plot(next(frames).image, score_thr=args.score_thr, margin=margin))
+            except Exception as error:  # noqa: BLE001 - reported once the tracks are written
+                drawn.close(keep=False)
+                drawn, failed = None, error
     except BaseException:
         if drawn is not None:
             drawn.close(keep=False)
         raise
-    if drawn is not None:
-        drawn.close()
     hub.atomic_write(Path(args.output), lambda tmp: tmp.write_text(json.dumps(records), encoding="utf-8"))
-    tracks = len({r["track_id"] for r in records})
-    print(f"{tracks} tracks, {len(records)} boxes -> {args.output}"
-          + (f"; drawn video -> {args.save_video}" if drawn is not None else ""), file=sys.stderr)
+    summary = f"{len({r['track_id'] for r in records})} tracks, {len(records)} boxes -> {args.output}"
+    if drawn is not None:
+        try:
+            drawn.close()
+        except Exception as error:  # noqa: BLE001 - reported below
+            failed = error
+    if failed is not None:
+        raise VfeHubError(f"{summary}; the drawn video {args.save_video} was not written: "
+                          f"{_error_text(failed)}") from failed
+    print(summary + (f"; drawn video -> {args.save_video}" if args.save_video else ""), file=sys.stderr)
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -273,6 +287,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text}")
+    return value
+
+
 def _existing_folder(text: str) -> str:
     if not Path(text).expanduser().is_dir():
         what = "is a file, not a folder" if Path(text).expanduser().exists() else "does not exist"
@@ -373,9 +397,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--output", "-o", required=True, metavar="FILE", help="the TAO results JSON to write")
     s.add_argument("--save-video", metavar="FILE", help="also write the video with the tracks drawn (.mp4, .mkv, ...)")
     s.add_argument("--video-id", type=int, default=1, help="the video id of the records (default: 1)")
-    s.add_argument("--fps", type=_positive_int, help="run about N frames per second of a video file (every "
-                                                     "round(video fps / N)-th frame; image ids stay the frame "
-                                                     "numbers, 1-based); default: every frame")
+    s.add_argument("--fps", type=_positive_int, help="run about N frames per second (every round(source fps / "
+                                                     "N)-th frame; image ids stay the frame numbers, 1-based); "
+                                                     "default: every frame")
+    s.add_argument("--source-fps", type=_positive_float, metavar="R",
+                   help="the frame rate of the input: a folder of frames has none (needed with --fps; the drawn "
+                        "video's rate); a video file's is read from it")
     s.add_argument("--weights", help="local vfe_hub folder, .safetensors or original checkpoint")
     s.add_argument("--protocol", choices=["streaming", "paper"], help="default: the model's (streaming)")
     s.add_argument("--score-thr", type=float, default=0.3, help="drawing threshold (default: 0.3)")

@@ -87,6 +87,12 @@ def _umask() -> int:
     return mask
 
 
+def open_permissions(path: str | os.PathLike[str]) -> None:
+    """Give ``path`` the permissions ``open()`` gives a new file (0666 less the umask): ``tempfile.mkstemp``
+    creates its files 0600, readable by their owner alone."""
+    os.chmod(path, 0o666 & ~_umask())
+
+
 def atomic_write(target: Path, write: Callable[[Path], None]) -> None:
     """Run ``write(tmp)`` on a temporary file beside ``target``, then rename it into place."""
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -94,7 +100,7 @@ def atomic_write(target: Path, write: Callable[[Path], None]) -> None:
     os.close(fd)
     try:
         write(Path(tmp))
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the permissions open() would
+        open_permissions(tmp)
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
