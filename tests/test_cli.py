@@ -215,6 +215,19 @@ def test_convert_names_the_options_of_the_model(tmp_path, capsys):
     assert not out.exists()
 
 
+def test_publish_shows_upload_bars_only_when_asked(fake_hub, tmp_path, capsys):
+    """Standard error is not a terminal here (as in a redirected log): huggingface_hub's bars stay off."""
+    folder = tmp_path / "weights"
+    hub.write_model_dir(folder, {"w": torch.zeros(3)}, {"name": NAME}, "# card\n")
+    assert cli.main(["publish", str(folder), "someone/quiet"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith(f"uploaded {folder} to someone/quiet") and captured.err == ""
+    hub.write_model_dir(folder, {"w": torch.ones(3)}, {"name": NAME}, "# card\n")  # new bytes: uploaded again
+    assert cli.main(["publish", str(folder), "someone/bars", "--progress"]) == 0
+    assert "model.safetensors: 100%" in capsys.readouterr().err
+    assert fake_hub.files("someone/bars")["model.safetensors"] == (folder / "model.safetensors").read_bytes()
+
+
 # ------------------------------------------------------------------------------------------------ predict -o
 
 @pytest.fixture(scope="module")

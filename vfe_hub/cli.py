@@ -233,14 +233,23 @@ def _convert(args: argparse.Namespace) -> None:
 
 def _publish(args: argparse.Namespace) -> None:
     from huggingface_hub import HfApi
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
 
     from . import hub
+    from .progress import show_progress
 
     folder = Path(args.folder)
     hub.read_model_dir(folder)  # refuse to upload a folder that does not load
     hf = HfApi()
     hf.create_repo(args.repo_id, private=args.private, exist_ok=True)
-    commit = hf.upload_folder(repo_id=args.repo_id, folder_path=folder, commit_message=args.message)
+    silence = not show_progress(args.progress) and not are_progress_bars_disabled()  # huggingface_hub's upload bars
+    if silence:
+        disable_progress_bars()
+    try:
+        commit = hf.upload_folder(repo_id=args.repo_id, folder_path=folder, commit_message=args.message)
+    finally:
+        if silence:
+            enable_progress_bars()
     print(f"uploaded {folder} to {args.repo_id} at revision {commit.oid}")
 
 
@@ -316,6 +325,11 @@ def _run_options(s: argparse.ArgumentParser) -> None:
     s.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
                    help="float16/bfloat16 run under autocast (default: float32)")
     s.add_argument("--batch-size", type=_positive_int, default=1, help="frames per forward pass (default: 1)")
+    _progress_options(s)
+
+
+def _progress_options(s: argparse.ArgumentParser) -> None:
+    """--progress / --quiet; neither: bars only on a terminal."""
     s.add_argument("--progress", action="store_true", default=None, help="always show progress bars")
     s.add_argument("--quiet", "-q", action="store_false", dest="progress", help="never show progress bars")
     s.set_defaults(progress=None)
@@ -453,6 +467,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("repo_id")
     s.add_argument("--private", action="store_true")
     s.add_argument("--message", default="Upload vfe_hub weights")
+    _progress_options(s)
 
     s = command("cache", _cache, "list, verify or remove what vfe_hub downloaded and converted",
                 "vfe-hub cache list\n  vfe-hub cache verify mamba_r101_dc5_vid\n  vfe-hub cache prune --all",
