@@ -367,6 +367,23 @@ def test_demo_end_to_end_against_the_test_hub(fake_hub, tmp_path, monkeypatch, c
     assert fake_hub.requests
 
 
+def test_the_ways_out_of_an_offline_demo_exist_on_the_demo(fake_hub, tmp_path, monkeypatch, capsys):
+    """Offline with nothing cached, the demo's error names weights=: every command that loads a model takes
+    --weights."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("VFE_HUB_CACHE", str(tmp_path / "vfe_cache"))
+    assert cli.main(["demo", "--out-dir", str(tmp_path / "demo"), "--device", "cpu"]) == 1
+    line = one_error_line(capsys.readouterr().err)
+    assert "HF_HUB_OFFLINE" in line and "pass weights=<a local file or folder>" in line
+    parse = cli.parser().parse_args
+    weights = str(tmp_path / "w")
+    for argv in (["demo"], ["predict", NAME, "a.jpg"], ["track", "gtr_dr2101_tao", "a.mp4", "-o", "t.json"],
+                 ["evaluate", NAME, "imagenet_vid", "--root", str(tmp_path)]):
+        assert parse([*argv, "--weights", weights]).weights == weights
+    assert not (tmp_path / "demo").exists()
+
+
 # ------------------------------------------------------------------------------------------------ test subsets
 
 @pytest.mark.slow

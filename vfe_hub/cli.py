@@ -371,7 +371,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--model", default=DEMO_MODEL, help=f"a registered model name (default: {DEMO_MODEL})")
     s.add_argument("--out-dir", default="vfe_hub_demo", help="output folder (default: ./vfe_hub_demo)")
     s.add_argument("--score-thr", type=float, default=0.3, help="drawing threshold (default: 0.3)")
-    s.set_defaults(weights=None, protocol=None, no_masks=False)
+    s.add_argument("--weights", help="local vfe_hub folder, .safetensors or original checkpoint of --model (e.g. "
+                                     "when the Hub cannot be reached)")
+    s.set_defaults(protocol=None, no_masks=False)
     _run_options(s)
 
     s = command("list", _list, "registered model names", "vfe-hub list '*vid*'")
