@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -226,6 +227,25 @@ def test_publish_shows_upload_bars_only_when_asked(fake_hub, tmp_path, capsys):
     assert cli.main(["publish", str(folder), "someone/bars", "--progress"]) == 0
     assert "model.safetensors: 100%" in capsys.readouterr().err
     assert fake_hub.files("someone/bars")["model.safetensors"] == (folder / "model.safetensors").read_bytes()
+
+
+def test_evaluation_data_is_fetched_before_the_model_is_loaded(vid_root, tmp_path, monkeypatch, capsys):
+    """The motion-IoU table's host refuses connections and the weights do not exist: the data fails first, in a
+    plain and in a sharded run, before any output folder is made."""
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("VFE_HUB_GITHUB_ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("VFE_HUB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    missing = str(tmp_path / "no_such_weights.safetensors")
+    for sharded in ([], ["--shard", "0/2", "--out-dir", str(tmp_path / "out")]):
+        argv = ["evaluate", NAME, "imagenet_vid", "--root", str(vid_root), "--weights", missing, *sharded]
+        assert cli.main(argv) == 1
+        line = one_error_line(capsys.readouterr().err)
+        assert f"127.0.0.1:{port}" in line and "unreachable" in line and "no_such_weights" not in line
+    assert not (tmp_path / "out").exists()
 
 
 # ------------------------------------------------------------------------------------------------ predict -o

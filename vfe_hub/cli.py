@@ -179,9 +179,8 @@ def _demo(args: argparse.Namespace) -> None:
 def _evaluate(args: argparse.Namespace) -> None:
     from . import sharding
 
-    model = _load(args, args.name)
-    metrics = model.evaluate(args.dataset, root=args.root, ann_file=args.ann_file, limit=args.limit,
-                             batch_size=args.batch_size, progress=args.progress, **sharding.dataset_options(args))
+    bench = sharding.command_benchmark(args)  # a missing file or an unreachable data host fails before the model
+    metrics = _load(args, args.name).evaluate(bench, batch_size=args.batch_size, progress=args.progress)
     print(json.dumps(metrics, indent=2))
 
 

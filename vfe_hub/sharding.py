@@ -36,7 +36,7 @@ from .errors import VfeHubError
 from .hub import atomic_write
 
 if TYPE_CHECKING:
-    from .evaluation.runner import Unit
+    from .evaluation.runner import Benchmark, Unit
     from .models.base import Detector
 
 log = logging.getLogger(__name__)
@@ -265,24 +265,24 @@ def merge_and_score(out_dir: str | os.PathLike, *, progress: bool | None = None)
 
 # ------------------------------------------------------------------------------------------------ launchers
 
-def evaluate(model: Detector, dataset: str, *, shard: tuple[int, int], out_dir: str | os.PathLike,
+def evaluate(model: Detector, dataset: str | Benchmark, *, shard: tuple[int, int], out_dir: str | os.PathLike,
              batch_size: int = 1, progress: bool | None = None, wait: bool = False,
              **dataset_args: Any) -> dict[str, float]:
     """Run shard ``shard = (i, n)`` of ``model`` on ``dataset`` into ``out_dir``; returns the metrics when the run
     is a single shard, or with ``wait=True`` on shard 0 (which waits for the others, then merges); else ``{}``.
 
-    ``dataset_args`` are those of the dataset (:func:`vfe_hub.evaluation.runner.load_benchmark`); paths are
-    (root, annotation file, a motion table file) are recorded absolute in the manifest.
+    ``dataset_args`` are those of the dataset (:func:`vfe_hub.evaluation.runner.load_benchmark`), or ``dataset``
+    is a benchmark read with them (:func:`vfe_hub.evaluation.runner.benchmark`); paths (root, annotation file, a
+    motion table file) are recorded absolute in the manifest.
     """
-    from .evaluation.runner import dataset_name, load_benchmark, predict_units
+    from .evaluation.runner import benchmark, predict_units
 
+    bench = benchmark(dataset, progress=progress, **dataset_args)
     dataset_args = {k: os.path.abspath(v) if isinstance(v, (str, os.PathLike)) and os.path.exists(v) else v
-                    for k, v in dataset_args.items()}
-    bench = load_benchmark(dataset, progress=progress, **dataset_args)
-    bench.check_files()
+                    for k, v in bench.args.items()}
     units = bench.units(model, batch_size)
     options, category_ids = bench.options_for(model), bench.category_ids(model)
-    manifest = {"task": "evaluate", "dataset": dataset_name(dataset), "dataset_args": dataset_args,
+    manifest = {"task": "evaluate", "dataset": bench.name, "dataset_args": dataset_args,
                 "model": model.spec.name, "weights": model.weights_provenance, "dtype": str(model.dtype),
                 "options": options, "batch_size": batch_size}
     run_shard(units, shard, out_dir, manifest,
@@ -335,6 +335,7 @@ def run_command(args: argparse.Namespace) -> dict[str, float] | None:
     shard = parse_shard(args.shard) if args.shard else env_shard() or (0, 1)
     if args.out_dir is None:
         raise ShardError(f"a sharded {args.command} needs --out-dir DIR, a folder every shard can write to.")
+    bench = command_benchmark(args) if args.command == "evaluate" else None  # the data first: loading takes longer
     model = api.load(args.name, device=rank_device(args.device), dtype=args.dtype, weights=args.weights)
     common = {"shard": shard, "out_dir": args.out_dir, "batch_size": args.batch_size, "progress": args.progress,
               "wait": from_env}
@@ -343,10 +344,14 @@ def run_command(args: argparse.Namespace) -> dict[str, float] | None:
             raise ShardError(f"a sharded predict writes {RESULTS} into --out-dir; leave out --output and --save-dir.")
         predict(model, args.inputs, **common, **({"protocol": args.protocol} if args.protocol else {}))
         return None
-    return evaluate(model, args.dataset, root=args.root, ann_file=args.ann_file, limit=args.limit,
-                    **dataset_options(args), **common) or None
+    return evaluate(model, bench, **common) or None
 
 
-def dataset_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The command line's evaluate options that only some datasets take, when given (``--fps``: TAO)."""
-    return {"fps": args.fps} if getattr(args, "fps", None) else {}
+def command_benchmark(args: argparse.Namespace) -> Benchmark:
+    """The benchmark of ``vfe-hub evaluate``, read and checked (:func:`vfe_hub.evaluation.runner.benchmark`); the
+    options that only some datasets take are passed when given (``--fps``: TAO)."""
+    from .evaluation.runner import benchmark
+
+    options = {"fps": args.fps} if args.fps else {}
+    return benchmark(args.dataset, root=args.root, ann_file=args.ann_file, limit=args.limit, progress=args.progress,
+                     **options)

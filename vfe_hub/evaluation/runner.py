@@ -9,6 +9,7 @@ run is split (:mod:`vfe_hub.sharding`). Results are ordered by image id, which f
 """
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import os
@@ -59,8 +60,9 @@ class Unit:
 @dataclass
 class Benchmark:
     """A dataset ready to run: ``sequences`` in dataset order, the scorer of COCO-style ``records`` (sorted by
-    image id), the ``predict`` options it asks of models that have them, and ``vocabulary``: the name of the
-    category set that the model must map its labels to (``model.category_ids``), if any."""
+    image id), the ``predict`` options it asks of models that have them, ``vocabulary``: the name of the
+    category set that the model must map its labels to (``model.category_ids``), if any, and ``args``: the
+    arguments it was read with (:func:`load_benchmark`; root, annotation file, limit, ...)."""
 
     name: str
     sequences: list[FrameSequence]
@@ -68,6 +70,7 @@ class Benchmark:
     check_files: Callable[[], None]
     predict_options: dict[str, Any] = field(default_factory=dict)
     vocabulary: str | None = None
+    args: dict[str, Any] = field(default_factory=dict)
 
     @property
     def image_ids(self) -> list[int]:
@@ -345,15 +348,31 @@ def load_benchmark(dataset: str, **kwargs: Any) -> Benchmark:
         raise unknown_keyword_error(f"evaluate({dataset!r})", sorted(set(kwargs) - set(parameters)), parameters)
     if kwargs.get("root") is None:
         raise DatasetError(f"evaluate({dataset!r}) needs root=<{DATASET_ROOTS[name]}>.")
-    return read(**kwargs)
+    return dataclasses.replace(read(**kwargs), args={k: v for k, v in kwargs.items() if k != "progress"})
 
 
-def evaluate_model(model: Detector, dataset: str, *, batch_size: int = 1, progress: bool | None = None,
+def benchmark(dataset: str | Benchmark, *, progress: bool | None = None, **kwargs: Any) -> Benchmark:
+    """Everything an evaluation of ``dataset`` needs before a model runs: its annotations read and the files
+    scoring needs fetched (:func:`load_benchmark`, e.g. ImageNet VID's motion-IoU table), its frames checked.
+    Loading a model takes far longer than this, so the command line calls it first: a missing file or an
+    unreachable data host fails at once. A :class:`Benchmark` already read is returned as it is (``kwargs`` must
+    then be empty: they were given when it was read)."""
+    if isinstance(dataset, Benchmark):
+        if kwargs:
+            raise DatasetError(f"The {dataset.name} benchmark was read with its arguments already; leave out "
+                               f"{', '.join(sorted(kwargs))}, or pass the dataset's name instead.")
+        return dataset
+    bench = load_benchmark(dataset, progress=progress, **kwargs)
+    bench.check_files()
+    return bench
+
+
+def evaluate_model(model: Detector, dataset: str | Benchmark, *, batch_size: int = 1, progress: bool | None = None,
                    results_file: str | os.PathLike | None = None, shard: tuple[int, int] | None = None,
                    out_dir: str | os.PathLike | None = None, **kwargs: Any) -> dict[str, float]:
     """Score ``model`` on ``dataset`` (``"imagenet_vid"``: :func:`_imagenet_vid`; ``"lvis_v1_val"``:
     :func:`_lvis_v1`; ``"lvis_v05_val"``: :func:`_lvis_v05`; ``"tao_val"``: :func:`_tao`; ``"tao_amodal_val"``: :func:`_tao_amodal`; see them for the other
-    arguments).
+    arguments), or a :class:`Benchmark` read beforehand (:func:`benchmark`).
 
     ``results_file`` receives the COCO-style results (sorted by image id). ``shard=(i, n)`` with ``out_dir`` runs
     only shard ``i`` of ``n`` into ``out_dir`` (:func:`vfe_hub.sharding.evaluate`): the metrics come back only
@@ -367,8 +386,7 @@ def evaluate_model(model: Detector, dataset: str, *, batch_size: int = 1, progre
                                "the merged results are written to out_dir).")
         return sharding.evaluate(model, dataset, shard=shard or (0, 1), out_dir=out_dir, batch_size=batch_size,
                                  progress=progress, **kwargs)
-    bench = load_benchmark(dataset, progress=progress, **kwargs)
-    bench.check_files()
+    bench = benchmark(dataset, progress=progress, **kwargs)
     units = bench.units(model, batch_size)
     results = predict_units(model, units, range(len(units)), batch_size=batch_size, options=bench.options_for(model),
                             progress=progress, category_ids=bench.category_ids(model))
