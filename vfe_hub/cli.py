@@ -65,13 +65,10 @@ def _predict_to_files(args: argparse.Namespace, model: Detector, inputs: list[st
     """Run ``model`` on ``inputs``, streaming each frame's results to ``output`` (see
     :mod:`vfe_hub.results_writer`) and drawing them into ``save_dir``."""
     from .io import open_frames
-    from .results_writer import ResultsWriter
+    from .results_writer import ResultsWriter, provenance
+    from .sharding import command_options
 
-    options = {"protocol": args.protocol} if args.protocol else {}
-    if args.no_masks:
-        options["masks"] = False
-    provenance = {**model.provenance(), "vfe_hub": __version__,
-                  "protocol": {**model.predict_options, **options}.get("protocol")}
+    options = command_options(args)
     detections = model.predict(inputs, batch_size=args.batch_size, stream=True, progress=args.progress,
                                **options)
     # Results come in input order; drawing takes each frame from one more sequential decode (plot() without an
@@ -79,7 +76,7 @@ def _predict_to_files(args: argparse.Namespace, model: Detector, inputs: list[st
     frames = open_frames(inputs) if save_dir else itertools.repeat(None)
     if save_dir:
         save_dir.mkdir(parents=True, exist_ok=True)
-    with ResultsWriter(output, provenance) as writer:
+    with ResultsWriter(output, provenance(model, {**model.predict_options, **options})) as writer:
         for det, frame in zip(detections, frames):
             writer.write(det)
             if frame is not None:

@@ -105,16 +105,18 @@ class Benchmark:
 
 def predict_units(model: Detector, units: Sequence[Unit], indices: Sequence[int], *, batch_size: int,
                   options: dict[str, Any], progress: bool | None = None,
-                  category_ids: list[int] | None = None) -> Iterator[tuple[int, list[tuple[Any, list[dict]]]]]:
-    """Run ``units[u]`` for ``u`` in ``indices``, one ``predict`` call each; yield ``(u, [(id, records)])`` with
-    the COCO-style records (:meth:`~vfe_hub.Detections.to_json`, with the unit's video id) of each scored frame
-    of the unit (frames of id ``None`` run but are left out).
+                  category_ids: list[int] | None = None) -> Iterator[tuple[int, list[tuple[Any, list[dict], dict]]]]:
+    """Run ``units[u]`` for ``u`` in ``indices``, one ``predict`` call each; yield ``(u, [(id, records, image)])``
+    with the COCO-style records (:meth:`~vfe_hub.Detections.to_json`, with the unit's video id) and the frame's
+    :func:`~vfe_hub.results_writer.frame_entry` of each scored frame of the unit (frames of id ``None`` run but
+    are left out).
 
     Records carry the frame's id as ``image_id``. Under the paper
     protocol a video model's shuffle continues as if every unit before ``u`` had run in the same process
     (:meth:`~vfe_hub.VideoDetector.paper_rng_states`).
     """
     from ..models.base import VideoDetector
+    from ..results_writer import frame_entry
 
     states = (VideoDetector.paper_rng_states([len(unit.ids) for unit in units])
               if isinstance(model, VideoDetector) and model.paper_shuffle else None)
@@ -137,7 +139,7 @@ def predict_units(model: Detector, units: Sequence[Unit], indices: Sequence[int]
                     if item_id is not None:
                         records = det.cpu().to_json(image_id=item_id, category_ids=category_ids,
                                                     video_id=unit.video_id)
-                        items.append((item_id, records))
+                        items.append((item_id, records, frame_entry(det.frame)))
                     bar.update(1)
             finally:
                 if states is not None:
@@ -391,7 +393,7 @@ def evaluate_model(model: Detector, dataset: str | Benchmark, *, batch_size: int
     results = predict_units(model, units, range(len(units)), batch_size=batch_size, options=bench.options_for(model),
                             progress=progress, category_ids=bench.category_ids(model))
     items = sorted((item for _, unit_items in results for item in unit_items), key=lambda item: item[0])
-    records = [record for _, item_records in items for record in item_records]
+    records = [record for _, item_records, _ in items for record in item_records]
     if results_file is not None:
         atomic_write(Path(results_file), lambda tmp: tmp.write_text(json.dumps(records)))
     return bench.score(records)
