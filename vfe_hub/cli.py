@@ -53,10 +53,13 @@ def _info(args: argparse.Namespace) -> None:
 
 
 def _load(args: argparse.Namespace, name: str | None) -> Detector:
-    """``api.load`` with the command line's options; ``device`` only when given, so the library chooses."""
+    """``api.load`` with the command line's options, for one run or a shard; ``device`` only when given (so the
+    library chooses) or, under torchrun, this process's GPU (:func:`vfe_hub.sharding.rank_device`)."""
     from . import api
+    from .sharding import rank_device
 
-    options = {"device": args.device} if args.device else {}
+    device = rank_device(args.device)
+    options = {"device": device} if device else {}
     return api.load(name, dtype=args.dtype, weights=args.weights, progress=args.progress, **options)
 
 
@@ -192,7 +195,7 @@ def _sharded(run):
                               "folder).")
         if not (args.shard or args.out_dir or merge or sharding.env_shard()):
             return run(args)
-        metrics = sharding.run_command(args)
+        metrics = sharding.run_command(args, lambda: _load(args, args.name))
         if metrics:
             print(json.dumps(metrics, indent=2))
     return dispatch

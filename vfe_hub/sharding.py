@@ -393,12 +393,10 @@ def predict_shard(model: Detector, inputs: Sequence[str], *, shard: tuple[int, i
                      device=str(model.device))
 
 
-def run_command(args: argparse.Namespace) -> dict[str, float] | None:
+def run_command(args: argparse.Namespace, load: Callable[[], Detector]) -> dict[str, float] | None:
     """The sharded form of ``vfe-hub predict`` / ``evaluate`` (``--shard``, ``--out-dir``, ``--merge``, or a
-    torchrun environment): says on stderr what was written where; returns the metrics when this process scored
-    the run."""
-    from . import api
-
+    torchrun environment), with the model ``load()`` gives (the command line's, as for one run): says on stderr
+    what was written where; returns the metrics when this process scored the run."""
     if getattr(args, "merge", None):
         return _report_merge(args.merge, args.progress)
     from_env = args.shard is None
@@ -415,7 +413,7 @@ def run_command(args: argparse.Namespace) -> dict[str, float] | None:
             raise ShardError(f"a sharded predict writes {RESULTS} into --out-dir; leave out {', '.join(given)}.")
         open_frames(args.inputs)  # a missing or unreadable input fails here, before the model is loaded
     bench = command_benchmark(args) if args.command == "evaluate" else None  # the data first: loading takes longer
-    model = api.load(args.name, device=rank_device(args.device), dtype=args.dtype, weights=args.weights)
+    model = load()
     common = {"shard": shard, "out_dir": args.out_dir, "batch_size": args.batch_size, "progress": args.progress}
     if args.command == "predict":
         ran = predict_shard(model, args.inputs, **common, **command_options(args))
@@ -455,10 +453,13 @@ def command_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def command_benchmark(args: argparse.Namespace) -> Benchmark:
-    """The benchmark of ``vfe-hub evaluate``, read and checked (:func:`vfe_hub.evaluation.runner.benchmark`); the
-    options that only some datasets take are passed when given (``--fps``: TAO)."""
+    """The benchmark of ``vfe-hub evaluate``, read and checked (:func:`vfe_hub.evaluation.runner.benchmark`)."""
     from .evaluation.runner import benchmark
 
-    options = {"fps": args.fps} if args.fps else {}
     return benchmark(args.dataset, root=args.root, ann_file=args.ann_file, limit=args.limit, progress=args.progress,
-                     **options)
+                     **dataset_options(args))
+
+
+def dataset_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The command line's evaluate options that only some datasets take, when given (``--fps``: TAO)."""
+    return {"fps": args.fps} if getattr(args, "fps", None) else {}
