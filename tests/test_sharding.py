@@ -322,17 +322,21 @@ def test_predict_options_reach_every_shard_and_the_manifest_protocol(vid_root, t
     assert json.loads(streaming.read_text())["results"] != once["results"]
 
 
+def flags(parser: argparse.ArgumentParser) -> set[str]:
+    return {flag for action in parser._actions for flag in action.option_strings if flag.startswith("--")}
+
+
 def test_the_command_line_options_of_predict_are_all_tested():
-    """Every option of vfe-hub predict that changes the model's results is one of those the sharded runs are
-    compared on (test_predict_options_reach_every_shard_and_the_manifest and ..._protocol): a new option must be
-    added to sharding.command_options and tested there."""
+    """The options of vfe-hub predict: those of loading and running a model (cli._load, one loader for a run and a
+    shard), those of the outputs, and the predict options the sharded runs are compared on
+    (test_predict_options_reach_every_shard_and_the_manifest and ..._protocol): a new one of these must be added
+    to sharding.command_options and tested there."""
     commands = next(a for a in cli.parser()._actions if isinstance(a, argparse._SubParsersAction))
-    predict = commands.choices["predict"]
-    options = {flag for action in predict._actions for flag in action.option_strings if flag.startswith("--")}
-    runs = {"--device", "--dtype", "--batch-size", "--progress", "--quiet", "--weights", "--debug", "--verbose",
-            "--help"}
+    run = argparse.ArgumentParser(add_help=False)
+    cli._run_options(run)
+    loads = flags(run) | {"--weights", "--debug", "--verbose", "--help"}
     outputs = {"--output", "--save-dir", "--score-thr", "--frame-list", "--per-frame-dir", "--shard", "--out-dir"}
-    assert options - runs - outputs == {"--protocol", "--no-masks"}
+    assert flags(commands.choices["predict"]) - loads - outputs == {"--protocol", "--no-masks"}
 
 
 def test_torchrun_two_processes(coco_root, detpro_dir, detpro_once, tmp_path):
