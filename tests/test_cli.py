@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,9 +21,12 @@ from demo_clip import ASSET, FRAMES, SIZE, demo_frames
 from media import panning_clip, photo, write_image, write_video
 from original_layouts import mamba_layout, random_state, write_mmcv_checkpoint
 from small_models import SMALL, mamba
-from vfe_hub import api, cli, hub, registry
+from vfe_hub import cli, hub, registry
 from vfe_hub.results_writer import ResultsWriter
 from vfe_hub.structures import Detections, FrameInfo
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import cli_startup  # noqa: E402
 
 NAME = "mamba_r101_dc5_vid"
 REPO = Path(__file__).resolve().parents[1]
@@ -68,6 +72,21 @@ def test_version_and_python_m(capsys):
     assert help_.returncode == 0 and help_.stdout.startswith("usage: vfe-hub") and not help_.stderr
 
 
+@pytest.mark.parametrize("command", cli_startup.COMMANDS, ids=" ".join)
+def test_light_commands_do_not_import_torch(command, tmp_path):
+    """--help, --version, list, info and cache read the registry and the cache folders: PyTorch (seconds to import)
+    stays out. benchmarks/cli_startup.py times them."""
+    env = {**ENV, "VFE_HUB_CACHE": str(tmp_path / "vfe_hub"), "HF_HUB_CACHE": str(tmp_path / "hf")}
+    startup = cli_startup.run(list(command), env)
+    assert "vfe_hub.registry" in startup.modules and not startup.heavy
+
+
+def test_the_datasets_of_the_command_line_are_the_evaluators():
+    from vfe_hub.evaluation import runner
+
+    assert list(registry.DATASET_ROOTS) == list(runner.DATASETS)
+
+
 # ------------------------------------------------------------------------------------------------ Unix behaviour
 
 @pytest.mark.slow
@@ -94,7 +113,7 @@ def test_ctrl_c_exits_quietly_with_130(monkeypatch, capsys):
     def interrupted(pattern):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(api, "list_models", interrupted)
+    monkeypatch.setattr(cli, "list_models", interrupted)
     assert cli.main(["list"]) == 130
     assert capsys.readouterr().err == ""
     with pytest.raises(KeyboardInterrupt):
@@ -103,11 +122,35 @@ def test_ctrl_c_exits_quietly_with_130(monkeypatch, capsys):
 
 def test_unexpected_errors_are_one_line_too(monkeypatch, capsys):
     def broken(pattern):
-        raise RuntimeError("boom\nsecond line")
+        raise RuntimeError("boom")
 
-    monkeypatch.setattr(api, "list_models", broken)
+    monkeypatch.setattr(cli, "list_models", broken)
     assert cli.main(["list"]) == 1
-    assert one_error_line(capsys.readouterr().err) == "vfe-hub: error: RuntimeError: boom ..."
+    assert one_error_line(capsys.readouterr().err) == "vfe-hub: error: RuntimeError: boom"
+
+
+def test_a_longer_error_prints_its_lines_up_to_a_bound(monkeypatch, capsys):
+    def broken(pattern):
+        raise RuntimeError("what is wrong:\n" + "\n".join(f"  detail {i}" for i in range(100)))
+
+    monkeypatch.setattr(cli, "list_models", broken)
+    assert cli.main(["list"]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[:2] == ["vfe-hub: error: RuntimeError: what is wrong:", "  detail 0"]
+    assert len(lines) == cli.ERROR_LINES and lines[-2] == f"  detail {cli.ERROR_LINES - 3}"
+    assert lines[-1] == f"... and {101 - cli.ERROR_LINES + 1} more lines (--debug shows the whole message)"
+
+
+def test_convert_prints_the_keys_a_checkpoint_lacks(tmp_path, capsys):
+    """A checkpoint with only the first 30 tensors of MAMBA's release: the error lists what is missing."""
+    layout = dict(list(mamba_layout().items())[:30])
+    checkpoint = write_mmcv_checkpoint(tmp_path / "part.pth", random_state(layout))
+    assert cli.main(["convert", NAME, str(checkpoint), str(tmp_path / "out")]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("vfe-hub: error: The converted ") and lines[0].endswith("does not fit the model:")
+    assert lines[1].startswith("  model keys without a tensor (") and lines[2].startswith("    ")
+    assert lines[-2].startswith("    ... and ") and lines[-1].startswith("Is it the checkpoint of this model")
+    assert not (tmp_path / "out").exists()
 
 
 def test_logging_is_vfe_hub_only_warning_by_default(capsys):
@@ -168,6 +211,52 @@ def test_inputs_are_checked_before_the_model_is_loaded(tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli.main(["evaluate", NAME, "imagenet_vi", "--root", str(tmp_path)])
     assert "imagenet_vid" in one_error_line(capsys.readouterr().err)
+
+
+def test_convert_names_the_options_of_the_model(tmp_path, capsys):
+    """An option of another model's conversion is refused with those this model takes, before anything is read."""
+    bags = "bags_gs_htc_x101_dcn_lvis05"
+    out = tmp_path / "out"
+    assert cli.main(["convert", bags, str(tmp_path / "bags.pth"), str(out), "--embeddings", "e.pth"]) == 1
+    line = one_error_line(capsys.readouterr().err)
+    assert f"{bags} takes --groups beyond the checkpoint; remove --embeddings" in line
+    assert f"`vfe-hub convert {bags} <checkpoint.pth> <out_dir> --groups" in line
+    assert cli.main(["convert", NAME, str(tmp_path / "m.pth"), str(out), "--sorted-ids", "s.json", "--fp16-mask"]) == 1
+    line = one_error_line(capsys.readouterr().err)
+    assert f"{NAME} is converted from its checkpoint alone; remove --sorted-ids, --fp16-mask" in line
+    assert not out.exists()
+
+
+def test_publish_shows_upload_bars_only_when_asked(fake_hub, tmp_path, capsys):
+    """Standard error is not a terminal here (as in a redirected log): huggingface_hub's bars stay off."""
+    folder = tmp_path / "weights"
+    hub.write_model_dir(folder, {"w": torch.zeros(3)}, {"name": NAME}, "# card\n")
+    assert cli.main(["publish", str(folder), "someone/quiet"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith(f"uploaded {folder} to someone/quiet") and captured.err == ""
+    hub.write_model_dir(folder, {"w": torch.ones(3)}, {"name": NAME}, "# card\n")  # new bytes: uploaded again
+    assert cli.main(["publish", str(folder), "someone/bars", "--progress"]) == 0
+    assert "model.safetensors: 100%" in capsys.readouterr().err
+    assert fake_hub.files("someone/bars")["model.safetensors"] == (folder / "model.safetensors").read_bytes()
+
+
+def test_evaluation_data_is_fetched_before_the_model_is_loaded(vid_root, tmp_path, monkeypatch, capsys):
+    """The motion-IoU table's host refuses connections and the weights do not exist: the data fails first, in a
+    plain and in a sharded run, before any output folder is made."""
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("VFE_HUB_GITHUB_ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("VFE_HUB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    missing = str(tmp_path / "no_such_weights.safetensors")
+    for sharded in ([], ["--shard", "0/2", "--out-dir", str(tmp_path / "out")]):
+        argv = ["evaluate", NAME, "imagenet_vid", "--root", str(vid_root), "--weights", missing, *sharded]
+        assert cli.main(argv) == 1
+        line = one_error_line(capsys.readouterr().err)
+        assert f"127.0.0.1:{port}" in line and "unreachable" in line and "no_such_weights" not in line
+    assert not (tmp_path / "out").exists()
 
 
 # ------------------------------------------------------------------------------------------------ predict -o
@@ -307,6 +396,23 @@ def test_demo_end_to_end_against_the_test_hub(fake_hub, tmp_path, monkeypatch, c
     drawn = sorted((out / "frames").iterdir())
     assert len(drawn) == FRAMES and all(p.suffix == ".jpg" for p in drawn)
     assert fake_hub.requests
+
+
+def test_the_ways_out_of_an_offline_demo_exist_on_the_demo(fake_hub, tmp_path, monkeypatch, capsys):
+    """Offline with nothing cached, the demo's error names weights=: every command that loads a model takes
+    --weights."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("VFE_HUB_CACHE", str(tmp_path / "vfe_cache"))
+    assert cli.main(["demo", "--out-dir", str(tmp_path / "demo"), "--device", "cpu"]) == 1
+    line = one_error_line(capsys.readouterr().err)
+    assert "HF_HUB_OFFLINE" in line and "pass weights=<a local file or folder>" in line
+    parse = cli.parser().parse_args
+    weights = str(tmp_path / "w")
+    for argv in (["demo"], ["predict", NAME, "a.jpg"], ["track", "gtr_dr2101_tao", "a.mp4", "-o", "t.json"],
+                 ["evaluate", NAME, "imagenet_vid", "--root", str(tmp_path)]):
+        assert parse([*argv, "--weights", weights]).weights == weights
+    assert not (tmp_path / "demo").exists()
 
 
 # ------------------------------------------------------------------------------------------------ test subsets

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import vfe_hub
-from media import panning_clip, photo, write_video
+from media import panning_clip, photo, write_image, write_video
 from original_layouts import gtr_layout, random_state, share_expander
 from small_models import GTR, gtr_model, serve_amodal_release
 from vfe_hub import cli, registry
@@ -147,6 +147,52 @@ def test_load_by_name_and_track_a_video_file_from_the_command_line(served, tmp_p
     # --fps 2 on a 5 frames/s video: every round(5 / 2) = 2nd frame; image ids stay the frame numbers
     assert cli.main(["track", GTR, str(video), "-o", str(out), "--fps", "2", "--device", "cpu"]) == 0
     assert {r["image_id"] for r in json.loads(out.read_text())} == {1, 3}
+
+
+@pytest.mark.slow
+def test_track_draws_frames_of_other_sizes_and_writes_the_tracks_whatever_happens_to_the_drawing(
+        served, tmp_path, monkeypatch, capsys):
+    """A folder of frames of two sizes, at 4 frames/s run at 2: the drawn video keeps the first frame's size (the
+    others letterboxed); when the drawing fails the tracks are still written, and the error says so."""
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, image in enumerate(panning_clip(n=4, size=(60, 80))):
+        write_image(folder / f"{i:04d}.png", image if i < 2 else np.ascontiguousarray(image.transpose(1, 0, 2)))
+    out, drawn = tmp_path / "tracks.json", tmp_path / "drawn.mp4"
+    args = ["track", GTR, str(folder), "-o", str(out), "--fps", "2", "--source-fps", "4", "--device", "cpu"]
+    assert cli.main([*args, "--save-video", str(drawn)]) == 0
+    assert {r["image_id"] for r in json.loads(out.read_text())} == {1, 3}
+    with av.open(str(drawn)) as container:
+        assert float(container.streams.video[0].average_rate) == 2
+        decoded = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert [f.shape for f in decoded] == [(60, 80, 3)] * 2
+    assert decoded[1][:, :10].mean() < 8, "the portrait frame is letterboxed: black bars left and right"
+
+    out.unlink()
+    plot = vfe_hub.Detections.plot
+
+    def fails_on_the_second_frame(self, *a, **k):
+        if self.frame.index > 0:
+            raise OSError("No space left on device")
+        return plot(self, *a, **k)
+
+    monkeypatch.setattr(vfe_hub.Detections, "plot", fails_on_the_second_frame)
+    assert cli.main([*args, "--save-video", str(tmp_path / "failed.mp4")]) == 1
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"-> {out}; the drawn video {tmp_path / 'failed.mp4'} was not written: No space left" in line
+    assert {r["image_id"] for r in json.loads(out.read_text())} == {1, 3}
+    assert not [p for p in tmp_path.iterdir() if "failed" in p.name], "no video, not even a partial one"
+
+
+def test_track_fps_on_a_folder_needs_its_frame_rate(tmp_path, capsys):
+    """A folder of frames has no frame rate: --fps alone is refused before the model is loaded."""
+    for i, image in enumerate(panning_clip(n=2, size=(60, 80))):
+        write_image(tmp_path / f"{i:04d}.png", image)
+    missing = str(tmp_path / "no_such_weights.safetensors")
+    assert cli.main(["track", GTR, str(tmp_path), "-o", str(tmp_path / "t.json"), "--fps", "2", "--weights",
+                     missing]) == 1
+    err = capsys.readouterr().err
+    assert "--source-fps" in err and "no_such_weights" not in err and not (tmp_path / "t.json").exists()
 
 
 def test_track_refuses_a_detector(tmp_path, capsys):

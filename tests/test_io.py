@@ -117,6 +117,31 @@ def test_16_bit_png_is_read_on_the_full_16_bit_scale(tmp_path):
     np.testing.assert_array_equal(read_frame(tmp_path / "camera16.png"), gray(picture))
 
 
+def test_16_bit_arrays_are_read_as_16_bit_files_are(tmp_path):
+    """A uint16 array gives the frame its 16-bit PNG gives (not the values modulo 256)."""
+    values = np.array([[0, 1, 128, 129, 257], [5000, 32767, 32768, 65278, 65535]], dtype=np.uint16)
+    Image.fromarray(values).save(tmp_path / "levels.png")
+    expected = gray(np.array([[0, 0, 0, 1, 1], [19, 127, 128, 254, 255]]))
+    np.testing.assert_array_equal(next(iter(open_frames(tmp_path / "levels.png"))).image, expected)
+    rgb = np.repeat(values[..., None], 3, axis=2)
+    frames = list(open_frames([values, rgb, np.stack([rgb, 65535 - rgb])]))
+    assert len(frames) == 4
+    for frame in frames[:3]:
+        check_image(frame, (2, 5))
+        np.testing.assert_array_equal(frame.image, expected)
+    np.testing.assert_array_equal(frames[3].image, 255 - expected)
+
+
+@pytest.mark.parametrize(("values", "hint"), [
+    (np.array([[0, 255]], dtype=np.int64), r"Its values are 0-255: convert it with array\.astype\(np\.uint8\)"),
+    (np.array([[0, 4095]], dtype=np.int32), r"Its values reach 4095: .*array\.astype\(np\.uint16\)"),
+    (np.array([[-5, 300]], dtype=np.int16), r"Its values span -5 to 300: scale them to 0-255 first"),
+])
+def test_other_integer_arrays_get_the_conversion_their_values_need(values, hint):
+    with pytest.raises(InputError, match=r"expected dtype uint8 .*" + hint):
+        open_frames(values)
+
+
 def test_high_bit_depth_pil_images(tmp_path):
     values = np.array([[0, 257, 65535]], dtype=np.uint16)
     big_endian = Image.frombytes("I;16B", (3, 1), values.astype(">u2").tobytes())

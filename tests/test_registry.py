@@ -73,12 +73,31 @@ def test_list_models_filters_by_task_and_dataset():
     assert sorted(n for t in every for n in vfe_hub.list_models(task=t)) == vfe_hub.list_models()
 
 
+def test_list_models_takes_the_common_names_of_a_task_in_any_case():
+    trackers = ["amodal_expander_dr2101_tao_amodal.20k", "amodal_expander_dr2101_tao_amodal.pno_20k",
+                "amodal_expander_dr2101_tao_amodal.pno_45k", "gtr_dr2101_tao"]
+    assert vfe_hub.list_models(task="tracking") == vfe_hub.list_models(task="Tracking") == trackers
+    assert vfe_hub.list_models(task="MOT") == vfe_hub.list_models(task="Multi Object Tracking") == ["gtr_dr2101_tao"]
+    assert vfe_hub.list_models(task="video_object_detection") == ["mamba_r101_dc5_vid", "stpn_swint_vid"]
+    assert vfe_hub.list_models(task="open-vocabulary") == ["detpro_r50_fpn_lvis1"]
+    for synonym, tasks in registry.TASK_SYNONYMS.items():
+        assert set(tasks) <= {spec.task for spec in registry.MODELS.values()}, synonym
+
+
+def test_unknown_names_get_suggestions_in_any_case():
+    with pytest.raises(vfe_hub.errors.UnknownModelError, match="Did you mean 'mamba_r101_dc5_vid'"):
+        vfe_hub.load("MAMBA_R101_DC5_VID")
+    with pytest.raises(vfe_hub.VfeHubError, match="Did you mean 'video-object-detection'"):
+        vfe_hub.list_models(task="Video-Objects-Detection")
+
+
 def test_list_models_rejects_unknown_task_or_dataset():
-    with pytest.raises(vfe_hub.VfeHubError, match=r"Unknown task 'video-detection'\. Did you mean "
+    with pytest.raises(vfe_hub.VfeHubError, match=r"Unknown task 'video-objects-detection'\. Did you mean "
                                                   r"'video-object-detection'\? Valid: amodal-tracking, "
                                                   r"instance-segmentation, multi-object-tracking, "
-                                                  r"open-vocabulary-detection, video-object-detection\."):
-        vfe_hub.list_models(task="video-detection")
+                                                  r"open-vocabulary-detection, video-object-detection; also "
+                                                  r"amodal, .*tracking, vid, .*zero-shot-object-detection\."):
+        vfe_hub.list_models(task="video-objects-detection")
     with pytest.raises(vfe_hub.VfeHubError, match=r"Unknown dataset 'coco'\. Valid: imagenet_vid, "
                                                   r"imagenet_vid_val, lvis_v05, lvis_v05_val, lvis_v1, "
                                                   r"lvis_v1_val, tao, tao_amodal, "

@@ -78,3 +78,12 @@ def test_frame_stride_runs_every_kth_frame_of_each_video(tmp_path, protocol):
     assert len(model._frames([video], {"frame_stride": 3, "protocol": protocol})) == 3
     with pytest.raises(VfeHubError, match="frame_stride must be a positive integer"):
         model.predict(video, frame_stride=0)
+
+
+def test_sessions_are_streaming_and_say_so():
+    model = StandIn()
+    with pytest.raises(VfeHubError, match=r"sessions are streaming.*predict\(<video>, protocol='paper'\)"):
+        model.session(protocol="paper")
+    with pytest.raises(VfeHubError, match="did you mean 'paper'"):
+        model.session(protocol="papr")
+    assert model.session(protocol="streaming").state.protocol == "streaming"

@@ -3,6 +3,7 @@ through Python, the command line and torchrun, a shard killed halfway and rerun,
 incomplete or of another run."""
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import hashlib
 import json
@@ -21,7 +22,9 @@ from benchmark_layouts import VIDEOS, write_lvis
 from small_models import (DETPRO, StandIn, convert_detpro, lvis_like_categories, tiny_detpro_spec, video_model,
                           write_detpro_release)
 from vfe_hub import VideoDetector, cli, registry, sharding
+from media import photo, write_image
 from vfe_hub.registry import Preprocess
+from vfe_hub.results_writer import frame_entry, provenance
 from vfe_hub.sharding import ShardError
 
 TESTS = Path(__file__).parent
@@ -186,8 +189,10 @@ def test_predict_shards_by_input(vid_root, tmp_path):
     for index in range(2):
         sharding.predict(Recorder(), folders, shard=(index, 2), out_dir=tmp_path, protocol="paper")
     assert sharding.merge_and_score(tmp_path) == {}
-    expected = [record for det in one for record in det.to_json()]
-    assert json.loads((tmp_path / "results.json").read_text()) == expected
+    document = json.loads((tmp_path / "results.json").read_text())  # what predict -o results.json writes
+    assert document["results"] == [record for i, det in enumerate(one, 1) for record in det.to_json(image_id=i)]
+    assert document["images"] == [{"id": i, **frame_entry(det.frame)} for i, det in enumerate(one, 1)]
+    assert document["provenance"] == provenance(Recorder(), {**Recorder.predict_options, "protocol": "paper"})
 
 
 # ------------------------------------------------------------------------- real networks with random weights
@@ -246,11 +251,92 @@ def test_image_shards_through_the_command_line(coco_root, detpro_dir, detpro_onc
                          "--shard", f"{index}/2", "--out-dir", str(out), "--quiet"]) == 0
     capsys.readouterr()
     assert cli.main(["evaluate", "--merge", str(out)]) == 0
-    assert same_metrics(json.loads(capsys.readouterr().out), metrics)
+    captured = capsys.readouterr()
+    assert same_metrics(json.loads(captured.out), metrics)
+    assert captured.err.endswith(f"detections -> {out / 'results.json'}, metrics -> {out / 'metrics.json'}\n")
     assert (out / "results.json").read_bytes() == results
     manifest = sharding.read_manifest(out)
     assert manifest["dataset"] == "lvis_v1" and manifest["dataset_args"]["root"] == str(coco_root)
     assert manifest["model"] == DETPRO and manifest["shards"] == 2
+
+
+def run_cli(capsys, *argv: str) -> list[str]:
+    """``vfe-hub ARGV`` in this process; the lines it wrote on stderr."""
+    assert cli.main(list(argv)) == 0
+    return capsys.readouterr().err.splitlines()
+
+
+def predict_sharded_and_once(capsys, tmp_path, name: str, inputs: list[str], options: list[str]) -> tuple[dict, dict]:
+    """``vfe-hub predict NAME INPUTS OPTIONS`` once into a JSON document, and in two shards merged (checking what
+    each step says on stderr); both documents."""
+    once = tmp_path / "once.json"
+    run_cli(capsys, "predict", name, *inputs, *options, "-o", str(once), "-q")
+    out = tmp_path / "sharded"
+    for index in range(2):
+        lines = run_cli(capsys, "predict", name, *inputs, *options, "--shard", f"{index}/2", "--out-dir", str(out),
+                        "-q")
+        shard_file = out / f"shard-0000{index}-of-00002.jsonl"
+        assert lines[0].startswith(f"shard {index}/2: ") and lines[0].endswith(f" frames -> {shard_file}")
+        assert lines[1] == f"when every shard is complete, merge them: vfe-hub evaluate --merge {out}"
+    rerun = run_cli(capsys, "predict", name, *inputs, *options, "--shard", "1/2", "--out-dir", str(out), "-q")
+    assert rerun[0].startswith(f"shard 1/2 was complete already in {out} (") and "nothing ran" in rerun[0]
+    assert not (out / "results.json").exists(), "no shard merges without --merge or torchrun"
+    merge = run_cli(capsys, "evaluate", "--merge", str(out))
+    document = json.loads((out / "results.json").read_text())
+    assert merge == [f"2 shard(s) merged: {len(document['images'])} frames, {len(document['results'])} detections "
+                     f"-> {out / 'results.json'}"]
+    return json.loads(once.read_text()), document
+
+
+def test_predict_options_reach_every_shard_and_the_manifest(tiny_detpro, detpro_dir, tmp_path, capsys):
+    """--no-masks: the sharded run gives the records of one run, without masks, and the same provenance."""
+    images = [str(write_image(tmp_path / f"{name}.png", photo(name, (96, 128))))
+              for name in ("coffee", "chelsea", "astronaut")]
+    once, merged = predict_sharded_and_once(capsys, tmp_path, DETPRO, images, ["--weights", str(detpro_dir),
+                                                                               "--no-masks"])
+    assert merged["results"] == once["results"] and merged["provenance"] == once["provenance"]
+    assert once["results"] and not any("segmentation" in r for r in once["results"])
+    assert [(i["name"], i["size"]) for i in merged["images"]] == [(i["name"], i["size"]) for i in once["images"]]
+    assert sharding.read_manifest(tmp_path / "sharded")["options"] == {"masks": False}
+
+
+@pytest.mark.slow
+def test_predict_options_reach_every_shard_and_the_manifest_protocol(vid_root, tmp_path, monkeypatch, capsys):
+    """--protocol paper: the sharded run gives the records of one paper run, which differ from streaming's."""
+    from safetensors.torch import save_file
+    from vfe_hub.models.mamba import Mamba
+
+    name = "mamba_r101_dc5_vid"
+    weights = tmp_path / "mamba.safetensors"
+    save_file({k: v.contiguous() for k, v in video_model(name).state_dict().items()}, weights)
+    monkeypatch.setitem(registry.MODELS, name, dataclasses.replace(registry.get_spec(name), preprocess=TINY))
+    monkeypatch.setattr(Mamba, "paper_references", 2)  # fewer reference frames: the same path, faster
+    folders = [str(vid_root / "Data" / "VID" / video) for video, _, _ in VIDEOS]
+    once, merged = predict_sharded_and_once(capsys, tmp_path, name, folders, ["--weights", str(weights),
+                                                                              "--protocol", "paper"])
+    assert merged["results"] == once["results"] and merged["provenance"] == once["provenance"]
+    assert merged["provenance"]["protocol"] == "paper" and merged["images"] == once["images"]
+    assert sharding.read_manifest(tmp_path / "sharded")["options"]["protocol"] == "paper"
+    streaming = tmp_path / "streaming.json"
+    run_cli(capsys, "predict", name, *folders, "--weights", str(weights), "-o", str(streaming), "-q")
+    assert json.loads(streaming.read_text())["results"] != once["results"]
+
+
+def flags(parser: argparse.ArgumentParser) -> set[str]:
+    return {flag for action in parser._actions for flag in action.option_strings if flag.startswith("--")}
+
+
+def test_the_command_line_options_of_predict_are_all_tested():
+    """The options of vfe-hub predict: those of loading and running a model (cli._load, one loader for a run and a
+    shard), those of the outputs, and the predict options the sharded runs are compared on
+    (test_predict_options_reach_every_shard_and_the_manifest and ..._protocol): a new one of these must be added
+    to sharding.command_options and tested there."""
+    commands = next(a for a in cli.parser()._actions if isinstance(a, argparse._SubParsersAction))
+    run = argparse.ArgumentParser(add_help=False)
+    cli._run_options(run)
+    loads = flags(run) | {"--weights", "--debug", "--verbose", "--help"}
+    outputs = {"--output", "--save-dir", "--score-thr", "--frame-list", "--per-frame-dir", "--shard", "--out-dir"}
+    assert flags(commands.choices["predict"]) - loads - outputs == {"--protocol", "--no-masks"}
 
 
 def test_torchrun_two_processes(coco_root, detpro_dir, detpro_once, tmp_path):

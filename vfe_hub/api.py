@@ -14,18 +14,11 @@ from . import weights as weights_mod
 from .errors import VfeHubError, WeightsNotFoundError, unknown_keyword_error
 from .hub import CONFIG_NAME, read_config
 from .models.base import Detector
-from .registry import ModelSpec, get_spec, list_models
+from .registry import PIPELINES, ModelSpec, get_spec, list_models, model_info
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-#: the pipelines a model runs (:func:`load`)
-PIPELINES = ("fast", "original")
 
 __all__ = ["list_models", "load", "model_info", "resolve_device", "set_dtype"]
-
-
-def model_info(name: str) -> dict[str, Any]:
-    """The registry's facts about ``name``: task, classes, paper, metrics, weights, licence, protocols."""
-    return get_spec(name).info()
 
 
 def _dtype(dtype: torch.dtype | str, supported: tuple[str, ...]) -> torch.dtype:

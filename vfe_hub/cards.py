@@ -3,13 +3,10 @@ from __future__ import annotations
 
 import yaml
 
-from .registry import ModelSpec
-from .weights import conversion_command
+from .registry import TRACKING_TASKS, ModelSpec, conversion_command
 
 _DATASET_NAMES = {"imagenet_vid": "ImageNet VID (val)", "lvis_v1_val": "LVIS v1 (val)",
                   "lvis_v05_val": "LVIS v0.5 (val)", "tao_val": "TAO (val)", "tao_amodal_val": "TAO-Amodal (val)"}
-#: the tasks whose results carry track ids
-TRACKING_TASKS = ("multi-object-tracking", "amodal-tracking")
 
 
 def weights_source(spec: ModelSpec) -> str:

@@ -1,7 +1,8 @@
 """The vfe-hub command line: demo, list, info, predict, track, evaluate, convert, publish, cache.
 
-Errors print one line, "vfe-hub: error: ...", on stderr and exit with status 1 (2 for a wrong command line,
-130 on Ctrl-C); --debug shows the traceback instead. Inputs are checked before a model is loaded. Progress
+Errors print "vfe-hub: error: ..." on stderr, one line unless the message has more to say (e.g. the keys a
+checkpoint lacks), and exit with status 1 (2 for a wrong command line, 130 on Ctrl-C); --debug shows the
+traceback instead. Inputs are checked before a model is loaded. Progress
 bars appear only on a terminal (--progress / --quiet override); -v shows vfe_hub's INFO messages.
 """
 from __future__ import annotations
@@ -15,15 +16,15 @@ import signal
 import sys
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import __version__, api, cards, hub
+from . import __version__
 from .errors import VfeHubError
-from .evaluation.runner import DATASETS
-from .io import open_frames
-from .models.base import Detector
-from .registry import get_spec
-from .results_writer import ResultsWriter
+from .registry import DATASET_ROOTS, PIPELINES, TRACKING_TASKS, get_spec, list_models, model_info
+
+if TYPE_CHECKING:  # the commands that run a model import PyTorch when they run: --help, list, info and cache do not
+    from .models.base import Detector
+    from .results_writer import ResultsWriter
 
 DEMO_MODEL = "mamba_r101_dc5_vid"
 DEMO_CLIP = "demo_clip.mp4"
@@ -42,31 +43,36 @@ _LOG_HANDLER.setFormatter(logging.Formatter("vfe-hub: %(levelname)s: %(message)s
 # ------------------------------------------------------------------------------------------------ commands
 
 def _list(args: argparse.Namespace) -> None:
-    for name in api.list_models(args.pattern):
+    for name in list_models(args.pattern):
         spec = get_spec(name)
         print(f"{name:28s} {spec.task:26s} {spec.summary.split(';')[0]}")
 
 
 def _info(args: argparse.Namespace) -> None:
-    print(json.dumps(api.model_info(args.name), indent=2))
+    print(json.dumps(model_info(args.name), indent=2))
 
 
 def _load(args: argparse.Namespace, name: str | None) -> Detector:
-    """``api.load`` with the command line's options; ``device`` only when given, so the library chooses."""
-    options = {"device": args.device} if args.device else {}
-    return api.load(name, dtype=args.dtype, weights=args.weights, progress=args.progress,
-                    pipeline=args.pipeline, **options)
+    """``api.load`` with the command line's options, for one run or a shard; ``device`` only when given (so the
+    library chooses) or, under torchrun, this process's GPU (:func:`vfe_hub.sharding.rank_device`)."""
+    from . import api
+    from .sharding import rank_device
+
+    device = rank_device(args.device)
+    options = {"device": device} if device else {}
+    return api.load(name, dtype=args.dtype, weights=args.weights, progress=args.progress, pipeline=args.pipeline,
+                    **options)
 
 
 def _predict_to_files(args: argparse.Namespace, model: Detector, inputs: list[str],
                       output: str | os.PathLike[str] | None, save_dir: Path | None) -> ResultsWriter:
     """Run ``model`` on ``inputs``, streaming each frame's results to ``output`` (see
     :mod:`vfe_hub.results_writer`) and drawing them into ``save_dir``."""
-    options = {"protocol": args.protocol} if args.protocol else {}
-    if args.no_masks:
-        options["masks"] = False
-    provenance = {**model.provenance(), "vfe_hub": __version__,
-                  "protocol": {**model.predict_options, **options}.get("protocol")}
+    from .io import open_frames
+    from .results_writer import ResultsWriter, provenance
+    from .sharding import command_options
+
+    options = command_options(args)
     detections = model.predict(inputs, batch_size=args.batch_size, stream=True, progress=args.progress,
                                **options)
     # Results come in input order; drawing takes each frame from one more sequential decode (plot() without an
@@ -74,7 +80,7 @@ def _predict_to_files(args: argparse.Namespace, model: Detector, inputs: list[st
     frames = open_frames(inputs) if save_dir else itertools.repeat(None)
     if save_dir:
         save_dir.mkdir(parents=True, exist_ok=True)
-    with ResultsWriter(output, provenance) as writer:
+    with ResultsWriter(output, provenance(model, {**model.predict_options, **options})) as writer:
         for det, frame in zip(detections, frames):
             writer.write(det)
             if frame is not None:
@@ -84,6 +90,8 @@ def _predict_to_files(args: argparse.Namespace, model: Detector, inputs: list[st
 
 
 def _predict(args: argparse.Namespace) -> None:
+    from .io import open_frames
+
     if args.frame_list:
         _predict_frame_list(args)
         return
@@ -108,41 +116,57 @@ def _predict_frame_list(args: argparse.Namespace) -> None:
 
 
 def _track(args: argparse.Namespace) -> None:
+    from . import hub
+    from .io import open_frames
     from .video_writer import VideoWriter, frame_rate
 
     open_frames([args.video])  # a missing or unreadable video fails here, before the model is loaded
-    if get_spec(args.name).task not in cards.TRACKING_TASKS:
-        trackers = [n for task in cards.TRACKING_TASKS for n in api.list_models(task=task)]
+    if get_spec(args.name).task not in TRACKING_TASKS:
+        trackers = list_models(task="tracking")
         raise VfeHubError(f"{args.name} detects but does not track; use a tracker ({', '.join(trackers)}) or "
                           f"'vfe-hub predict {args.name} ...'.")
+    rate = args.source_fps or (frame_rate(args.video) if os.path.isfile(args.video) else None)
+    if args.fps and rate is None:
+        raise VfeHubError(f"--fps {args.fps} needs the frame rate of {args.video}, a folder of frames, which has "
+                          f"none: give it with --source-fps (e.g. --source-fps 30 --fps {args.fps}), or leave --fps "
+                          f"out to run every frame.")
+    stride = max(round(rate / args.fps), 1) if args.fps else 1
     model = _load(args, args.name)
     options = {"protocol": args.protocol} if args.protocol else {}
-    rate = frame_rate(args.video) if os.path.isfile(args.video) else None
-    stride = max(round(rate / args.fps), 1) if args.fps and rate else 1
     detections = model.predict([args.video], batch_size=args.batch_size, stream=True, progress=args.progress,
                                frame_stride=stride, **options)
     records: list[dict] = []
     margin = None  # amodal boxes: one canvas size for the whole video, a quarter of the frame more on each side
-    frames = (f for f in open_frames([args.video]) if f.index % stride == 0) if args.save_video \
-        else itertools.repeat(None)
+    frames = (f for f in open_frames([args.video]) if f.index % stride == 0)
     drawn = VideoWriter(args.save_video, (rate or 30) / stride) if args.save_video else None
+    failed: Exception | None = None  # the drawing's error: the tracks are computed and written all the same
     try:
-        for det, frame in zip(detections, frames):
+        for det in detections:
             records += det.to_json(video_id=args.video_id)
-            if drawn is not None:
+            if drawn is None:
+                continue
+            try:
                 if det.amodal_boxes is not None and margin is None:
                     margin = max(det.frame.size) // 4
-                drawn.write(det.plot(frame.image, score_thr=args.score_thr, margin=margin))
+                drawn.write(det.plot(next(frames).image, score_thr=args.score_thr, margin=margin))
+            except Exception as error:  # noqa: BLE001 - reported once the tracks are written
+                drawn.close(keep=False)
+                drawn, failed = None, error
     except BaseException:
         if drawn is not None:
             drawn.close(keep=False)
         raise
-    if drawn is not None:
-        drawn.close()
     hub.atomic_write(Path(args.output), lambda tmp: tmp.write_text(json.dumps(records), encoding="utf-8"))
-    tracks = len({r["track_id"] for r in records})
-    print(f"{tracks} tracks, {len(records)} boxes -> {args.output}"
-          + (f"; drawn video -> {args.save_video}" if drawn is not None else ""), file=sys.stderr)
+    summary = f"{len({r['track_id'] for r in records})} tracks, {len(records)} boxes -> {args.output}"
+    if drawn is not None:
+        try:
+            drawn.close()
+        except Exception as error:  # noqa: BLE001 - reported below
+            failed = error
+    if failed is not None:
+        raise VfeHubError(f"{summary}; the drawn video {args.save_video} was not written: "
+                          f"{_error_text(failed)}") from failed
+    print(summary + (f"; drawn video -> {args.save_video}" if args.save_video else ""), file=sys.stderr)
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -156,9 +180,8 @@ def _demo(args: argparse.Namespace) -> None:
 def _evaluate(args: argparse.Namespace) -> None:
     from . import sharding
 
-    model = _load(args, args.name)
-    metrics = model.evaluate(args.dataset, root=args.root, ann_file=args.ann_file, limit=args.limit,
-                             batch_size=args.batch_size, progress=args.progress, **sharding.dataset_options(args))
+    bench = sharding.command_benchmark(args)  # a missing file or an unreachable data host fails before the model
+    metrics = _load(args, args.name).evaluate(bench, batch_size=args.batch_size, progress=args.progress)
     print(json.dumps(metrics, indent=2))
 
 
@@ -173,7 +196,7 @@ def _sharded(run):
                               "folder).")
         if not (args.shard or args.out_dir or merge or sharding.env_shard()):
             return run(args)
-        metrics = sharding.run_command(args)
+        metrics = sharding.run_command(args, lambda: _load(args, args.name))
         if metrics:
             print(json.dumps(metrics, indent=2))
     return dispatch
@@ -191,6 +214,7 @@ def _dropped_summary(keys: list[str]) -> str:
 
 
 def _convert(args: argparse.Namespace) -> None:
+    from . import cards, hub
     from .weights import convert_checkpoint, model_dir_config
 
     spec = get_spec(args.name)
@@ -208,12 +232,23 @@ def _convert(args: argparse.Namespace) -> None:
 
 def _publish(args: argparse.Namespace) -> None:
     from huggingface_hub import HfApi
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    from . import hub
+    from .progress import show_progress
 
     folder = Path(args.folder)
     hub.read_model_dir(folder)  # refuse to upload a folder that does not load
     hf = HfApi()
     hf.create_repo(args.repo_id, private=args.private, exist_ok=True)
-    commit = hf.upload_folder(repo_id=args.repo_id, folder_path=folder, commit_message=args.message)
+    silence = not show_progress(args.progress) and not are_progress_bars_disabled()  # huggingface_hub's upload bars
+    if silence:
+        disable_progress_bars()
+    try:
+        commit = hf.upload_folder(repo_id=args.repo_id, folder_path=folder, commit_message=args.message)
+    finally:
+        if silence:
+            enable_progress_bars()
     print(f"uploaded {folder} to {args.repo_id} at revision {commit.oid}")
 
 
@@ -260,6 +295,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text}")
+    return value
+
+
 def _existing_folder(text: str) -> str:
     if not Path(text).expanduser().is_dir():
         what = "is a file, not a folder" if Path(text).expanduser().exists() else "does not exist"
@@ -279,8 +324,13 @@ def _run_options(s: argparse.ArgumentParser) -> None:
     s.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
                    help="float16/bfloat16 run under autocast (default: float32)")
     s.add_argument("--batch-size", type=_positive_int, default=1, help="frames per forward pass (default: 1)")
-    s.add_argument("--pipeline", default="fast", choices=api.PIPELINES,
+    s.add_argument("--pipeline", default="fast", choices=PIPELINES,
                    help="original: the original's resize library and NMS arithmetic, bit for bit (default: fast)")
+    _progress_options(s)
+
+
+def _progress_options(s: argparse.ArgumentParser) -> None:
+    """--progress / --quiet; neither: bars only on a terminal."""
     s.add_argument("--progress", action="store_true", default=None, help="always show progress bars")
     s.add_argument("--quiet", "-q", action="store_false", dest="progress", help="never show progress bars")
     s.set_defaults(progress=None)
@@ -322,7 +372,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--model", default=DEMO_MODEL, help=f"a registered model name (default: {DEMO_MODEL})")
     s.add_argument("--out-dir", default="vfe_hub_demo", help="output folder (default: ./vfe_hub_demo)")
     s.add_argument("--score-thr", type=float, default=0.3, help="drawing threshold (default: 0.3)")
-    s.set_defaults(weights=None, protocol=None, no_masks=False)
+    s.add_argument("--weights", help="local vfe_hub folder, .safetensors or original checkpoint of --model (e.g. "
+                                     "when the Hub cannot be reached)")
+    s.set_defaults(protocol=None, no_masks=False)
     _run_options(s)
 
     s = command("list", _list, "registered model names", "vfe-hub list '*vid*'")
@@ -362,15 +414,18 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--output", "-o", required=True, metavar="FILE", help="the TAO results JSON to write")
     s.add_argument("--save-video", metavar="FILE", help="also write the video with the tracks drawn (.mp4, .mkv, ...)")
     s.add_argument("--video-id", type=int, default=1, help="the video id of the records (default: 1)")
-    s.add_argument("--fps", type=_positive_int, help="run about N frames per second of a video file (every "
-                                                     "round(video fps / N)-th frame; image ids stay the frame "
-                                                     "numbers, 1-based); default: every frame")
+    s.add_argument("--fps", type=_positive_int, help="run about N frames per second (every round(source fps / "
+                                                     "N)-th frame; image ids stay the frame numbers, 1-based); "
+                                                     "default: every frame")
+    s.add_argument("--source-fps", type=_positive_float, metavar="R",
+                   help="the frame rate of the input: a folder of frames has none (needed with --fps; the drawn "
+                        "video's rate); a video file's is read from it")
     s.add_argument("--weights", help="local vfe_hub folder, .safetensors or original checkpoint")
     s.add_argument("--protocol", choices=["streaming", "paper"], help="default: the model's (streaming)")
     s.add_argument("--score-thr", type=float, default=0.3, help="drawing threshold (default: 0.3)")
     _run_options(s)
 
-    datasets = [*DATASETS, *(f"{d}_val" for d in DATASETS)]
+    datasets = [*DATASET_ROOTS, *(f"{d}_val" for d in DATASET_ROOTS)]
     s = command("evaluate", _evaluate, "score a model on its benchmark with the official metric",
                 "vfe-hub evaluate mamba_r101_dc5_vid imagenet_vid --root data/ILSVRC2015 --limit 10")
     s.add_argument("name", nargs="?", help="a registered model name")
@@ -421,6 +476,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("repo_id")
     s.add_argument("--private", action="store_true")
     s.add_argument("--message", default="Upload vfe_hub weights")
+    _progress_options(s)
 
     s = command("cache", _cache, "list, verify or remove what vfe_hub downloaded and converted",
                 "vfe-hub cache list\n  vfe-hub cache verify mamba_r101_dc5_vid\n  vfe-hub cache prune --all",
@@ -445,9 +501,18 @@ def _configure_logging(verbose: bool) -> None:
         logger.addHandler(_LOG_HANDLER)
 
 
-def _one_line(error: BaseException) -> str:
+#: the most lines of an error message printed (a conversion's listing of keys fits); --debug shows all of it
+ERROR_LINES = 70
+
+
+def _error_text(error: BaseException) -> str:
+    """The message of ``error`` (with its type unless it is vfe_hub's or an ``OSError``): one line for a short
+    error, all the lines of a longer one up to :data:`ERROR_LINES` and the count of the others."""
     lines = str(error).strip().splitlines() or [type(error).__name__]
-    text = lines[0] + (" ..." if len(lines) > 1 else "")
+    if len(lines) > ERROR_LINES:
+        more = len(lines) - ERROR_LINES + 1
+        lines = [*lines[:ERROR_LINES - 1], f"... and {more} more lines (--debug shows the whole message)"]
+    text = "\n".join(lines)
     return text if isinstance(error, (VfeHubError, OSError)) else f"{type(error).__name__}: {text}"
 
 
@@ -470,7 +535,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:
         if args.debug:
             raise
-        print(f"vfe-hub: error: {_one_line(error)}", file=sys.stderr)
+        print(f"vfe-hub: error: {_error_text(error)}", file=sys.stderr)
         return 1
     return 0
 

@@ -70,8 +70,11 @@ class DatasetError(VfeHubError, ValueError):
 
 
 def close_matches(word: str, candidates: Iterable[str], n: int = 3) -> list[str]:
-    """The candidates closest to ``word`` (difflib ratio >= 0.4), best first."""
-    return difflib.get_close_matches(word, list(candidates), n=n, cutoff=0.4)
+    """The candidates closest to ``word`` (difflib ratio >= 0.4, ignoring case), best first."""
+    by_key: dict[str, str] = {}
+    for candidate in candidates:
+        by_key.setdefault(candidate.lower(), candidate)
+    return [by_key[key] for key in difflib.get_close_matches(word.lower(), list(by_key), n=n, cutoff=0.4)]
 
 
 def unknown_keyword_error(where: str, given: Iterable[str], valid: Iterable[str]) -> UnknownArgumentError:

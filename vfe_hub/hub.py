@@ -34,16 +34,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from types import ModuleType
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-import torch
 from huggingface_hub import constants
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
 from .errors import ChecksumError, CorruptWeightsError, DownloadError, WeightsNotFoundError
 from .progress import SilentTqdm, progress_bar, show_progress
 from .registry import WeightsSpec
+
+if TYPE_CHECKING:  # PyTorch is imported by the functions that read or write tensors: the cache commands do not need it
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +95,12 @@ def _umask() -> int:
     return mask
 
 
+def open_permissions(path: str | os.PathLike[str]) -> None:
+    """Give ``path`` the permissions ``open()`` gives a new file (0666 less the umask): ``tempfile.mkstemp``
+    creates its files 0600, readable by their owner alone."""
+    os.chmod(path, 0o666 & ~_umask())
+
+
 def atomic_write(target: Path, write: Callable[[Path], None]) -> None:
     """Run ``write(tmp)`` on a temporary file beside ``target``, then rename it into place."""
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -100,7 +108,7 @@ def atomic_write(target: Path, write: Callable[[Path], None]) -> None:
     os.close(fd)
     try:
         write(Path(tmp))
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the permissions open() would
+        open_permissions(tmp)
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
@@ -140,7 +148,9 @@ def fetch_url(url: str, *, sha256: str, filename: str, progress: bool | None = N
 
     The cached copy is hashed at every call (these files are small) and downloaded again when damaged. Raises
     :class:`DownloadError` when the server cannot be reached or answers an error, or ``HF_HUB_OFFLINE`` is set
-    and the file is not cached, and :class:`ChecksumError` when the bytes are not the pinned ones.
+    and the file is not cached. Bytes that are not the pinned ones are downloaded once more, which tells a damaged
+    download (the second one is right, or differs again) from a server file that is not the pinned one (the same
+    bytes twice; :class:`ChecksumError` saying that running again will not help).
     """
     target = cache_dir() / "files" / sha256[:16] / filename
     if target.is_file():
@@ -156,6 +166,8 @@ def fetch_url(url: str, *, sha256: str, filename: str, progress: bool | None = N
     from huggingface_hub.utils import get_session
 
     http = _http()
+
+    digests: list[str] = []  # of the downloads that were not the pinned bytes
 
     def write(tmp: Path) -> None:
         digest = hashlib.sha256()
@@ -176,11 +188,24 @@ def fetch_url(url: str, *, sha256: str, filename: str, progress: bool | None = N
                 raise unreachable(url, e, ways_out=ways_out) from e
             raise DownloadError(f"Could not download {url}: {type(e).__name__}: {e}. {ways_out}.") from e
         if digest.hexdigest() != sha256:
-            raise ChecksumError(f"{url} has sha256 {digest.hexdigest()}, expected {sha256}: the download is corrupt "
-                                f"or the file changed upstream. Nothing was cached; try again.")
+            digests.append(digest.hexdigest())
+            raise ChecksumError(f"{url} has sha256 {digests[-1]}, not the pinned {sha256}")
 
-    atomic_write(target, write)
-    return target
+    for attempt in range(2):
+        try:
+            atomic_write(target, write)
+            return target
+        except ChecksumError as error:
+            if attempt == 0:
+                log.warning("%s; downloading it once more to tell a damaged download from another file.", error)
+    if digests[0] == digests[1]:
+        raise ChecksumError(f"{url} serves a file with sha256 {digests[0]} (twice the same bytes), not the pinned "
+                            f"{sha256}: the file changed upstream, or {GITHUB_ENDPOINT_ENV} names a mirror that "
+                            f"serves another file, so running again will not help. Nothing was cached. {ways_out}, "
+                            f"with the pinned file.")
+    raise ChecksumError(f"{url} was damaged in transfer twice (sha256 {digests[0]}, then {digests[1]}; pinned "
+                        f"{sha256}): something between here and the server changes the bytes (a proxy, the "
+                        f"network). Nothing was cached; run again. {ways_out}.")
 
 
 def _http() -> ModuleType:
@@ -276,9 +301,28 @@ def download(weights: WeightsSpec, *, revision: str | None = None, progress: boo
     if expected is not None and actual != expected:
         path.unlink(missing_ok=True)
         blob.unlink(missing_ok=True)
-        raise ChecksumError(f"{weights.filename!r} from {weights.repo_id!r}@{revision} has sha256 {actual}, expected "
-                            f"{expected}. The corrupt file was removed from the cache; run again to re-download.")
+        raise _checksum_error(weights, revision, actual, expected, blob.name if _SHA256.match(blob.name) else None)
     return path, actual
+
+
+def _checksum_error(weights: WeightsSpec, revision: str, actual: str, expected: str,
+                    served: str | None) -> ChecksumError:
+    """A download whose sha256 ``actual`` is not ``expected``: damaged in transfer (not the sha256 the Hub
+    ``served`` for it), or the Hub's own file is not the pinned one (running again cannot help)."""
+    where = f"{weights.filename!r} from {weights.repo_id!r}@{revision}"
+    removed = "The file was removed from the cache"
+    if served is not None and actual != served:
+        return ChecksumError(f"{where} was damaged in transfer: its sha256 is {actual}, the Hub's record of it "
+                             f"{served}. {removed}; run again to download it anew.")
+    other = (f"Running again will not help: check HF_ENDPOINT ({constants.ENDPOINT}; a mirror may serve another "
+             f"file) and report the mismatch if the Hub itself serves it; meanwhile pass weights=<a copy of the "
+             f"release you trust> (an original checkpoint is converted on the fly)")
+    if served is not None:
+        return ChecksumError(f"{where} is not the pinned file: the Hub serves sha256 {actual} (as its own record "
+                             f"says), the registry pins {expected}. {removed}. {other}.")
+    return ChecksumError(f"{where} has sha256 {actual}, not the pinned {expected}, and the Hub records no sha256 to "
+                         f"tell a damaged download from another file. {removed}: run again; if the same mismatch "
+                         f"comes back, the server's file is not the pinned one. {other}.")
 
 
 def snapshot_commit(path: Path, filename: str) -> str:
@@ -320,6 +364,8 @@ class WeightFiles:
 
 def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     """Read a safetensors file, translating unreadable files into :class:`CorruptWeightsError`."""
+    from safetensors.torch import load_file
+
     try:
         return load_file(path)
     except (SafetensorError, OSError, ValueError) as e:
@@ -334,8 +380,16 @@ def load_checkpoint(path: Path, *, trusted: bool = False) -> object:
     ``trusted=True`` unpickles arbitrary objects (``weights_only=False``), which can run code stored in the file:
     only for a file the user named in an explicit conversion command, never for anything downloaded automatically.
     """
+    import torch
+
     try:
         return torch.load(path, map_location="cpu", weights_only=not trusted)
+    except (ImportError, AttributeError) as e:  # the unpickler looked up a class that this environment lacks
+        raise CorruptWeightsError(f"{path} stores Python objects of a class that cannot be imported here "
+                                  f"({type(e).__name__}: {e}): the file was pickled with the code base that wrote "
+                                  f"it. Install the package that defines the class, or, where it is installed, "
+                                  f"save the tensors alone (torch.save(torch.load(f)['state_dict'], ...)) and "
+                                  f"convert that file.") from e
     except Exception as e:  # pickle, zip and unpickler errors all mean the same thing to the user
         raise CorruptWeightsError(f"{path} cannot be read as a PyTorch checkpoint ({type(e).__name__}: {e}). Is it the "
                                   f"right file, completely downloaded?") from e
@@ -344,6 +398,8 @@ def load_checkpoint(path: Path, *, trusted: bool = False) -> object:
 def state_dict_of(checkpoint: object, path: Path) -> dict[str, torch.Tensor]:
     """The state dict in a loaded checkpoint: a bare state dict or a dict with ``state_dict`` / ``model`` (mmcv,
     detectron2), with the ``module.`` prefix of distributed training stripped."""
+    import torch
+
     if isinstance(checkpoint, Mapping):
         for key in ("state_dict", "model"):
             if isinstance(checkpoint.get(key), Mapping):
@@ -366,6 +422,8 @@ def converted_path(weights: WeightsSpec, revision: str) -> Path:
 
 
 def _write_safetensors(target: Path, state: Mapping[str, torch.Tensor]) -> str:
+    from safetensors.torch import save_file
+
     tensors = {k: v.contiguous() for k, v in state.items()}
     atomic_write(target, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
     return sha256_of(target)

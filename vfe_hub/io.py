@@ -10,8 +10,9 @@
 * a glob pattern (``"frames/*.jpg"``, ``"data/**/*.png"``; ``**`` always recurses): matches sorted in natural
   order, the images of each parent directory forming one sequence, each video its own;
 * a :class:`PIL.Image.Image` (converted to RGB as image files are, see below);
-* a numpy array, ``uint8`` only: ``(H, W, 3)`` RGB, ``(H, W)`` grayscale (repeated to 3 channels) or
-  ``(N, H, W, 3)`` for N frames. OpenCV images are BGR: pass ``img[..., ::-1]``;
+* a numpy array, ``uint8``, or ``uint16`` read on the full 16-bit scale as 16-bit image files are (below):
+  ``(H, W, 3)`` RGB, ``(H, W)`` grayscale (repeated to 3 channels) or ``(N, H, W, 3)`` for N frames. OpenCV
+  images are BGR: pass ``img[..., ::-1]``;
 * a torch tensor in torchvision's CHW layout, on any device: ``(3, H, W)`` or ``(N, 3, H, W)``, either ``uint8``
   (0-255) or floating point in [0, 1] (converted by ``round(x * 255)``).
 
@@ -75,7 +76,7 @@ FrameInputs = Union[FrameInput, Sequence[FrameInput]]
 
 _GLOB_CHARS = re.compile(r"[*?\[]")
 _ACCEPTED = ("a path to an image, video or folder, a glob pattern, a PIL.Image.Image, "
-             "a uint8 numpy array (H, W, 3) / (H, W) / (N, H, W, 3) or a torch tensor (3, H, W) / (N, 3, H, W)")
+             "a uint8 or uint16 numpy array (H, W, 3) / (H, W) / (N, H, W, 3) or a torch tensor (3, H, W) / (N, 3, H, W)")
 
 
 @dataclass(repr=False)
@@ -370,13 +371,18 @@ def _rgb(image: Image.Image, name: str) -> np.ndarray:
         raise InputError(f"{name} holds NaN or infinite values (Pillow mode {image.mode}); replace them, e.g. "
                          "with numpy.nan_to_num, and save the image again")
     low, high = (values.min(), values.max()) if values.size else (0, 0)
+    if image.mode != "F" and 0 <= low and high <= 65535:
+        return np.repeat(_from_16_bit(values)[:, :, None], 3, axis=2)
     if image.mode == "F" and 0 <= low and high <= 1:
         gray = values * 255.0
-    elif image.mode != "F" and 0 <= low and high <= 65535:
-        gray = values / 257.0
     else:  # stretch the image's own range to 0-255
         gray = (values - low) * (255.0 / (high - low)) if high > low else np.zeros(values.shape)
     return np.repeat(np.round(gray).astype(np.uint8)[:, :, None], 3, axis=2)
+
+
+def _from_16_bit(values: np.ndarray) -> np.ndarray:
+    """Values on the full 16-bit scale as ``uint8``: ``round(v / 257)`` (0 -> 0, 65535 -> 255)."""
+    return np.round(values / 257.0).astype(np.uint8)
 
 
 # ---------------------------------------------------------------------------------------------------- videos
@@ -448,12 +454,11 @@ def _pil_rgb(image: Image.Image, label: str, _: int) -> np.ndarray:
 
 
 def _numpy_frames(array: np.ndarray, label: str, start: int) -> tuple[int, Callable[[], Iterator[Frame]]]:
-    """Check a uint8 (H, W, 3), (H, W) or (N, H, W, 3) array; return its frame count and reader."""
+    """Check a uint8 or uint16 (H, W, 3), (H, W) or (N, H, W, 3) array; return its frame count and reader."""
     what = f"{label} (numpy array of shape {array.shape}, dtype {array.dtype})"
-    if array.dtype != np.uint8:
-        fix = (" If it holds floats in [0, 1], convert it with (array * 255).round().astype(np.uint8)."
-               if np.issubdtype(array.dtype, np.floating) else " Convert it with array.astype(np.uint8).")
-        raise InputError(f"{what}: expected dtype uint8 with values 0-255.{fix}")
+    if array.dtype not in (np.uint8, np.uint16):
+        raise InputError(f"{what}: expected dtype uint8 with values 0-255 (or uint16, read on the full 16-bit "
+                         f"scale).{_conversion_hint(array)}")
     shape = array.shape
     if array.ndim == 2:
         count, get = 1, partial(_gray_frame, array)
@@ -471,16 +476,37 @@ def _numpy_frames(array: np.ndarray, label: str, start: int) -> tuple[int, Calla
     return count, partial(_memory_frames, get, count, start)
 
 
+def _conversion_hint(array: np.ndarray) -> str:
+    """How to turn an array of another dtype into one that is read as the user means it, by its values."""
+    if np.issubdtype(array.dtype, np.floating):
+        return " If it holds floats in [0, 1], convert it with (array * 255).round().astype(np.uint8)."
+    if array.size == 0 or not (np.issubdtype(array.dtype, np.integer) or array.dtype == np.bool_):
+        return ""
+    low, high = int(array.min()), int(array.max())
+    if low >= 0 and high <= 255:
+        return " Its values are 0-255: convert it with array.astype(np.uint8)."
+    if low >= 0 and high <= 65535:
+        return (f" Its values reach {high}: if it holds 16-bit values, pass array.astype(np.uint16); to stretch "
+                f"its own range to 0-255 instead: (array * (255 / array.max())).round().astype(np.uint8).")
+    return (f" Its values span {low} to {high}: scale them to 0-255 first, e.g. "
+            f"((array - array.min()) * (255 / (array.max() - array.min()))).round().astype(np.uint8).")
+
+
+def _eight_bit(frame: np.ndarray) -> np.ndarray:
+    """A uint8 frame as it is; a uint16 one on the full 16-bit scale (:func:`_from_16_bit`)."""
+    return np.ascontiguousarray(frame) if frame.dtype == np.uint8 else _from_16_bit(frame)
+
+
 def _single_frame(array: np.ndarray, _: int) -> np.ndarray:
-    return np.ascontiguousarray(array)
+    return _eight_bit(array)
 
 
 def _nth_frame(array: np.ndarray, i: int) -> np.ndarray:
-    return np.ascontiguousarray(array[i])
+    return _eight_bit(array[i])
 
 
 def _gray_frame(array: np.ndarray, _: int) -> np.ndarray:
-    return np.repeat(array[:, :, None], 3, axis=2)
+    return np.repeat(_eight_bit(array)[:, :, None], 3, axis=2)
 
 
 def _tensor_frames(tensor: torch.Tensor, label: str, start: int) -> tuple[int, Callable[[], Iterator[Frame]]]:

@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from .api import load, resolve_device, set_dtype
 from .errors import UnknownModelError, VfeHubError, close_matches
-from .models.base import Detector
 from .registry import MODELS, get_spec
+
+if TYPE_CHECKING:  # imported where a model is loaded: ``import vfe_hub`` does not import PyTorch
+    import torch
+
+    from .models.base import Detector
 
 __all__ = ["Pipeline", "pipeline", "tasks"]
 
@@ -45,6 +46,8 @@ def pipeline(task: str, model: str | Detector | None = None, *, batch_size: int 
     model, ``device`` moves it, ``dtype`` sets its inference dtype and ``vocabulary`` (open-vocabulary models)
     replaces its classes; the arguments that only loading can apply (weights, revision, config entries) are refused.
     """
+    from .api import load
+
     known = tasks()
     if task not in known:
         hint = close_matches(task, known)
@@ -66,6 +69,8 @@ def _apply(model: Detector, *, progress: bool | None, device: torch.device | str
            dtype: torch.dtype | str | None = None, vocabulary: Sequence[str] | None = None,
            **load_only: Any) -> Detector:
     """Apply to an already loaded ``model`` the load arguments that can be applied after loading."""
+    from .api import resolve_device, set_dtype
+
     if load_only:
         raise VfeHubError(f"pipeline(model=<loaded {model.spec.name}>) cannot apply {', '.join(sorted(load_only))}: "
                           f"these take effect when loading. Pass model={model.spec.name!r} (a name) to load it with "

@@ -240,7 +240,8 @@ class ModelSpec:
     prefixed ``mask_``); ``metrics_note`` says why numbers are missing where they are. ``architecture`` names the
     architecture when the spec is one of its weight variants (``<architecture>.<tag>``, see :class:`Variant`).
     ``details`` (Markdown) describes the architecture and training for the model card, where the summary is too
-    short.
+    short. ``convert_options``: what ``vfe-hub convert`` needs beyond the checkpoint, as written on its command line
+    (:func:`conversion_command`).
     """
 
     name: str
@@ -263,6 +264,7 @@ class ModelSpec:
     architecture: str | None = None
     metrics_note: str = ""
     details: str = ""
+    convert_options: str = ""
 
     def info(self) -> dict[str, Any]:
         """The spec as plain data (JSON-serialisable)."""
@@ -607,6 +609,7 @@ MODELS: dict[str, ModelSpec] = {
             config={"num_classes": 1203, "proposals": 1000, "max_per_img": 300, "fixed_lambda": 0.6,
                     "text_encoder": {}},
             original_code="https://github.com/dyabel/detpro (mmdetection 2.7 fork)",
+            convert_options=" --embeddings <iou_neg5_ens.pth> --categories <lvis_v1_val.json>",
             tags=("open-vocabulary-detection", "instance-segmentation", "lvis", "mask-rcnn", "clip", "prompt-learning"),
         ),
         ModelSpec(
@@ -658,6 +661,7 @@ MODELS: dict[str, ModelSpec] = {
             protocols={},
             config={"num_classes": 1231, "proposals": 1000, "max_per_img": 300},
             original_code=f"{_LST_CODE} (maskrcnn-benchmark fork)",
+            convert_options=" --sorted-ids <lvis_sorted_id_all.json> [--fp16-mask]",
             details=_LST_DETAILS,
             tags=("instance-segmentation", "long-tail", "incremental-learning", "lvis", "mask-rcnn"),
         ),
@@ -723,6 +727,8 @@ MODELS: dict[str, ModelSpec] = {
             },
             config={"num_classes": 1230, "group_sizes": (294, 453, 302, 181), "proposals": 1000, "depth": 101},
             original_code="https://github.com/FishYuLi/BalancedGroupSoftmax (mmdetection v1.0rc0 fork)",
+            convert_options=(" --groups <folder with label2binlabel.pt and pred_slice_with0.pt, or "
+                             "lvis_v0.5_train.json>"),
             tags=("instance-segmentation", "long-tail", "lvis", "htc", "tao"),
         ),
         ModelSpec(
@@ -840,6 +846,31 @@ MODELS: dict[str, ModelSpec] = {
 #: architecture name -> its default weight variant (``vfe_hub.load("<architecture>")`` loads that one)
 ALIASES: dict[str, str] = dict(_DEFAULT_VARIANTS)
 
+#: the pipelines a model runs (``vfe_hub.load(pipeline=...)``): batched on the device, or the original's resize
+#: library and NMS arithmetic (:class:`Preprocess`)
+PIPELINES = ("fast", "original")
+#: the tasks whose results carry track ids
+TRACKING_TASKS = ("multi-object-tracking", "amodal-tracking")
+#: other names of the tasks (lower case, words joined by "-") -> the registered tasks they cover
+TASK_SYNONYMS: dict[str, tuple[str, ...]] = {
+    "tracking": TRACKING_TASKS, "object-tracking": TRACKING_TASKS, "video-object-tracking": TRACKING_TASKS,
+    "mot": ("multi-object-tracking",), "multiple-object-tracking": ("multi-object-tracking",),
+    "amodal": ("amodal-tracking",), "amodal-detection": ("amodal-tracking",),
+    "vid": ("video-object-detection",), "video-detection": ("video-object-detection",),
+    "segmentation": ("instance-segmentation",),
+    "open-vocabulary": ("open-vocabulary-detection",), "ovd": ("open-vocabulary-detection",),
+    "zero-shot-object-detection": ("open-vocabulary-detection",),
+}
+
+#: the benchmarks ``evaluate`` scores on (``vfe_hub.evaluation.runner`` reads them) -> what the ``root`` folder holds
+DATASET_ROOTS: dict[str, str] = {
+    "imagenet_vid": "the ILSVRC folder, with Data/VID/<video>/ frames (and Annotations/VID/ without ann_file)",
+    "lvis_v1": "the COCO 2017 folder, with train2017/ and val2017/ (and annotations/lvis_v1_val.json)",
+    "lvis_v05": "the COCO 2017 folder, with train2017/ and val2017/ (and annotations/lvis_v0.5_val.json)",
+    "tao": "the TAO folder, with frames/<split>/<source>/<video>/ (and annotations/validation.json)",
+    "tao_amodal": "the TAO-Amodal folder, with TAO's frames/ (and amodal_annotations/validation.json)",
+}
+
 
 def get_spec(name: str) -> ModelSpec:
     """The spec of ``name`` (an architecture with weight variants names its default one, :data:`ALIASES`); an
@@ -854,24 +885,49 @@ def get_spec(name: str) -> ModelSpec:
         ) from None
 
 
+def model_info(name: str) -> dict[str, Any]:
+    """The registry's facts about ``name``: task, classes, paper, metrics, weights, licence, protocols."""
+    return get_spec(name).info()
+
+
+def conversion_command(spec: ModelSpec) -> str:
+    """The command that converts ``spec``'s original release into a vfe_hub folder ``<out_dir>``."""
+    return f"vfe-hub convert {spec.name} <checkpoint.pth> <out_dir>{spec.convert_options}"
+
+
 def list_models(pattern: str = "*", *, task: str | None = None, dataset: str | None = None) -> list[str]:
     """Registered model names matching the shell-style wildcard ``pattern``, sorted.
 
     ``task`` keeps the models of one task (``"video-object-detection"``, ``"open-vocabulary-detection"``, ...: the
-    ``task`` of the registered models). ``dataset`` keeps the models with results on one benchmark (a name in
+    ``task`` of the registered models), in any case, or of the tasks a common name covers (:data:`TASK_SYNONYMS`:
+    ``"tracking"`` lists the multi-object and the amodal trackers). ``dataset`` keeps the models with results on one benchmark (a name in
     their ``datasets``, e.g. ``"imagenet_vid"`` or ``"lvis_v1_val"``; the ``_val`` suffix is optional, as in
     ``evaluate``). An unknown task or dataset raises :class:`VfeHubError` listing the valid ones.
     """
     specs = [spec for name, spec in MODELS.items() if fnmatch.fnmatchcase(name, pattern)]
     if task is not None:
-        _check_choice("task", task, {spec.task for spec in MODELS.values()})
-        specs = [spec for spec in specs if spec.task == task]
+        tasks = _tasks(task)
+        specs = [spec for spec in specs if spec.task in tasks]
     if dataset is not None:
         stems = {d.removesuffix("_val") for spec in MODELS.values() for d in spec.datasets}
         _check_choice("dataset", dataset, stems | {f"{stem}_val" for stem in stems})
         stem = dataset.removesuffix("_val")
         specs = [spec for spec in specs if stem in {d.removesuffix("_val") for d in spec.datasets}]
     return sorted(spec.name for spec in specs)
+
+
+def _tasks(task: str) -> tuple[str, ...]:
+    """The registered tasks that ``task`` names: itself or a synonym (:data:`TASK_SYNONYMS`), in any case, words
+    joined by "-", "_" or spaces."""
+    registered = {spec.task for spec in MODELS.values()}
+    key = "-".join(task.lower().replace("_", " ").split())
+    if key in registered:
+        return (key,)
+    if key in TASK_SYNONYMS:
+        return TASK_SYNONYMS[key]
+    hint = close_matches(key, [*registered, *TASK_SYNONYMS], n=1)
+    raise VfeHubError(f"Unknown task {task!r}." + (f" Did you mean {hint[0]!r}?" if hint else "")
+                      + f" Valid: {', '.join(sorted(registered))}; also {', '.join(sorted(TASK_SYNONYMS))}.")
 
 
 def _check_choice(what: str, value: str, valid: set[str]) -> None:

@@ -28,10 +28,25 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
+from . import __version__
 from .hub import atomic_write
-from .structures import Detections
+from .structures import Detections, FrameInfo
+
+if TYPE_CHECKING:
+    from .models.base import Detector
+
+
+def provenance(model: Detector, options: dict[str, Any]) -> dict[str, Any]:
+    """The provenance of a results file of ``model`` run with the ``predict`` ``options`` (all of them, defaults
+    included): the model's (name, weights, revision, sha256, dtype, device), the vfe_hub version, the protocol."""
+    return {**model.provenance(), "vfe_hub": __version__, "protocol": options.get("protocol")}
+
+
+def frame_entry(frame: FrameInfo) -> dict[str, Any]:
+    """Which frame a result is of, as results files list it: name, sequence, index, size ``[H, W]``."""
+    return {"name": frame.name, "sequence": frame.sequence, "index": frame.index, "size": list(frame.size)}
 
 
 class ResultsWriter:
@@ -52,11 +67,14 @@ class ResultsWriter:
 
     def write(self, detections: Detections) -> int:
         """Append one frame's detections as the next frame; returns the frame's ``image_id``."""
+        return self.write_records(frame_entry(detections.frame), detections.to_json(image_id=self.frames + 1))
+
+    def write_records(self, frame: dict[str, Any], records: list[dict[str, Any]]) -> int:
+        """Append the next frame from its :func:`frame_entry` and its COCO-style ``records`` (whose ``image_id``
+        is the frame's: ``frames + 1``); returns the frame's ``image_id``."""
         self.frames += 1
-        self.detections += len(detections)
-        frame = detections.frame
-        self._line({"image_id": self.frames, "name": frame.name, "sequence": frame.sequence, "index": frame.index,
-                    "size": list(frame.size), "detections": detections.to_json(image_id=self.frames)})
+        self.detections += len(records)
+        self._line({"image_id": self.frames, **frame, "detections": records})
         return self.frames
 
     def _line(self, record: dict[str, Any]) -> None:

@@ -6,12 +6,17 @@ A run is cut into *units* (:meth:`vfe_hub.evaluation.runner.Benchmark.units`: a 
 
 - ``manifest.json``: what runs (dataset, root, annotation file, model, options, shard count); every shard checks
   that it matches, so shards of different runs never mix, and :func:`merge_and_score` needs no model;
-- ``shard-0000i-of-0000n.jsonl``: one line per frame, ``{"id": ..., "unit": u, "detections": [COCO records]}``,
-  built in ``.part`` (appended unit by unit, so a rerun continues after the last complete unit) and renamed;
-- ``shard-0000i-of-0000n.done``: the completion marker, written last (atomically); a rerun skips the shard.
+- ``shard-0000i-of-0000n.jsonl``: one line per frame, ``{"id": ..., "unit": u, "image": {name, sequence, index,
+  size}, "detections": [COCO records]}``, built in ``.part`` (appended unit by unit, so a rerun continues after the
+  last complete unit) and renamed;
+- ``shard-0000i-of-0000n.done``: the completion marker (with the device the shard ran on), written last
+  (atomically); a rerun skips the shard.
 
-:func:`merge_and_score` checks every shard is complete and every item present once, writes ``results.json`` (the
-records sorted by image id, or by (input, frame) for ``predict``) and, for an evaluation, ``metrics.json``.
+:func:`merge_and_score` checks every shard is complete and every item present once, writes ``results.json`` and,
+for an evaluation, ``metrics.json``. An evaluation's ``results.json`` is the list of records sorted by image id;
+a prediction's is the document ``vfe-hub predict -o results.json`` writes (:mod:`vfe_hub.results_writer`:
+provenance, images, results), its frames numbered over the inputs in order, its provenance naming the devices of
+the shards.
 
 Launchers: ``shard=(i, n)`` in :meth:`vfe_hub.Detector.evaluate`; ``--shard I/N --out-dir DIR`` on the command line
 (a job array: no communication between shards); ``torchrun``, whose ``RANK`` / ``WORLD_SIZE`` give the shard
@@ -27,8 +32,10 @@ import heapq
 import json
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +43,7 @@ from .errors import VfeHubError
 from .hub import atomic_write
 
 if TYPE_CHECKING:
-    from .evaluation.runner import Unit
+    from .evaluation.runner import Benchmark, Unit
     from .models.base import Detector
 
 log = logging.getLogger(__name__)
@@ -47,6 +54,27 @@ FORMAT = 1
 
 class ShardError(VfeHubError):
     """An output folder whose shards are missing, incomplete, duplicated or of another run."""
+
+
+@dataclass(frozen=True)
+class ShardRun:
+    """What :func:`run_shard` did: shard ``name``'s results ``file``, with ``items`` frames; ``skipped`` when the
+    shard was complete before (nothing ran)."""
+
+    name: str
+    file: Path
+    items: int
+    skipped: bool
+
+
+@dataclass(frozen=True)
+class Merged:
+    """A merged folder: ``results.json`` (and ``metrics.json`` for an evaluation) with ``frames`` frames and
+    ``detections`` records; the ``metrics`` of an evaluation (empty for a prediction)."""
+
+    frames: int
+    detections: int
+    metrics: dict[str, float]
 
 
 # ----------------------------------------------------------------------------------------------------- the plan
@@ -154,11 +182,13 @@ def _resume(part: Path, units: list[Unit], order: list[int]) -> list[int]:
 
 
 def run_shard(units: list[Unit], shard: tuple[int, int], out_dir: str | os.PathLike, manifest: dict[str, Any],
-              run: Callable[[list[int]], Any]) -> None:
-    """Write shard ``shard = (i, n)`` of ``units`` into ``out_dir`` (module docstring for the files).
+              run: Callable[[list[int]], Any], device: str | None = None) -> ShardRun:
+    """Write shard ``shard = (i, n)`` of ``units`` into ``out_dir`` (module docstring for the files), run on
+    ``device`` (recorded in the marker).
 
-    ``run(indices)`` yields ``(unit, [(id, records)])`` for those units (:func:`~.evaluation.runner.predict_units`).
-    A complete shard is skipped; an interrupted one continues after its last complete unit.
+    ``run(indices)`` yields ``(unit, [(id, records, image)])`` for those units
+    (:func:`~.evaluation.runner.predict_units`). A complete shard is skipped; an interrupted one continues after
+    its last complete unit.
     """
     index, count = check_shard(shard)
     out_dir = Path(out_dir)
@@ -167,21 +197,22 @@ def run_shard(units: list[Unit], shard: tuple[int, int], out_dir: str | os.PathL
     name = _name(shard)
     marker, final, part = out_dir / f"{name}.done", out_dir / f"{name}.jsonl", out_dir / f"{name}.jsonl.part"
     if marker.is_file():
-        log.info("%s is complete; skipped", name)
-        return
+        return ShardRun(name, final, json.loads(marker.read_text())["items"], skipped=True)
     order = plan([len(unit.ids) for unit in units], count)[index]
     done = _resume(part, units, order)
     if done:
         log.info("%s: %d of %d units were done; continuing", name, len(done), len(order))
     with part.open("a") as f:
         for u, items in run(order[len(done):]):
-            f.write("".join(json.dumps({"id": i, "unit": u, "detections": records}) + "\n" for i, records in items))
+            f.write("".join(json.dumps({"id": i, "unit": u, "image": image, "detections": records}) + "\n"
+                            for i, records, image in items))
             f.flush()
             os.fsync(f.fileno())
     os.replace(part, final)
-    _write_json(marker, {"units": order, "items": sum(len(units[u].ids) for u in order),
-                         "sha256": hashlib.sha256(final.read_bytes()).hexdigest()})
-    log.info("%s: %d units written to %s", name, len(order), final)
+    items = sum(units[u].scored for u in order)
+    _write_json(marker, {"units": order, "items": items, "sha256": hashlib.sha256(final.read_bytes()).hexdigest(),
+                         "device": device})
+    return ShardRun(name, final, items, skipped=False)
 
 
 def wait_for_shards(out_dir: str | os.PathLike, poll_s: float = 5.0) -> None:
@@ -202,8 +233,9 @@ def _key(item_id: Any) -> Any:
     return tuple(item_id) if isinstance(item_id, list) else item_id
 
 
-def merge(out_dir: str | os.PathLike) -> tuple[dict[str, Any], list[tuple[Any, list[dict]]]]:
-    """The manifest and the ``(id, records)`` of every frame of ``out_dir``'s shards, sorted by id.
+def merge(out_dir: str | os.PathLike) -> tuple[dict[str, Any], list[tuple[Any, dict[str, Any]]]]:
+    """The manifest and the ``(id, line)`` of every frame of ``out_dir``'s shards, sorted by id (``line``: the
+    frame's line of its shard file, with its ``image`` and ``detections``).
 
     Raises :class:`ShardError` naming a shard that is missing or incomplete, a shard file that does not match
     its marker, and a unit or frame that is missing or given twice.
@@ -215,7 +247,7 @@ def merge(out_dir: str | os.PathLike) -> tuple[dict[str, Any], list[tuple[Any, l
     if missing:
         raise ShardError(f"{out_dir}: {len(missing)} of {count} shards are missing or incomplete: "
                          f"{', '.join(missing)}. Run them (--shard I/{count} --out-dir {out_dir}), then merge.")
-    items: dict[Any, list[dict]] = {}
+    items: dict[Any, dict[str, Any]] = {}
     units: set[int] = set()
     for i in range(count):
         name = _name((i, count))
@@ -233,7 +265,7 @@ def merge(out_dir: str | os.PathLike) -> tuple[dict[str, Any], list[tuple[Any, l
             key = _key(item["id"])
             if key in items:
                 raise ShardError(f"{name} gives frame {item['id']} a second time; the folder mixes runs.")
-            items[key] = item["detections"]
+            items[key] = item
     if units != set(range(manifest["units"])):
         absent = sorted(set(range(manifest["units"])) - units)
         raise ShardError(f"{out_dir}: unit(s) {absent[:5]} of {manifest['units']} are in no shard.")
@@ -244,14 +276,26 @@ def merge_and_score(out_dir: str | os.PathLike, *, progress: bool | None = None)
     """Merge ``out_dir`` (:func:`merge`) into ``results.json`` and, for an evaluation, score it once with the
     benchmark's evaluator (the dataset named in the manifest; no model needed) into ``metrics.json``.
     Returns the metrics (empty for a ``predict`` run)."""
+    return merge_folder(out_dir, progress=progress).metrics
+
+
+def merge_folder(out_dir: str | os.PathLike, *, progress: bool | None = None) -> Merged:
+    """:func:`merge_and_score`, saying how many frames and detections were merged."""
     from .evaluation.runner import load_benchmark
+    from .results_writer import ResultsWriter
 
     out_dir = Path(out_dir)
     manifest, items = merge(out_dir)
-    records = [record for _, item_records in items for record in item_records]
-    atomic_write(out_dir / RESULTS, lambda tmp: tmp.write_text(json.dumps(records)))
+    records = [record for _, line in items for record in line["detections"]]
     if manifest["task"] != "evaluate":
-        return {}
+        devices = {json.loads((out_dir / f"{_name((i, manifest['shards']))}.done").read_text()).get("device")
+                   for i in range(manifest["shards"])}
+        provenance = {**manifest["provenance"], "device": ", ".join(sorted(d for d in devices if d))}
+        with ResultsWriter(out_dir / RESULTS, provenance) as writer:
+            for _, line in items:
+                writer.write_records(line["image"], line["detections"])
+        return Merged(len(items), len(records), {})
+    atomic_write(out_dir / RESULTS, lambda tmp: tmp.write_text(json.dumps(records)))
     bench = load_benchmark(manifest["dataset"], progress=progress, **manifest["dataset_args"])
     expected, found = bench.image_ids, [key for key, _ in items]
     if found != sorted(expected):
@@ -260,49 +304,75 @@ def merge_and_score(out_dir: str | os.PathLike, *, progress: bool | None = None)
                          f"ids the dataset lacks; the annotations changed since the run: start over in a new folder.")
     metrics = bench.score(records)
     _write_json(out_dir / METRICS, metrics)
-    return metrics
+    return Merged(len(items), len(records), metrics)
 
 
 # ------------------------------------------------------------------------------------------------ launchers
 
-def evaluate(model: Detector, dataset: str, *, shard: tuple[int, int], out_dir: str | os.PathLike,
+def _merges(shard: tuple[int, int], wait: bool) -> bool:
+    """Whether this shard's process merges the run: a single shard, or shard 0 told to wait for the others."""
+    return shard[1] == 1 or (wait and shard[0] == 0)
+
+
+def evaluate(model: Detector, dataset: str | Benchmark, *, shard: tuple[int, int], out_dir: str | os.PathLike,
              batch_size: int = 1, progress: bool | None = None, wait: bool = False,
              **dataset_args: Any) -> dict[str, float]:
     """Run shard ``shard = (i, n)`` of ``model`` on ``dataset`` into ``out_dir``; returns the metrics when the run
     is a single shard, or with ``wait=True`` on shard 0 (which waits for the others, then merges); else ``{}``.
 
-    ``dataset_args`` are those of the dataset (:func:`vfe_hub.evaluation.runner.load_benchmark`); paths are
-    (root, annotation file, a motion table file) are recorded absolute in the manifest.
+    ``dataset_args`` are those of the dataset (:func:`vfe_hub.evaluation.runner.load_benchmark`), or ``dataset``
+    is a benchmark read with them (:func:`vfe_hub.evaluation.runner.benchmark`); paths (root, annotation file, a
+    motion table file) are recorded absolute in the manifest.
     """
-    from .evaluation.runner import dataset_name, load_benchmark, predict_units
-
-    dataset_args = {k: os.path.abspath(v) if isinstance(v, (str, os.PathLike)) and os.path.exists(v) else v
-                    for k, v in dataset_args.items()}
-    bench = load_benchmark(dataset, progress=progress, **dataset_args)
-    bench.check_files()
-    units = bench.units(model, batch_size)
-    options, category_ids = bench.options_for(model), bench.category_ids(model)
-    manifest = {"task": "evaluate", "dataset": dataset_name(dataset), "dataset_args": dataset_args,
-                "model": model.spec.name, "weights": model.weights_provenance, "dtype": str(model.dtype),
-                "options": options, "batch_size": batch_size}
-    run_shard(units, shard, out_dir, manifest,
-              lambda indices: predict_units(model, units, indices, batch_size=batch_size, options=options,
-                                            progress=progress, category_ids=category_ids))
-    if shard[1] == 1 or (wait and shard[0] == 0):
+    evaluate_shard(model, dataset, shard=shard, out_dir=out_dir, batch_size=batch_size, progress=progress,
+                   **dataset_args)
+    if _merges(shard, wait):
         wait_for_shards(out_dir)
         return merge_and_score(out_dir, progress=progress)
     return {}
 
 
+def evaluate_shard(model: Detector, dataset: str | Benchmark, *, shard: tuple[int, int],
+                   out_dir: str | os.PathLike, batch_size: int = 1, progress: bool | None = None,
+                   **dataset_args: Any) -> ShardRun:
+    """The shard of :func:`evaluate`, without the merge."""
+    from .evaluation.runner import benchmark, predict_units
+
+    bench = benchmark(dataset, progress=progress, **dataset_args)
+    dataset_args = {k: os.path.abspath(v) if isinstance(v, (str, os.PathLike)) and os.path.exists(v) else v
+                    for k, v in bench.args.items()}
+    units = bench.units(model, batch_size)
+    options, category_ids = bench.options_for(model), bench.category_ids(model)
+    manifest = {"task": "evaluate", "dataset": bench.name, "dataset_args": dataset_args,
+                "model": model.spec.name, "weights": model.weights_provenance, "dtype": str(model.dtype),
+                "options": options, "batch_size": batch_size}
+    return run_shard(units, shard, out_dir, manifest,
+                     lambda indices: predict_units(model, units, indices, batch_size=batch_size, options=options,
+                                                   progress=progress, category_ids=category_ids),
+                     device=str(model.device))
+
+
 def predict(model: Detector, inputs: Sequence[str], *, shard: tuple[int, int], out_dir: str | os.PathLike,
             batch_size: int = 1, progress: bool | None = None, wait: bool = False, **options: Any) -> None:
-    """Run shard ``shard`` of ``model.predict`` over ``inputs`` (each input is a unit: an image, a folder or a
-    video, weighted by its frame count) into ``out_dir``; with a single shard, or ``wait=True`` on shard 0, also
-    merge into ``results.json`` (COCO-style records in input order, ``image_id`` numbering the frames 1, 2, ...
-    over all inputs, as one ``predict`` call does)."""
+    """Run shard ``shard`` of ``model.predict(inputs, **options)`` (each input is a unit: an image, a folder or
+    a video, weighted by its frame count) into ``out_dir``; with a single shard, or ``wait=True`` on shard 0, also
+    merge into ``results.json``: the document of ``vfe-hub predict -o results.json``, ``image_id`` numbering the
+    frames 1, 2, ... over all inputs, as one ``predict`` call does. ``options`` are ``predict``'s (protocol,
+    masks, ...): every shard runs them, and the manifest records them."""
+    predict_shard(model, inputs, shard=shard, out_dir=out_dir, batch_size=batch_size, progress=progress, **options)
+    if _merges(shard, wait):
+        wait_for_shards(out_dir)
+        merge_and_score(out_dir)
+
+
+def predict_shard(model: Detector, inputs: Sequence[str], *, shard: tuple[int, int], out_dir: str | os.PathLike,
+                  batch_size: int = 1, progress: bool | None = None, **options: Any) -> ShardRun:
+    """The shard of :func:`predict`, without the merge."""
     from .evaluation.runner import Unit, predict_units
     from .io import open_frames
+    from .results_writer import provenance
 
+    options = model._check_options(options)
     units, start = [], 1
     for item in inputs:
         frames = open_frames([item])
@@ -312,39 +382,82 @@ def predict(model: Detector, inputs: Sequence[str], *, shard: tuple[int, int], o
             count = sum(1 for _ in frames)
         units.append(Unit((os.path.abspath(item),), tuple(range(start, start + count))))
         start += count
-    options = model._check_options(options)
     manifest = {"task": "predict", "inputs": [unit.inputs[0] for unit in units], "model": model.spec.name,
                 "weights": model.weights_provenance, "dtype": str(model.dtype), "options": options,
-                "batch_size": batch_size}
-    run_shard(units, shard, out_dir, manifest,
-              lambda indices: predict_units(model, units, indices, batch_size=batch_size, options=options,
-                                            progress=progress))
-    if shard[1] == 1 or (wait and shard[0] == 0):
-        wait_for_shards(out_dir)
-        merge_and_score(out_dir)
+                "batch_size": batch_size,
+                # the results' provenance; each shard's device is in its marker (torchrun ranks differ)
+                "provenance": {**provenance(model, options), "device": None}}
+    return run_shard(units, shard, out_dir, manifest,
+                     lambda indices: predict_units(model, units, indices, batch_size=batch_size, options=options,
+                                                   progress=progress),
+                     device=str(model.device))
 
 
-def run_command(args: argparse.Namespace) -> dict[str, float] | None:
+def run_command(args: argparse.Namespace, load: Callable[[], Detector]) -> dict[str, float] | None:
     """The sharded form of ``vfe-hub predict`` / ``evaluate`` (``--shard``, ``--out-dir``, ``--merge``, or a
-    torchrun environment); returns the metrics when this process scored the run."""
-    from . import api
-
+    torchrun environment), with the model ``load()`` gives (the command line's, as for one run): says on stderr
+    what was written where; returns the metrics when this process scored the run."""
     if getattr(args, "merge", None):
-        return merge_and_score(args.merge, progress=args.progress)
+        return _report_merge(args.merge, args.progress)
     from_env = args.shard is None
     shard = parse_shard(args.shard) if args.shard else env_shard() or (0, 1)
     if args.out_dir is None:
         raise ShardError(f"a sharded {args.command} needs --out-dir DIR, a folder every shard can write to.")
-    model = api.load(args.name, device=rank_device(args.device), dtype=args.dtype, weights=args.weights)
-    common = {"shard": shard, "out_dir": args.out_dir, "batch_size": args.batch_size, "progress": args.progress,
-              "wait": from_env}
     if args.command == "predict":
-        if args.output or args.save_dir:
-            raise ShardError(f"a sharded predict writes {RESULTS} into --out-dir; leave out --output and --save-dir.")
-        predict(model, args.inputs, **common, **({"protocol": args.protocol} if args.protocol else {}))
-        return None
-    return evaluate(model, args.dataset, root=args.root, ann_file=args.ann_file, limit=args.limit,
-                    **dataset_options(args), **common) or None
+        from .io import open_frames
+
+        given = [flag for flag, value in (("--output", args.output), ("--save-dir", args.save_dir),
+                                          ("--frame-list", args.frame_list), ("--per-frame-dir", args.per_frame_dir))
+                 if value]
+        if given:
+            raise ShardError(f"a sharded predict writes {RESULTS} into --out-dir; leave out {', '.join(given)}.")
+        open_frames(args.inputs)  # a missing or unreadable input fails here, before the model is loaded
+    bench = command_benchmark(args) if args.command == "evaluate" else None  # the data first: loading takes longer
+    model = load()
+    common = {"shard": shard, "out_dir": args.out_dir, "batch_size": args.batch_size, "progress": args.progress}
+    if args.command == "predict":
+        ran = predict_shard(model, args.inputs, **common, **command_options(args))
+    else:
+        ran = evaluate_shard(model, bench, **common)
+    label = f"shard {shard[0]}/{shard[1]}"
+    if ran.skipped:
+        print(f"{label} was complete already in {args.out_dir} ({ran.items} frames in {ran.file}): nothing ran; "
+              f"delete {ran.name}.done and {ran.file.name} to run it again", file=sys.stderr)
+    else:
+        print(f"{label}: {ran.items} frames -> {ran.file}", file=sys.stderr)
+    if _merges(shard, from_env):
+        wait_for_shards(args.out_dir)
+        return _report_merge(args.out_dir, args.progress)
+    if not from_env:  # under torchrun, rank 0 merges
+        print(f"when every shard is complete, merge them: vfe-hub evaluate --merge {args.out_dir}", file=sys.stderr)
+    return None
+
+
+def _report_merge(out_dir: str | os.PathLike, progress: bool | None) -> dict[str, float] | None:
+    """Merge ``out_dir`` and say what was written where; the metrics of an evaluation."""
+    merged = merge_folder(out_dir, progress=progress)
+    written = Path(out_dir) / RESULTS
+    also = f", metrics -> {Path(out_dir) / METRICS}" if merged.metrics else ""
+    print(f"{read_manifest(out_dir)['shards']} shard(s) merged: {merged.frames} frames, {merged.detections} "
+          f"detections -> {written}{also}", file=sys.stderr)
+    return merged.metrics or None
+
+
+def command_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``predict`` options of the command line, when given (``--protocol``, ``--no-masks``): one run or
+    sharded, they reach the model the same way."""
+    options: dict[str, Any] = {"protocol": args.protocol} if args.protocol else {}
+    if args.no_masks:
+        options["masks"] = False
+    return options
+
+
+def command_benchmark(args: argparse.Namespace) -> Benchmark:
+    """The benchmark of ``vfe-hub evaluate``, read and checked (:func:`vfe_hub.evaluation.runner.benchmark`)."""
+    from .evaluation.runner import benchmark
+
+    return benchmark(args.dataset, root=args.root, ann_file=args.ann_file, limit=args.limit, progress=args.progress,
+                     **dataset_options(args))
 
 
 def dataset_options(args: argparse.Namespace) -> dict[str, Any]:

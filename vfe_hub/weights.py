@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import inspect
 import logging
 import os
 import shutil
@@ -21,7 +22,7 @@ from torch import nn
 from . import drive, hub
 from .convert import check_state_dict, convert_state_dict, table_for
 from .errors import ConversionError, CorruptWeightsError, VfeHubError, WeightsNotFoundError
-from .registry import Asset, DriveFile, ModelSpec
+from .registry import Asset, DriveFile, ModelSpec, conversion_command
 
 if TYPE_CHECKING:
     from .models.base import Detector
@@ -94,17 +95,16 @@ def empty_model(spec: ModelSpec, **overrides: Any) -> Detector:
         return spec.build(**overrides)
 
 
-def conversion_command(spec: ModelSpec) -> str:
-    """The command that converts ``spec``'s original release into a vfe_hub folder ``<out_dir>``."""
-    options = getattr(_family(spec), "CONVERT_OPTIONS", "")
-    return f"vfe-hub convert {spec.name} <checkpoint.pth> <out_dir>{options}"
-
-
 def conversion_hint(spec: ModelSpec) -> str:
     """How to convert ``spec``'s original release by hand: where to download it and the command to run."""
     sources = "; ".join(f"{name}: {where}" for name, where in spec.weights.sources().items())
     where = f" Download the original release ({sources}), then run" if sources else " Run"
     return f"{where} `{conversion_command(spec)}` and load the result with vfe_hub.load(weights=\"<out_dir>\")."
+
+
+def _flags(names: list[str]) -> str:
+    """Keyword names as the command line's options: ``sorted_ids`` -> ``--sorted-ids``."""
+    return ", ".join("--" + name.replace("_", "-") for name in names)
 
 
 def convert_checkpoint(spec: ModelSpec, path: Path, model: Detector | None = None, *, trusted: bool = True,
@@ -118,13 +118,16 @@ def convert_checkpoint(spec: ModelSpec, path: Path, model: Detector | None = Non
     right for a file the user names, never for one downloaded automatically (``trusted=False`` reaches the
     families that can unpickle, DetPro and BAGS; the others always read tensors and plain data only).
     """
+    convert = getattr(_family(spec), "convert", None)
+    takes = [] if convert is None else [p.name for p in inspect.signature(convert).parameters.values()
+                                        if p.kind is p.KEYWORD_ONLY and p.name != "trusted"]
+    unknown = [name for name in inputs if name not in takes]
+    if unknown:
+        what = f"takes {_flags(takes)} beyond the checkpoint" if takes else "is converted from its checkpoint alone"
+        raise ConversionError(f"{spec.name} {what}; remove {_flags(unknown)}: `{conversion_command(spec)}`.")
     model = model if model is not None else empty_model(spec)
-    family = _family(spec)
-    if hasattr(family, "convert"):
-        return family.convert(model, Path(path), **inputs, **({} if trusted else {"trusted": False}))
-    if inputs:
-        raise ConversionError(f"{spec.name} is converted from its checkpoint alone; remove "
-                              f"{', '.join('--' + k for k in inputs)}.")
+    if convert is not None:
+        return convert(model, Path(path), **inputs, **({} if trusted else {"trusted": False}))
     expected = {k: v.shape for k, v in model.state_dict().items()}
     state, dropped = convert_state_dict(hub.read_checkpoint(Path(path)), table_for(spec.weights.format), expected)
     return Converted(state, spec.weights.format, {"classes": list(spec.classes)}, dropped=dropped)

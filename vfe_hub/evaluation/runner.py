@@ -9,6 +9,7 @@ run is split (:mod:`vfe_hub.sharding`). Results are ordered by image id, which f
 """
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import os
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import DatasetError, close_matches, unknown_keyword_error
 from ..hub import atomic_write
 from ..progress import progress_bar
+from ..registry import DATASET_ROOTS
 from . import imagenet_vid, imagenet_vid_data, lvis, lvis_data, tao, tao_amodal, tao_data, teta
 
 if TYPE_CHECKING:
@@ -58,8 +60,9 @@ class Unit:
 @dataclass
 class Benchmark:
     """A dataset ready to run: ``sequences`` in dataset order, the scorer of COCO-style ``records`` (sorted by
-    image id), the ``predict`` options it asks of models that have them, and ``vocabulary``: the name of the
-    category set that the model must map its labels to (``model.category_ids``), if any."""
+    image id), the ``predict`` options it asks of models that have them, ``vocabulary``: the name of the
+    category set that the model must map its labels to (``model.category_ids``), if any, and ``args``: the
+    arguments it was read with (:func:`load_benchmark`; root, annotation file, limit, ...)."""
 
     name: str
     sequences: list[FrameSequence]
@@ -67,6 +70,7 @@ class Benchmark:
     check_files: Callable[[], None]
     predict_options: dict[str, Any] = field(default_factory=dict)
     vocabulary: str | None = None
+    args: dict[str, Any] = field(default_factory=dict)
 
     @property
     def image_ids(self) -> list[int]:
@@ -101,16 +105,18 @@ class Benchmark:
 
 def predict_units(model: Detector, units: Sequence[Unit], indices: Sequence[int], *, batch_size: int,
                   options: dict[str, Any], progress: bool | None = None,
-                  category_ids: list[int] | None = None) -> Iterator[tuple[int, list[tuple[Any, list[dict]]]]]:
-    """Run ``units[u]`` for ``u`` in ``indices``, one ``predict`` call each; yield ``(u, [(id, records)])`` with
-    the COCO-style records (:meth:`~vfe_hub.Detections.to_json`, with the unit's video id) of each scored frame
-    of the unit (frames of id ``None`` run but are left out).
+                  category_ids: list[int] | None = None) -> Iterator[tuple[int, list[tuple[Any, list[dict], dict]]]]:
+    """Run ``units[u]`` for ``u`` in ``indices``, one ``predict`` call each; yield ``(u, [(id, records, image)])``
+    with the COCO-style records (:meth:`~vfe_hub.Detections.to_json`, with the unit's video id) and the frame's
+    :func:`~vfe_hub.results_writer.frame_entry` of each scored frame of the unit (frames of id ``None`` run but
+    are left out).
 
     Records carry the frame's id as ``image_id``. Under the paper
     protocol a video model's shuffle continues as if every unit before ``u`` had run in the same process
     (:meth:`~vfe_hub.VideoDetector.paper_rng_states`).
     """
     from ..models.base import VideoDetector
+    from ..results_writer import frame_entry
 
     states = (VideoDetector.paper_rng_states([len(unit.ids) for unit in units])
               if isinstance(model, VideoDetector) and model.paper_shuffle else None)
@@ -133,7 +139,7 @@ def predict_units(model: Detector, units: Sequence[Unit], indices: Sequence[int]
                     if item_id is not None:
                         records = det.cpu().to_json(image_id=item_id, category_ids=category_ids,
                                                     video_id=unit.video_id)
-                        items.append((item_id, records))
+                        items.append((item_id, records, frame_entry(det.frame)))
                     bar.update(1)
             finally:
                 if states is not None:
@@ -347,12 +353,7 @@ def _tao_layout(name: str, root: Path, ann_file: Path, convert: Callable[[dict],
 
 DATASETS = {"imagenet_vid": _imagenet_vid, "lvis_v1": _lvis_v1, "lvis_v05": _lvis_v05, "tao": _tao,
             "tao_amodal": _tao_amodal}
-#: what each dataset's ``root`` is
-ROOTS = {"imagenet_vid": "the ILSVRC folder, with Data/VID/<video>/ frames (and Annotations/VID/ without ann_file)",
-         "lvis_v1": "the COCO 2017 folder, with train2017/ and val2017/ (and annotations/lvis_v1_val.json)",
-         "lvis_v05": "the COCO 2017 folder, with train2017/ and val2017/ (and annotations/lvis_v0.5_val.json)",
-         "tao": "the TAO folder, with frames/<split>/<source>/<video>/ (and annotations/validation.json)",
-         "tao_amodal": "the TAO-Amodal folder, with TAO's frames/ (and amodal_annotations/validation.json)"}
+
 
 
 def dataset_name(dataset: str) -> str:
@@ -375,16 +376,33 @@ def load_benchmark(dataset: str, **kwargs: Any) -> Benchmark:
     if set(kwargs) - set(parameters):
         raise unknown_keyword_error(f"evaluate({dataset!r})", sorted(set(kwargs) - set(parameters)), parameters)
     if kwargs.get("root") is None:
-        raise DatasetError(f"evaluate({dataset!r}) needs root=<{ROOTS[name]}>.")
-    return read(**kwargs)
+        raise DatasetError(f"evaluate({dataset!r}) needs root=<{DATASET_ROOTS[name]}>.")
+    return dataclasses.replace(read(**kwargs), args={k: v for k, v in kwargs.items() if k != "progress"})
 
 
-def evaluate_model(model: Detector, dataset: str, *, batch_size: int = 1, progress: bool | None = None,
+def benchmark(dataset: str | Benchmark, *, progress: bool | None = None, **kwargs: Any) -> Benchmark:
+    """Everything an evaluation of ``dataset`` needs before a model runs: its annotations read and the files
+    scoring needs fetched (:func:`load_benchmark`, e.g. ImageNet VID's motion-IoU table), its frames checked.
+    Loading a model takes far longer than this, so the command line calls it first: a missing file or an
+    unreachable data host fails at once. A :class:`Benchmark` already read is returned as it is (``kwargs`` must
+    then be empty: they were given when it was read)."""
+    if isinstance(dataset, Benchmark):
+        if kwargs:
+            raise DatasetError(f"The {dataset.name} benchmark was read with its arguments already; leave out "
+                               f"{', '.join(sorted(kwargs))}, or pass the dataset's name instead.")
+        return dataset
+    bench = load_benchmark(dataset, progress=progress, **kwargs)
+    bench.check_files()
+    return bench
+
+
+def evaluate_model(model: Detector, dataset: str | Benchmark, *, batch_size: int = 1, progress: bool | None = None,
                    results_file: str | os.PathLike | None = None, shard: tuple[int, int] | None = None,
                    out_dir: str | os.PathLike | None = None, **kwargs: Any) -> dict[str, float]:
     """Score ``model`` on ``dataset`` (``"imagenet_vid"``: :func:`_imagenet_vid`; ``"lvis_v1_val"``:
     :func:`_lvis_v1`; ``"lvis_v05_val"``: :func:`_lvis_v05`; ``"tao_val"``: :func:`_tao` (track mAP and TETA,
-    ``metrics=`` selects); ``"tao_amodal_val"``: :func:`_tao_amodal`; see them for the other arguments).
+    ``metrics=`` selects); ``"tao_amodal_val"``: :func:`_tao_amodal`; see them for the other arguments), or a
+    :class:`Benchmark` read beforehand (:func:`benchmark`).
 
     ``results_file`` receives the COCO-style results (sorted by image id). ``shard=(i, n)`` with ``out_dir`` runs
     only shard ``i`` of ``n`` into ``out_dir`` (:func:`vfe_hub.sharding.evaluate`): the metrics come back only
@@ -398,13 +416,12 @@ def evaluate_model(model: Detector, dataset: str, *, batch_size: int = 1, progre
                                "the merged results are written to out_dir).")
         return sharding.evaluate(model, dataset, shard=shard or (0, 1), out_dir=out_dir, batch_size=batch_size,
                                  progress=progress, **kwargs)
-    bench = load_benchmark(dataset, progress=progress, **kwargs)
-    bench.check_files()
+    bench = benchmark(dataset, progress=progress, **kwargs)
     units = bench.units(model, batch_size)
     results = predict_units(model, units, range(len(units)), batch_size=batch_size, options=bench.options_for(model),
                             progress=progress, category_ids=bench.category_ids(model))
     items = sorted((item for _, unit_items in results for item in unit_items), key=lambda item: item[0])
-    records = [record for _, item_records in items for record in item_records]
+    records = [record for _, item_records, _ in items for record in item_records]
     if results_file is not None:
         atomic_write(Path(results_file), lambda tmp: tmp.write_text(json.dumps(records)))
     return bench.score(records)

@@ -64,8 +64,6 @@ SEMANTIC_STRIDE = 8
 STAGE_STDS = ((0.1, 0.1, 0.2, 0.2), (0.05, 0.05, 0.1, 0.1), (0.033, 0.033, 0.067, 0.067))
 #: the code base of the released checkpoint (the BalancedGroupSoftmax fork of mmdetection v1.0rc0)
 ORIGINAL_FORMAT = "mmdet_v1"
-#: what ``vfe-hub convert`` needs beyond the checkpoint (for error messages)
-CONVERT_OPTIONS = " --groups <folder with label2binlabel.pt and pred_slice_with0.pt, or lvis_v0.5_train.json>"
 GROUPS_FILE = "groups.safetensors"
 MASK_THR = 0.5
 

@@ -196,9 +196,19 @@ class VideoDetector(Detector):
     #: ``random.Random(10)``, as the released evaluation starts (a shard continues it: :meth:`paper_rng_states`)
     paper_rng_state: tuple | None = None
 
-    def session(self) -> Session:
-        """A live video (streaming protocol): ``session.update(frames) -> list[Detections]`` keeps the state across
-        calls, ``session.reset()`` starts a new video; sessions of one model are independent."""
+    def session(self, *, protocol: str = "streaming") -> Session:
+        """A live video: ``session.update(frames) -> list[Detections]`` keeps the state across calls,
+        ``session.reset()`` starts a new video; sessions of one model are independent.
+
+        Sessions are streaming: each frame is answered when it comes, from it and the frames before it. The paper
+        protocol looks at the whole video first (reference frames spread over it, whole-track decisions), so it
+        runs only through ``predict(video, protocol="paper")``; ``protocol`` takes ``"streaming"`` alone.
+        """
+        if protocol != "streaming":
+            self._check_protocol(protocol, PROTOCOLS)
+            raise VfeHubError(f"{self.spec.name}.session(protocol={protocol!r}): sessions are streaming, each frame "
+                              f"is answered when it comes; the {protocol} protocol looks at the whole video first. "
+                              f"Use model.predict(<video>, protocol={protocol!r}), or leave protocol out.")
         return Session(self)
 
     def new_state(self, protocol: str = "streaming", references: list[Frame] | None = None) -> VideoState:

@@ -57,8 +57,6 @@ CONTEXTS_FILE = "prompt_contexts.safetensors"
 LVIS_V1_CLASSES = 1203
 #: the code base of the released checkpoint (mmdetection 2.7)
 ORIGINAL_FORMAT = "mmdet_v2"
-#: what ``vfe-hub convert`` needs beyond the checkpoint (for error messages)
-CONVERT_OPTIONS = " --embeddings <iou_neg5_ens.pth> --categories <lvis_v1_val.json>"
 #: mmdetection's spelling of one LVIS v1 name, and the LVIS annotation files' (the category id is the same)
 _MMDET_SPELLING = {"speaker_(stereo_equipment)": "speaker_(stero_equipment)"}
 

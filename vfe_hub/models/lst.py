@@ -59,7 +59,6 @@ SCORE_THR, NMS_IOU, MASK_THR = 0.0, 0.5, 0.5
 #: background + the 1230 LVIS v0.5 classes (the final phase)
 FINAL_CLASSES = 1231
 ORIGINAL_FORMAT = "maskrcnn_benchmark"
-CONVERT_OPTIONS = " --sorted-ids <lvis_sorted_id_all.json> [--fp16-mask]"
 _CLS_KEY = "roi_heads.box.predictor.cls_score.weight"
 
 
