@@ -183,6 +183,16 @@ def test_shards_of_another_run_are_refused(vid_root, tmp_path):
         Recorder().evaluate("imagenet_vid", root=vid_root, motion_iou="compute", shard=(1, 3), out_dir=tmp_path)
 
 
+def test_only_path_arguments_are_recorded_absolute(vid_root, tmp_path, monkeypatch):
+    """A dataset argument that is a keyword (``motion_iou="compute"``) stays one even where the current folder holds
+    a folder of that name; the root becomes absolute."""
+    monkeypatch.chdir(vid_root.parent)
+    (vid_root.parent / "compute").mkdir(exist_ok=True)
+    Recorder().evaluate("imagenet_vid", root=vid_root.name, motion_iou="compute", shard=(0, 2), out_dir=tmp_path)
+    args = json.loads((tmp_path / "manifest.json").read_text())["dataset_args"]
+    assert args["motion_iou"] == "compute" and args["root"] == str(vid_root)
+
+
 def test_predict_shards_by_input(vid_root, tmp_path):
     folders = [str(vid_root / "Data" / "VID" / video) for video, _, _ in VIDEOS]
     one = Recorder().predict(folders, protocol="paper")

@@ -314,6 +314,11 @@ def _merges(shard: tuple[int, int], wait: bool) -> bool:
     return shard[1] == 1 or (wait and shard[0] == 0)
 
 
+#: the dataset arguments that name files or folders, recorded absolute (``motion_iou`` unless a keyword)
+_PATH_ARGS = ("root", "ann_file", "motion_iou")
+_KEYWORDS = ("fgfa", "compute")
+
+
 def evaluate(model: Detector, dataset: str | Benchmark, *, shard: tuple[int, int], out_dir: str | os.PathLike,
              batch_size: int = 1, progress: bool | None = None, wait: bool = False,
              **dataset_args: Any) -> dict[str, float]:
@@ -339,8 +344,8 @@ def evaluate_shard(model: Detector, dataset: str | Benchmark, *, shard: tuple[in
     from .evaluation.runner import benchmark, predict_units
 
     bench = benchmark(dataset, progress=progress, **dataset_args)
-    dataset_args = {k: os.path.abspath(v) if isinstance(v, (str, os.PathLike)) and os.path.exists(v) else v
-                    for k, v in bench.args.items()}
+    dataset_args = {k: os.path.abspath(v) if k in _PATH_ARGS and isinstance(v, (str, os.PathLike))
+                    and str(v) not in _KEYWORDS and os.path.exists(v) else v for k, v in bench.args.items()}
     units = bench.units(model, batch_size)
     options, category_ids = bench.options_for(model), bench.category_ids(model)
     manifest = {"task": "evaluate", "dataset": bench.name, "dataset_args": dataset_args,
