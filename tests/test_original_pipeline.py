@@ -147,6 +147,7 @@ def test_original_pipeline_runs_the_originals_resize_and_nms():
     assert len(original) > 0 and torch.equal(original.boxes, expected.boxes)
     assert torch.equal(original.scores, expected.scores) and torch.equal(original.labels, expected.labels)
     assert len(fast) == len(original)
+    assert (fast.provenance["pipeline"], original.provenance["pipeline"]) == ("fast", "original")
 
 
 # ------------------------------------------------------------------------------------------------ boxes and masks

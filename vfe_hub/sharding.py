@@ -350,7 +350,7 @@ def evaluate_shard(model: Detector, dataset: str | Benchmark, *, shard: tuple[in
     options, category_ids = bench.options_for(model), bench.category_ids(model)
     manifest = {"task": "evaluate", "dataset": bench.name, "dataset_args": dataset_args,
                 "model": model.spec.name, "weights": model.weights_provenance, "dtype": str(model.dtype),
-                "options": options, "batch_size": batch_size}
+                "pipeline": model.pipeline, "options": options, "batch_size": batch_size}
     return run_shard(units, shard, out_dir, manifest,
                      lambda indices: predict_units(model, units, indices, batch_size=batch_size, options=options,
                                                    progress=progress, category_ids=category_ids),
@@ -388,8 +388,8 @@ def predict_shard(model: Detector, inputs: Sequence[str], *, shard: tuple[int, i
         units.append(Unit((os.path.abspath(item),), tuple(range(start, start + count))))
         start += count
     manifest = {"task": "predict", "inputs": [unit.inputs[0] for unit in units], "model": model.spec.name,
-                "weights": model.weights_provenance, "dtype": str(model.dtype), "options": options,
-                "batch_size": batch_size,
+                "weights": model.weights_provenance, "dtype": str(model.dtype), "pipeline": model.pipeline,
+                "options": options, "batch_size": batch_size,
                 # the results' provenance; each shard's device is in its marker (torchrun ranks differ)
                 "provenance": {**provenance(model, options), "device": None}}
     return run_shard(units, shard, out_dir, manifest,

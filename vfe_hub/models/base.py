@@ -85,9 +85,9 @@ class Detector(nn.Module):
                           f"vocabulary; leave vocabulary out, or use an open-vocabulary model ({', '.join(ovd)}).")
 
     def provenance(self) -> dict[str, Any]:
-        """Model name, weights (source, revision, sha256), dtype and device: attached to every result."""
+        """Model name, weights (source, revision, sha256), dtype, device and pipeline: attached to every result."""
         return {"model": self.spec.name, **self.weights_provenance, "dtype": str(self.dtype).removeprefix("torch."),
-                "device": str(self.device)}
+                "device": str(self.device), "pipeline": self.pipeline}
 
     def make_detections(self, frame: FrameInfo, boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor,
                         masks: torch.Tensor | None = None, track_ids: torch.Tensor | None = None,
