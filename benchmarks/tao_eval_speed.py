@@ -24,6 +24,7 @@ import json
 import platform
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -109,28 +110,35 @@ def official(toolkit_path: Path, path: Path, results: list[dict[str, Any]]) -> t
     return {reference.plain_name(k): float(v) for k, v in evaluator.get_results().items()}, elapsed
 
 
-def ours(path: Path, results: list[dict[str, Any]]) -> tuple[dict[str, float], float, float]:
+def ours(score: Callable[..., dict[str, float]], path: Path, results: list[dict[str, Any]]
+         ) -> tuple[dict[str, float], float, float]:
+    """``score(ground_truth, results)``'s metrics and seconds, from the annotation file and from the ground truth
+    loaded beforehand."""
     gc.collect()
     start = time.perf_counter()
-    scores = evaluate(path, results)
+    scores = score(path, results)
     from_file = time.perf_counter() - start
     gt = TaoGroundTruth.load(path)
     gc.collect()
     start = time.perf_counter()
-    evaluate(gt, results)
+    score(gt, results)
     return scores, from_file, time.perf_counter() - start
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def case_arguments(description: str, toolkit: str) -> argparse.Namespace:
+    """The command line of a benchmark on :func:`make_case`'s case; ``toolkit`` describes ``--toolkit``."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--videos", type=int, default=100)
     parser.add_argument("--frames", type=int, default=30)
     parser.add_argument("--tracks", type=int, default=50)
     parser.add_argument("--categories", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--toolkit", type=Path, help="checkout of TAO-Dataset/tao, to time the official TaoEval")
-    args = parser.parse_args()
+    parser.add_argument("--toolkit", type=Path, help=toolkit)
+    return parser.parse_args()
 
+
+def generated_case(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """:func:`make_case` for the command line ``args``, described in one printed line."""
     start = time.perf_counter()
     ground_truth, results = make_case(args.videos, args.frames, args.tracks, args.categories, args.seed)
     print(f"{args.videos} videos x {args.frames} frames, {len(ground_truth['tracks'])} tracks "
@@ -138,12 +146,18 @@ def main() -> None:
           f"({len(results)} boxes), {args.categories} categories; generated in {time.perf_counter() - start:.1f} s "
           f"on {platform.processor() or platform.machine()}, Python {platform.python_version()}, numpy "
           f"{np.__version__}\n")
+    return ground_truth, results
+
+
+def main() -> None:
+    args = case_arguments(__doc__, "checkout of TAO-Dataset/tao, to time the official TaoEval")
+    ground_truth, results = generated_case(args)
     print("| official TaoEval (s) | vfe_hub (s) | vfe_hub, gt loaded (s) | speed-up | max abs diff | AP |")
     print("|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "tao_generated.json"
         path.write_text(json.dumps(ground_truth))
-        scores, from_file, loaded = ours(path, results)
+        scores, from_file, loaded = ours(evaluate, path, results)
         if args.toolkit is None:
             print(f"| - | {from_file:.2f} | {loaded:.2f} | - | - | {scores['AP']:.4f} |")
             return

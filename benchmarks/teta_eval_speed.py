@@ -13,22 +13,17 @@ equal).
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import gc
 import importlib.util
 import json
-import platform
 import tempfile
 import time
 import tracemalloc
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from tao_eval_speed import make_case
-from vfe_hub.evaluation.tao_data import TaoGroundTruth
+from tao_eval_speed import case_arguments, generated_case, ours
 from vfe_hub.evaluation.teta import evaluate
 
 REFERENCE_SCRIPT = Path(__file__).resolve().parents[1] / "tests" / "data" / "teta" / "make_reference.py"
@@ -54,18 +49,6 @@ def official(checkout: Path, ground_truth: dict[str, Any], results: list[dict[st
     return scores, time.perf_counter() - start
 
 
-def ours(path: Path, results: list[dict[str, Any]]) -> tuple[dict[str, float], float, float]:
-    gc.collect()
-    start = time.perf_counter()
-    scores = evaluate(path, results)
-    from_file = time.perf_counter() - start
-    gt = TaoGroundTruth.load(path)
-    gc.collect()
-    start = time.perf_counter()
-    evaluate(gt, results)
-    return scores, from_file, time.perf_counter() - start
-
-
 def peak_memory(ground_truth: dict[str, Any], results: list[dict[str, Any]]) -> tuple[dict[str, float], float]:
     """vfe_hub's scores and peak traced memory (MB) from the parsed ground truth."""
     gc.collect()
@@ -88,30 +71,16 @@ def moved_ids(ground_truth: dict[str, Any], results: list[dict[str, Any]], offse
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--videos", type=int, default=100)
-    parser.add_argument("--frames", type=int, default=30)
-    parser.add_argument("--tracks", type=int, default=50)
-    parser.add_argument("--categories", type=int, default=300)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--toolkit", type=Path, help="checkout of SysCV/tet, to time the official TETA code")
-    args = parser.parse_args()
-
-    start = time.perf_counter()
-    generated, results = make_case(args.videos, args.frames, args.tracks, args.categories, args.seed)
+    args = case_arguments(__doc__, "checkout of SysCV/tet, to time the official TETA code")
+    generated, results = generated_case(args)
     ground_truth = with_names(generated)
-    print(f"{args.videos} videos x {args.frames} frames, {len(ground_truth['tracks'])} tracks "
-          f"({len(ground_truth['annotations'])} boxes), {len({r['track_id'] for r in results})} result tracks "
-          f"({len(results)} boxes), {args.categories} categories; generated in {time.perf_counter() - start:.1f} s "
-          f"on {platform.processor() or platform.machine()}, Python {platform.python_version()}, numpy "
-          f"{np.__version__}\n")
     print("| official (s) | vfe_hub (s) | vfe_hub, gt loaded (s) | speed-up | vfe_hub peak memory (MB) | "
           "same, ids + 10**12 (MB) | max abs diff | TETA |")
     print("|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "tao_generated.json"
         path.write_text(json.dumps(ground_truth))
-        scores, from_file, loaded = ours(path, results)
+        scores, from_file, loaded = ours(evaluate, path, results)
         _, peak = peak_memory(ground_truth, results)
         moved, moved_peak = peak_memory(*moved_ids(ground_truth, results, 10 ** 12))
         assert moved == scores, "the numbers depend on the size of the track ids"
