@@ -84,6 +84,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -288,11 +289,24 @@ def _result_tracks(records: Sequence[Mapping], gt: TaoGroundTruth, truth: _Track
                    boxes[listed][keep][frames])
 
 
-def _read_results(records: Sequence[Mapping], gt: TaoGroundTruth, renumber: bool, strict: bool
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Image index, category id and category index (aliases resolved; index -1 for a category not in the ground
-    truth, refused with ``strict``), score, track id (renumbered where shared across videos with ``renumber``) and
-    box of each result; checked."""
+class ResultColumns(NamedTuple):
+    """TAO results as arrays, one row per result: the ``image`` index in the ground truth and its ``image_ids``,
+    ``category_ids`` (aliases resolved to the categories they merge into), ``score``, ``track_ids``, ``video_ids``
+    (of the images) and ``boxes`` ``[x, y, w, h]``."""
+
+    image: np.ndarray
+    image_ids: np.ndarray
+    category_ids: np.ndarray
+    score: np.ndarray
+    track_ids: np.ndarray
+    video_ids: np.ndarray
+    boxes: np.ndarray
+
+
+def read_results(records: Sequence[Mapping], gt: TaoGroundTruth) -> ResultColumns:
+    """The columns of TAO ``records``, checked: every field present and of its type (track ids of 64 bits), every
+    image in ``gt``, no NaN score, a ``video_id`` (optional) that is the image's video (:class:`DatasetError`
+    naming the first entry that is not)."""
     try:
         image_ids = np.array([r["image_id"] for r in records], dtype=np.int64)
         category_ids = np.array([r["category_id"] for r in records], dtype=np.int64)
@@ -302,17 +316,16 @@ def _read_results(records: Sequence[Mapping], gt: TaoGroundTruth, renumber: bool
         boxes = box_array(records)
     except DatasetError:
         raise
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
         _name_missing_field(records)
-        raise DatasetError(f"Results must have one integer image_id, category_id and track_id and one number as "
-                           f"score each ({type(e).__name__}: {e}).") from e
+        raise DatasetError(f"Results must have one integer image_id, category_id and track_id (of 64 bits) and one "
+                           f"number as score each ({type(e).__name__}: {e}).") from e
     if gt.aliases:
         aliases = np.array(sorted(gt.aliases.items()), dtype=np.int64)
         found = positions(aliases[:, 0], category_ids)
         category_ids = np.where(found >= 0, aliases[found, 1], category_ids)
     image = known_ids(gt.image_ids, image_ids, "image_id", gt.source, "is not an image of the ground truth: results "
                       "must come from the split of the annotation file")
-    category = category_positions(gt.category_ids, category_ids, gt.source, "the TAO category ids", strict)
     check_scores(score, image_ids)
     video_ids = gt.image_videos[image]
     wrong = [i for i, v in enumerate(given_videos) if v is not None and v != video_ids[i]]
@@ -320,10 +333,21 @@ def _read_results(records: Sequence[Mapping], gt: TaoGroundTruth, renumber: bool
         i = wrong[0]
         raise DatasetError(f"Results entry {i} has video_id {given_videos[i]} but its image_id {image_ids[i]} is a "
                            f"frame of video {video_ids[i]}; drop video_id (it follows from the image) or correct it.")
+    return ResultColumns(image, image_ids, category_ids, score, track_ids, video_ids, boxes)
+
+
+def _read_results(records: Sequence[Mapping], gt: TaoGroundTruth, renumber: bool, strict: bool
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Image index, category id and category index (aliases resolved; index -1 for a category not in the ground
+    truth, refused with ``strict``), score, track id (renumbered where shared across videos with ``renumber``) and
+    box of each result; checked."""
+    columns = read_results(records, gt)
+    category = category_positions(gt.category_ids, columns.category_ids, gt.source, "the TAO category ids", strict)
+    track_ids = columns.track_ids
     if renumber and len(track_ids):
-        track_ids = renumber_shared_tracks(track_ids, video_ids)
-    _check_tracks("video", np.arange(len(records)), track_ids, video_ids)
-    return image, category_ids, category, score, track_ids, boxes
+        track_ids = renumber_shared_tracks(track_ids, columns.video_ids)
+    _check_tracks("video", np.arange(len(records)), track_ids, columns.video_ids)
+    return columns.image, columns.category_ids, category, columns.score, track_ids, columns.boxes
 
 
 def _name_missing_field(records: Sequence[Mapping]) -> None:

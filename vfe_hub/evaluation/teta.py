@@ -77,9 +77,9 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from ..errors import DatasetError
-from .lvis import Results, box_array, check_scores, known_ids, positions, result_list, top_per_image
+from .lvis import Results, known_ids, positions, result_list, top_per_image
 from .lvis_data import Source
-from .tao import _name_missing_field, renumber_shared_tracks
+from .tao import read_results, renumber_shared_tracks
 from .tao_data import TaoGroundTruth
 
 log = logging.getLogger(__name__)
@@ -229,16 +229,8 @@ def _result_boxes(records: Sequence[Mapping], gt: TaoGroundTruth, truth: _Truth,
                   ) -> _Boxes:
     """The results at the timesteps, read and checked, capped to ``max_dets`` per image (0: all), renumbered,
     with their tracks numbered from 0 and their categories as class positions."""
-    image_ids, category_ids, score, track_ids, boxes = _read_results(records, gt, strict)
-    image = known_ids(gt.image_ids, image_ids, "image_id", gt.source, "is not an image of the ground truth: "
-                      "results must come from the split of the annotation file")
-    check_scores(score, image_ids)
-    videos = gt.image_videos[image]
-    given = [(i, r["video_id"]) for i, r in enumerate(records) if r.get("video_id") not in (None, videos[i])]
-    if given:
-        i, video = given[0]
-        raise DatasetError(f"Results entry {i} has video_id {video} but its image_id {image_ids[i]} is a frame of "
-                           f"video {videos[i]}; drop video_id (it follows from the image) or correct it.")
+    image, image_ids, category_ids, score, track_ids, videos, boxes = read_results(records, gt)
+    _warn_unknown_categories(category_ids, gt, strict)
     kept = top_per_image(image, score, max_dets) if max_dets else np.arange(len(image))
     track_ids = renumber_shared_tracks(track_ids[kept], videos[kept])
     if strict:
@@ -254,25 +246,9 @@ def _result_boxes(records: Sequence[Mapping], gt: TaoGroundTruth, truth: _Truth,
                                   boxes[kept][on], kept[on], ids)
 
 
-def _read_results(records: Sequence[Mapping], gt: TaoGroundTruth, strict: bool
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Image id, category id (aliases resolved), score, track id and box of each result."""
-    try:
-        image_ids = np.array([r["image_id"] for r in records], dtype=np.int64)
-        category_ids = np.array([r["category_id"] for r in records], dtype=np.int64)
-        score = np.array([r["score"] for r in records], dtype=np.float64)
-        track_ids = np.array([r["track_id"] for r in records], dtype=np.int64)
-        boxes = box_array(records)
-    except DatasetError:
-        raise
-    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
-        _name_missing_field(records)
-        raise DatasetError(f"Results must have one integer image_id, category_id and track_id (of 64 bits) and one "
-                           f"number as score each ({type(e).__name__}: {e}).") from e
-    if gt.aliases:
-        aliases = np.array(sorted(gt.aliases.items()), dtype=np.int64)
-        found = positions(aliases[:, 0], category_ids)
-        category_ids = np.where(found >= 0, aliases[found, 1], category_ids)
+def _warn_unknown_categories(category_ids: np.ndarray, gt: TaoGroundTruth, strict: bool) -> None:
+    """One warning for the results (their ``category_ids``, aliases resolved) of categories ``gt`` lacks, or with
+    ``strict`` a :class:`DatasetError` naming the first."""
     unknown = np.flatnonzero(positions(gt.category_ids, category_ids) < 0)
     if len(unknown) and strict:
         known_ids(gt.category_ids, category_ids, "category_id", gt.source, "is not a category of the ground truth "
@@ -281,9 +257,8 @@ def _read_results(records: Sequence[Mapping], gt: TaoGroundTruth, strict: bool
         log.warning("%d of %d results have a category_id that is not a category of %s (%d distinct ids), e.g. entry "
                     "%d: category_id %d. As in the official TETA code, their matches count as wrong classes (their "
                     "boxes are localised and associated as any other). Many such results usually mean 0-based class "
-                    "indices instead of TAO category ids; strict=True refuses them.", len(unknown), len(records),
+                    "indices instead of TAO category ids; strict=True refuses them.", len(unknown), len(category_ids),
                     gt.source, len(np.unique(category_ids[unknown])), unknown[0], category_ids[unknown[0]])
-    return image_ids, category_ids, score, track_ids, boxes
 
 
 def _check_track_ids(track_ids: np.ndarray, image: np.ndarray, entries: np.ndarray, why: str) -> None:
