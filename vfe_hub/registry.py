@@ -83,6 +83,13 @@ class Preprocess:
             raise ValueError(f"Preprocess.style must be 'mmcv' or 'maskrcnn_benchmark', got {self.style!r}")
 
 
+#: how ``ModelSpec.cpu_seconds_per_frame`` was measured (random weights: the time does not depend on their values;
+#: each model resizes the 720 x 1280 frames by its own rule)
+CPU_SPEED_COMMAND = "python benchmarks/speed.py {name} --device cpu --batch-sizes 1 --frames 3 --size 720 1280"
+CPU_SPEED_MACHINE = ("2 cores of an AMD EPYC (x86-64) shared with other work, torch 2.14.1, float32, batch 1; the "
+                     "lower of two runs")
+
+
 @dataclass(frozen=True)
 class Paper:
     title: str
@@ -103,7 +110,8 @@ class ModelSpec:
     prefixed ``mask_``); ``metrics_note`` says why numbers are missing where they are. ``architecture`` names the
     architecture when the spec is one of its weight variants (``<architecture>.<tag>``, see :class:`Variant`).
     ``details`` (Markdown) describes the architecture and training for the model card, where the summary is too
-    short.
+    short. ``cpu_seconds_per_frame``: the time of one frame on a CPU (:data:`CPU_SPEED_COMMAND` on
+    :data:`CPU_SPEED_MACHINE`).
     """
 
     name: str
@@ -126,6 +134,7 @@ class ModelSpec:
     architecture: str | None = None
     metrics_note: str = ""
     details: str = ""
+    cpu_seconds_per_frame: float | None = None
 
     def info(self) -> dict[str, Any]:
         """The spec as plain data (JSON-serialisable)."""
