@@ -15,11 +15,10 @@ neither, and on an entry of :data:`NOT_RUN` that no page has any more.
 from __future__ import annotations
 
 import ast
+import builtins
 import configparser
-import contextlib
 import dataclasses
 import io
-import os
 import re
 import shlex
 import shutil
@@ -34,9 +33,9 @@ import torch
 from benchmark_layouts import write_lvis
 from media import panning_clip, photo, write_image, write_video
 from original_layouts import gtr_layout, mamba_layout, random_state, write_mmcv_checkpoint
-from small_models import (AMODAL, DETPRO, GTR, SMALL, lvis_like_categories, serve_amodal_release, tiny_detpro_spec,
-                          write_detpro_release)
-from vfe_hub import cli, registry
+from small_models import (AMODAL, DETPRO, GTR, SMALL, convert_detpro, lvis_like_categories, serve_amodal_release,
+                          tiny_detpro_spec, write_detpro_release)
+from vfe_hub import cards, cli, registry
 
 REPO = Path(__file__).resolve().parents[1]
 #: CLIP's BPE vocabulary, as open_clip ships it (the file the test GitHub serves at CLIP's pinned commit)
@@ -143,7 +142,8 @@ def checked(code: str, filename: str) -> ast.Module:
             except (ValueError, SyntaxError):
                 continue
             if isinstance(expected, (list, tuple, str)):
-                test = ast.Compare(node.value, [ast.Eq()], [ast.Constant(expected)])
+                literal = ast.parse(comments[node.end_lineno], mode="eval").body
+                test = ast.Compare(node.value, [ast.Eq()], [literal])
                 tree.body[i] = ast.copy_location(ast.Assert(test, ast.Constant(f"{filename}: not {expected!r}")),
                                                  node)
     return ast.fix_missing_locations(tree)
@@ -214,6 +214,8 @@ def workspace(fake_hub, github, tmp_path, monkeypatch, request) -> Path:
     for named, write in FILES.items():
         if named in code:
             write(folder)
+    if "detpro/" in code and f"vfe-hub convert {DETPRO}" not in code:  # a converted folder the page takes as given
+        convert_detpro(write_detpro_release(tmp_path / "release", text_tower=(64, 2)), folder / "detpro")
     return folder
 
 
@@ -277,3 +279,34 @@ def test_cpu_only_recipe_pins_the_makefile_s_versions():
     setup = configparser.ConfigParser()
     setup.read(REPO / "setup.cfg")
     assert "test" in setup["options.extras_require"]
+
+
+def test_loads_by_name_follows_the_weights_entry():
+    """The model table's column is a rule of the registry's weights entry, so a registry change updates it."""
+    pinned = registry.WeightsSpec("owner/repo", "model.pth", "0123abc", "mmdet_v2")
+    published = registry.WeightsSpec("vfe-hub/model", "model.safetensors", "0123abc", "vfe_hub")
+    unpublished = dataclasses.replace(published, revision=None, originals={"<model.pth>": "somewhere"})
+    unreleased = dataclasses.replace(unpublished, unreleased="None were released.")
+    assert [cards.loads_by_name(w) for w in (pinned, published, unpublished, unreleased)] == [
+        "yes", "yes", "convert first", "no weights released"]
+    table = cards.readme_table(list(registry.MODELS.values()))
+    for name, spec in registry.MODELS.items():
+        assert f"| `{name}` | {spec.task} | {cards.loads_by_name(spec.weights)} |" in table
+
+
+@pytest.mark.parametrize("name", sorted(registry.MODELS))
+def test_card_snippets_use_only_names_they_define(name):
+    """Every name a model card's code reads is a builtin, imported or assigned in the snippet."""
+    card = cards.render(registry.MODELS[name])
+    [code] = re.findall(r"^```python\n(.*?)^```$", card, flags=re.M | re.S)
+    tree = ast.parse(code)
+    defined = set(dir(builtins))
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            defined |= {(alias.asname or alias.name).split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            defined.add(node.id)
+    read = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)}
+    assert read - defined == set()
+    if cards.loads_by_name(registry.MODELS[name].weights) != "yes":
+        assert 'weights="<out_dir>"' in code, "a model that does not load by name loads a converted folder"
