@@ -310,3 +310,14 @@ def test_card_snippets_use_only_names_they_define(name):
     assert read - defined == set()
     if cards.loads_by_name(registry.MODELS[name].weights) != "yes":
         assert 'weights="<out_dir>"' in code, "a model that does not load by name loads a converted folder"
+
+
+@pytest.mark.parametrize("name", sorted(registry.MODELS))
+def test_every_card_states_its_cpu_time_and_how_it_was_measured(name):
+    spec = registry.MODELS[name]
+    assert spec.cpu_seconds_per_frame and spec.cpu_seconds_per_frame > 0
+    card = cards.render(spec)
+    command = registry.CPU_SPEED_COMMAND.format(name=spec.architecture or name)
+    assert f"{spec.cpu_seconds_per_frame:.1f} s per frame" in card and f"`{command}`" in card
+    script = (REPO / command.split()[1]).read_text()
+    assert all(f'"{option}"' in script for option in re.findall(r"--[a-z-]+", command)), "options the script has"

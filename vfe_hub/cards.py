@@ -186,8 +186,8 @@ def _speed(spec: ModelSpec) -> str:
 ## Speed
 
 On a CPU: {spec.cpu_seconds_per_frame:.1f} s per frame of 720 x 1280 pixels ({CPU_SPEED_MACHINE}), measured by
-`{command}` with random weights (the time does not depend on their values). On a GPU, run the same script with
-`--device cuda`.
+`{command}` with random weights (the same network; only the number of detections, and with it the
+post-processing, can differ with trained ones). On a GPU, run the same script with `--device cuda`.
 """
 
 

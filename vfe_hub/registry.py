@@ -83,8 +83,8 @@ class Preprocess:
             raise ValueError(f"Preprocess.style must be 'mmcv' or 'maskrcnn_benchmark', got {self.style!r}")
 
 
-#: how ``ModelSpec.cpu_seconds_per_frame`` was measured (random weights: the time does not depend on their values;
-#: each model resizes the 720 x 1280 frames by its own rule)
+#: how ``ModelSpec.cpu_seconds_per_frame`` was measured (random weights: the same network as the trained ones; each
+#: model resizes the 720 x 1280 frames by its own rule)
 CPU_SPEED_COMMAND = "python benchmarks/speed.py {name} --device cpu --batch-sizes 1 --frames 3 --size 720 1280"
 CPU_SPEED_MACHINE = ("2 cores of an AMD EPYC (x86-64) shared with other work, torch 2.14.1, float32, batch 1; the "
                      "lower of two runs")
@@ -380,6 +380,7 @@ MODELS: dict[str, ModelSpec] = {
             config={"depth": 101, "num_classes": 30, "seed": 0},
             original_code="https://github.com/guanxiongsun/vfe.pytorch (mmdet 2.19 fork)",
             tags=("video-object-detection", "imagenet-vid", "faster-rcnn", "memory-bank"),
+            cpu_seconds_per_frame=2.7,
         ),
         ModelSpec(
             name="stpn_swint_vid",
@@ -424,6 +425,7 @@ MODELS: dict[str, ModelSpec] = {
             config={"num_classes": 30, "prompts": 5, "prompt_interval": 10},
             original_code="https://github.com/guanxiongsun/vfe.pytorch (mmdet 2.19 fork)",
             tags=("video-object-detection", "imagenet-vid", "faster-rcnn", "swin", "prompting"),
+            cpu_seconds_per_frame=8.5,
         ),
         ModelSpec(
             name="detpro_r50_fpn_lvis1",
@@ -472,6 +474,7 @@ MODELS: dict[str, ModelSpec] = {
                     "text_encoder": {}},
             original_code="https://github.com/dyabel/detpro (mmdetection 2.7 fork)",
             tags=("open-vocabulary-detection", "instance-segmentation", "lvis", "mask-rcnn", "clip", "prompt-learning"),
+            cpu_seconds_per_frame=12.9,
         ),
         ModelSpec(
             name="lst_r50_fpn_lvis05",
@@ -523,6 +526,7 @@ MODELS: dict[str, ModelSpec] = {
             original_code=f"{_LST_CODE} (maskrcnn-benchmark fork)",
             details=_LST_DETAILS,
             tags=("instance-segmentation", "long-tail", "incremental-learning", "lvis", "mask-rcnn"),
+            cpu_seconds_per_frame=22.9,
         ),
         ModelSpec(
             name="bags_gs_htc_x101_dcn_lvis05",
@@ -578,6 +582,7 @@ MODELS: dict[str, ModelSpec] = {
             config={"num_classes": 1230, "group_sizes": (294, 453, 302, 181), "proposals": 1000, "depth": 101},
             original_code="https://github.com/FishYuLi/BalancedGroupSoftmax (mmdetection v1.0rc0 fork)",
             tags=("instance-segmentation", "long-tail", "lvis", "htc", "tao"),
+            cpu_seconds_per_frame=98.1,
         ),
         ModelSpec(
             name="gtr_dr2101_tao",
@@ -620,6 +625,7 @@ MODELS: dict[str, ModelSpec] = {
             config={"num_classes": 1203, "proposals": 300, "asso_thresh": 0.4, "window": 16, "min_track_len": 5},
             original_code="https://github.com/xingyizhou/GTR (detectron2 + CenterNet2)",
             tags=("multi-object-tracking", "tao", "lvis", "centernet2", "transformer"),
+            cpu_seconds_per_frame=28.5,
         ),
         *_variants(
             ModelSpec(
@@ -662,6 +668,7 @@ MODELS: dict[str, ModelSpec] = {
                         "min_track_len": 5, "amodal": True},
                 original_code="https://github.com/WesleyHsieh0806/Amodal-Expander (GTR fork, detectron2)",
                 tags=("amodal-tracking", "tao-amodal", "lvis", "centernet2", "transformer"),
+                cpu_seconds_per_frame=28.9,
             ),
             (
                 Variant("pno_45k", _amodal_expander_file("Amodal_Expander_PnO_45k.pth", _AMODAL_SHA256["pno_45k"],
