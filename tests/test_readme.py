@@ -53,9 +53,9 @@ _FGFA = ("ImageNet VID val needs FGFA's motion-IoU table of the whole val set, w
          "tests/test_evaluate_model.py evaluates MAMBA on a generated layout (motion_iou='compute') and "
          "tests/test_eval_imagenet_vid.py fetches FGFA's table through the download path")
 _TAO = "needs a TAO layout; tests/test_evaluate_tao.py evaluates tao_val (and --fps) on a generated one"
-_LST = ("a full-size LST conversion writes 836 MB and its model runs about a minute per frame on a CPU; "
+_LST = ("a full-size LST conversion writes 836 MB and its model runs about 20 s per frame on a CPU; "
         "tests/test_lst.py converts LST checkpoints with this command and loads the folder")
-_BAGS = ("a full-size BAGS conversion writes 592 MB and its model runs for minutes per frame on a CPU; "
+_BAGS = ("a full-size BAGS conversion writes 592 MB and its model runs about 90 s per frame on a CPU; "
          "tests/test_bags.py converts BAGS releases with this command, and tests the tao protocol and "
          "--frame-list / --per-frame-dir")
 

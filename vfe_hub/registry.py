@@ -87,7 +87,7 @@ class Preprocess:
 #: model resizes the 720 x 1280 frames by its own rule)
 CPU_SPEED_COMMAND = "python benchmarks/speed.py {name} --device cpu --batch-sizes 1 --frames 3 --size 720 1280"
 CPU_SPEED_MACHINE = ("2 cores of an AMD EPYC (x86-64) shared with other work, torch 2.14.1, float32, batch 1; the "
-                     "lower of two runs")
+                     "lowest of three runs, which differed up to fourfold")
 
 
 @dataclass(frozen=True)
@@ -425,7 +425,7 @@ MODELS: dict[str, ModelSpec] = {
             config={"num_classes": 30, "prompts": 5, "prompt_interval": 10},
             original_code="https://github.com/guanxiongsun/vfe.pytorch (mmdet 2.19 fork)",
             tags=("video-object-detection", "imagenet-vid", "faster-rcnn", "swin", "prompting"),
-            cpu_seconds_per_frame=8.5,
+            cpu_seconds_per_frame=2.1,
         ),
         ModelSpec(
             name="detpro_r50_fpn_lvis1",
@@ -526,7 +526,7 @@ MODELS: dict[str, ModelSpec] = {
             original_code=f"{_LST_CODE} (maskrcnn-benchmark fork)",
             details=_LST_DETAILS,
             tags=("instance-segmentation", "long-tail", "incremental-learning", "lvis", "mask-rcnn"),
-            cpu_seconds_per_frame=22.9,
+            cpu_seconds_per_frame=20.3,
         ),
         ModelSpec(
             name="bags_gs_htc_x101_dcn_lvis05",
@@ -582,7 +582,7 @@ MODELS: dict[str, ModelSpec] = {
             config={"num_classes": 1230, "group_sizes": (294, 453, 302, 181), "proposals": 1000, "depth": 101},
             original_code="https://github.com/FishYuLi/BalancedGroupSoftmax (mmdetection v1.0rc0 fork)",
             tags=("instance-segmentation", "long-tail", "lvis", "htc", "tao"),
-            cpu_seconds_per_frame=98.1,
+            cpu_seconds_per_frame=89.9,
         ),
         ModelSpec(
             name="gtr_dr2101_tao",
@@ -668,7 +668,7 @@ MODELS: dict[str, ModelSpec] = {
                         "min_track_len": 5, "amodal": True},
                 original_code="https://github.com/WesleyHsieh0806/Amodal-Expander (GTR fork, detectron2)",
                 tags=("amodal-tracking", "tao-amodal", "lvis", "centernet2", "transformer"),
-                cpu_seconds_per_frame=28.9,
+                cpu_seconds_per_frame=28.0,
             ),
             (
                 Variant("pno_45k", _amodal_expander_file("Amodal_Expander_PnO_45k.pth", _AMODAL_SHA256["pno_45k"],
