@@ -1,7 +1,8 @@
-"""torch.hub entry points, one per registered model, generated from the registry.
+"""torch.hub entry points, one per registered model, generated from the registry. From a clone, in its folder:
 
-    model = torch.hub.load("<owner>/vfe_hub", "mamba_r101_dc5_vid")               # from GitHub
     model = torch.hub.load(".", "mamba_r101_dc5_vid", source="local", trust_repo=True)
+
+(vfe_hub is not published on GitHub yet; once it is, ``torch.hub.load("<owner>/vfe_hub", NAME)`` loads the same.)
 """
 dependencies = ["torch", "torchvision", "safetensors", "huggingface_hub", "av"]
 

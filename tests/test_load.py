@@ -19,7 +19,7 @@ from huggingface_hub import constants
 
 import vfe_hub
 from original_layouts import mamba_layout, random_state, stpn_layout, write_mmcv_checkpoint
-from vfe_hub import cli, hub, registry
+from vfe_hub import cards, cli, hub, registry
 from vfe_hub.errors import (ChecksumError, ConversionError, CorruptWeightsError, DownloadError, UnknownModelError,
                             WeightsNotFoundError)
 
@@ -141,7 +141,7 @@ def test_convert_writes_a_loadable_folder(converted_dir, original):
     assert sorted(p.name for p in converted_dir.iterdir()) == ["README.md", "config.json", "model.safetensors"]
     config = json.loads((converted_dir / "config.json").read_text())
     assert config["name"] == NAME and config["sha256"] == hub.sha256_of(converted_dir / "model.safetensors")
-    assert (converted_dir / "README.md").read_text().startswith("---\nlicense: apache-2.0")
+    assert (converted_dir / "README.md").read_text() == cards.render(registry.get_spec(NAME))
     for model in (vfe_hub.load(weights=converted_dir), vfe_hub.load(NAME, weights=converted_dir / "model.safetensors")):
         assert torch.equal(model.box_head.bbox_pred.bias, original[0]["detector.roi_head.bbox_head.fc_reg.bias"])
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import yaml
 
-from .registry import TRACKING_TASKS, ModelSpec, conversion_command
+from .registry import CPU_SPEED_COMMAND, CPU_SPEED_MACHINE, TRACKING_TASKS, ModelSpec, WeightsSpec, conversion_command
 
 _DATASET_NAMES = {"imagenet_vid": "ImageNet VID (val)", "lvis_v1_val": "LVIS v1 (val)",
                   "lvis_v05_val": "LVIS v0.5 (val)", "tao_val": "TAO (val)", "tao_amodal_val": "TAO-Amodal (val)"}
@@ -24,19 +24,40 @@ def weights_source(spec: ModelSpec) -> str:
     return f"`{w.repo_id}` `{w.filename}` @ `{w.revision}` ({pin})"
 
 
+def loads_by_name(weights: WeightsSpec) -> str:
+    """Whether ``vfe_hub.load(name)`` alone gets a model's weights: ``"yes"`` (the registry pins a file it
+    downloads, or names the original release on Google Drive, converted on first load), ``"convert first"`` (the converted repository is not published yet: ``vfe-hub convert`` the
+    authors' release, then ``load(name, weights=<folder>)``) or ``"no weights released"`` (convert your own)."""
+    if weights.unreleased:
+        return "no weights released"
+    if weights.format == "vfe_hub" and weights.revision is None and not weights.from_drive:
+        return "convert first"
+    return "yes"
+
+
 def readme_table(specs: list[ModelSpec]) -> str:
     """The README's model table (Markdown)."""
-    rows = ["| name | task | paper metric | weights |", "|---|---|---|---|"]
+    rows = ["| name | task | loads by name | paper metric | weights |", "|---|---|---|---|---|"]
     for spec in specs:
         metric = "; ".join(f"{_DATASET_NAMES.get(d, d)} " + ", ".join(f"{k} {v}" for k, v in m.items())
                            for d, m in spec.metrics.items()) or "not published (see the card)"
         weights = weights_source(spec)
-        rows.append(f"| `{spec.name}` | {spec.task} | {metric} | {weights} |")
+        rows.append(f"| `{spec.name}` | {spec.task} | {loads_by_name(spec.weights)} | {metric} | {weights} |")
     return "\n".join(rows)
 
 
+def _code_url(spec: ModelSpec) -> str:
+    """The original code base's address (the first word of ``spec.original_code``)."""
+    return spec.original_code.split()[0]
+
+
 def front_matter(spec: ModelSpec) -> dict:
-    """The card's YAML metadata, with a ``model-index`` of the paper's metrics."""
+    """The card's YAML metadata, with a ``model-index`` of the paper's metrics.
+
+    ``license`` is that of the weights: none of the registered releases states one licence for its weights (each
+    ``WeightsSpec.licence_note`` says what is known), so it is ``other``, pointing at the original release; the
+    card's Licence section gives the details and the original code's licence (``spec.licence``).
+    """
     results = [
         {
             "task": {"type": "object-detection", "name": spec.task},
@@ -47,7 +68,9 @@ def front_matter(spec: ModelSpec) -> dict:
         for dataset, metrics in spec.metrics.items()
     ]
     return {
-        "license": spec.licence,
+        "license": "other",
+        "license_name": "original-release",
+        "license_link": _code_url(spec),
         "library_name": "vfe_hub",
         "pipeline_tag": "object-detection",
         "tags": list(spec.tags),
@@ -56,50 +79,56 @@ def front_matter(spec: ModelSpec) -> dict:
     }
 
 
+_TORCH_HUB = 'through torch.hub from a clone of vfe_hub, `torch.hub.load(".", "{name}", source="local", trust_repo=True{weights})`'
+
+
 def _usage(spec: ModelSpec) -> str:
     """The card's code example: tracks for trackers, a video clip for video models, images otherwise (and a
-    vocabulary if open)."""
+    vocabulary if open). Models that do not load by name take the folder ``vfe-hub convert`` wrote."""
+    weights = "" if loads_by_name(spec.weights) == "yes" else ', weights="<out_dir>"'  # converted by the user
+    torch_hub = _TORCH_HUB.format(name=spec.name, weights=weights)
     if spec.task in TRACKING_TASKS:
         amodal = ("\n    det.amodal_boxes                                   # whole objects, may leave the frame"
                   if spec.task == "amodal-tracking" else "")
         return f"""```python
+import av
 import vfe_hub
 
-model = vfe_hub.load("{spec.name}", device="cuda")
+model = vfe_hub.load("{spec.name}"{weights})
 results = model.predict("clip.mp4", stream=True)        # one Detections per frame, with track_ids
 for det in results:
     records = det.to_json(video_id=1)                    # TAO results: track_id, video_id, ...{amodal}
 
-session = model.session()                                 # a live camera: one frame at a time
-for frame in camera:
-    det, = session.update(frame)
+session = model.session()                                 # live video: one frame at a time
+with av.open("clip.mp4") as video:                        # or a camera, e.g. av.open("/dev/video0")
+    for frame in video.decode(video=0):
+        [det] = session.update(frame.to_ndarray(format="rgb24"))
 ```
 
-Or `vfe-hub track {spec.name} clip.mp4 -o tracks.json --save-video drawn.mp4` (TAO JSON and the video with each
-track in its own colour), `torch.hub.load("<repo>", "{spec.name}")`."""
-    if spec.protocols:
+Or from a shell, `vfe-hub track {spec.name} clip.mp4 -o tracks.json --save-video drawn.mp4` (TAO JSON and the
+video with each track in its own colour); {torch_hub}."""
+    if spec.task == "video-object-detection":
         return f"""```python
 import vfe_hub
 
-model = vfe_hub.load("{spec.name}", device="cuda")
+model = vfe_hub.load("{spec.name}"{weights})
 results = model.predict("clip.mp4", batch_size=8)       # one Detections per frame
 results[0].plot().save("frame0.jpg")
 ```
 
-Or `torch.hub.load("<repo>", "{spec.name}")`, `vfe_hub.pipeline("{spec.task}", model="{spec.name}")`,
-`vfe-hub predict {spec.name} clip.mp4`."""
+Or from a shell, `vfe-hub predict {spec.name} clip.mp4`; as a pipeline,
+`vfe_hub.pipeline("{spec.task}", model="{spec.name}")`; {torch_hub}."""
     vocabulary = ', vocabulary=["zebra", "teapot", "kite"]' if spec.task == "open-vocabulary-detection" else ""
-    vocabulary += ', weights="<out_dir>"' if spec.weights.unreleased else ""  # a folder of converted own weights
     return f"""```python
 import vfe_hub
 
-model = vfe_hub.load("{spec.name}", device="cuda"{vocabulary})
+model = vfe_hub.load("{spec.name}"{weights}{vocabulary})
 results = model.predict(["street.jpg", "kitchen.jpg"], batch_size=2)   # one Detections per image
 results[0].plot().save("street_drawn.jpg")
 ```
 
-Or `torch.hub.load("<repo>", "{spec.name}")`, `vfe_hub.pipeline("{spec.task}", model="{spec.name}")`,
-`vfe-hub predict {spec.name} street.jpg`."""
+Or from a shell, `vfe-hub predict {spec.name} street.jpg{' --weights <out_dir>' if weights else ''}`; as a pipeline,
+`vfe_hub.pipeline("{spec.task}", model="{spec.name}"{weights})`; {torch_hub}."""
 
 
 def _temporal(spec: ModelSpec) -> str:
@@ -219,6 +248,27 @@ unchanged; fed the original's input, all 300 matched.
 {clip}"""
 
 
+def _speed(spec: ModelSpec) -> str:
+    """The measured CPU time per frame, with the command and machine that measured it."""
+    if spec.cpu_seconds_per_frame is None:
+        return ""
+    command = CPU_SPEED_COMMAND.format(name=spec.architecture or spec.name)
+    return f"""
+## Speed
+
+On a CPU: {spec.cpu_seconds_per_frame:.1f} s per frame of 720 x 1280 pixels ({CPU_SPEED_MACHINE}), measured by
+`{command}` with random weights (the same network; only the number of detections, and with it the
+post-processing, can differ with trained ones). On a GPU, run the same script with `--device cuda`.
+"""
+
+
+def _licence(spec: ModelSpec) -> str:
+    unreleased = "No weights were released; weights you train and convert are yours to license. " \
+        if spec.weights.unreleased else "The weights state no single licence of their own (see Weights). "
+    return (f"{unreleased}The original code, {_code_url(spec)}, is under the `{spec.licence}` licence; vfe_hub, "
+            f"which converts and runs the weights, under `apache-2.0`.")
+
+
 def _variants(spec: ModelSpec) -> str:
     """For a weight variant: the other variants of its architecture and the default."""
     if spec.architecture is None:
@@ -263,10 +313,14 @@ Paper: [{spec.paper.title}]({spec.paper.url}) ({spec.paper.venue}). Original cod
 Reproduce with `python benchmarks/reproduce.py {spec.name} --root <data>`.
 
 {_pipeline(spec)}
-
+{_speed(spec)}
 ## Weights
 
 {_weights(spec)}{_variants(spec)}
+
+## Licence
+
+{_licence(spec)}
 
 ## Citation
 

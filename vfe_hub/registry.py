@@ -220,6 +220,13 @@ class Preprocess:
                 raise ValueError(f"Preprocess.{key} must be one of {valid}, got {getattr(self, key)!r}")
 
 
+#: how ``ModelSpec.cpu_seconds_per_frame`` was measured (random weights: the same network as the trained ones; each
+#: model resizes the 720 x 1280 frames by its own rule)
+CPU_SPEED_COMMAND = "python benchmarks/speed.py {name} --device cpu --batch-sizes 1 --frames 3 --size 720 1280"
+CPU_SPEED_MACHINE = ("2 cores of an AMD EPYC (x86-64) shared with other work, torch 2.14.1, float32, batch 1; the "
+                     "lowest of three runs, which differed up to fourfold")
+
+
 @dataclass(frozen=True)
 class Paper:
     title: str
@@ -241,7 +248,8 @@ class ModelSpec:
     architecture when the spec is one of its weight variants (``<architecture>.<tag>``, see :class:`Variant`).
     ``details`` (Markdown) describes the architecture and training for the model card, where the summary is too
     short. ``convert_options``: what ``vfe-hub convert`` needs beyond the checkpoint, as written on its command line
-    (:func:`conversion_command`).
+    (:func:`conversion_command`). ``cpu_seconds_per_frame``: the time of one frame on a CPU
+    (:data:`CPU_SPEED_COMMAND` on :data:`CPU_SPEED_MACHINE`).
     """
 
     name: str
@@ -265,6 +273,7 @@ class ModelSpec:
     metrics_note: str = ""
     details: str = ""
     convert_options: str = ""
+    cpu_seconds_per_frame: float | None = None
 
     def info(self) -> dict[str, Any]:
         """The spec as plain data (JSON-serialisable)."""
@@ -513,6 +522,7 @@ MODELS: dict[str, ModelSpec] = {
             config={"depth": 101, "num_classes": 30, "seed": 0},
             original_code="https://github.com/guanxiongsun/vfe.pytorch (mmdet 2.19 fork)",
             tags=("video-object-detection", "imagenet-vid", "faster-rcnn", "memory-bank"),
+            cpu_seconds_per_frame=2.7,
         ),
         ModelSpec(
             name="stpn_swint_vid",
@@ -557,6 +567,7 @@ MODELS: dict[str, ModelSpec] = {
             config={"num_classes": 30, "prompts": 5, "prompt_interval": 10},
             original_code="https://github.com/guanxiongsun/vfe.pytorch (mmdet 2.19 fork)",
             tags=("video-object-detection", "imagenet-vid", "faster-rcnn", "swin", "prompting"),
+            cpu_seconds_per_frame=2.1,
         ),
         ModelSpec(
             name="detpro_r50_fpn_lvis1",
@@ -611,6 +622,7 @@ MODELS: dict[str, ModelSpec] = {
             original_code="https://github.com/dyabel/detpro (mmdetection 2.7 fork)",
             convert_options=" --embeddings <iou_neg5_ens.pth> --categories <lvis_v1_val.json>",
             tags=("open-vocabulary-detection", "instance-segmentation", "lvis", "mask-rcnn", "clip", "prompt-learning"),
+            cpu_seconds_per_frame=12.9,
         ),
         ModelSpec(
             name="lst_r50_fpn_lvis05",
@@ -664,6 +676,7 @@ MODELS: dict[str, ModelSpec] = {
             convert_options=" --sorted-ids <lvis_sorted_id_all.json> [--fp16-mask]",
             details=_LST_DETAILS,
             tags=("instance-segmentation", "long-tail", "incremental-learning", "lvis", "mask-rcnn"),
+            cpu_seconds_per_frame=20.3,
         ),
         ModelSpec(
             name="bags_gs_htc_x101_dcn_lvis05",
@@ -730,6 +743,7 @@ MODELS: dict[str, ModelSpec] = {
             convert_options=(" --groups <folder with label2binlabel.pt and pred_slice_with0.pt, or "
                              "lvis_v0.5_train.json>"),
             tags=("instance-segmentation", "long-tail", "lvis", "htc", "tao"),
+            cpu_seconds_per_frame=89.9,
         ),
         ModelSpec(
             name="gtr_dr2101_tao",
@@ -780,6 +794,7 @@ MODELS: dict[str, ModelSpec] = {
             config={"num_classes": 1203, "proposals": 300, "asso_thresh": 0.4, "window": 16, "min_track_len": 5},
             original_code="https://github.com/xingyizhou/GTR (detectron2 + CenterNet2)",
             tags=("multi-object-tracking", "tao", "lvis", "centernet2", "transformer"),
+            cpu_seconds_per_frame=28.5,
         ),
         *_variants(
             ModelSpec(
@@ -825,6 +840,7 @@ MODELS: dict[str, ModelSpec] = {
                         "min_track_len": 5, "amodal": True},
                 original_code="https://github.com/WesleyHsieh0806/Amodal-Expander (GTR fork, detectron2)",
                 tags=("amodal-tracking", "tao-amodal", "lvis", "centernet2", "transformer"),
+                cpu_seconds_per_frame=28.0,
             ),
             (
                 Variant("pno_45k", _amodal_expander_file("Amodal_Expander_PnO_45k.pth", _AMODAL_SHA256["pno_45k"],
