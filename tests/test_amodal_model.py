@@ -1,6 +1,7 @@
 """The Amodal Expander on GTR: three released weight variants of one architecture, amodal boxes out of frame."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import av
@@ -10,7 +11,7 @@ import torch
 import vfe_hub
 from media import panning_clip, photo, write_video
 from original_layouts import gtr_layout, random_state, share_expander
-from small_models import AMODAL, gtr_model, serve_amodal_release
+from small_models import AMODAL, GTR, gtr_model, serve_amodal_release
 from vfe_hub import cli, registry
 from vfe_hub.convert import convert_state_dict, table_for
 from vfe_hub.weights import empty_model
@@ -92,3 +93,20 @@ def test_the_architecture_name_loads_the_default_variant_and_tracks_from_the_com
     with av.open(str(drawn)) as container:
         sizes = {(f.height, f.width) for f in container.decode(video=0)}
     assert sizes == {(120 + 2 * 40, 160 + 2 * 40)}, "one canvas size, a quarter of the frame more on each side"
+
+
+@pytest.mark.slow
+def test_models_sharing_a_file_keep_their_own_conversions(fake_hub, tmp_path, monkeypatch):
+    """GTR and the Amodal Expander's 20k variant read the same release file, and GTR leaves the expander out: each
+    model caches its own conversion (one shared cache file would fail the other's strict load)."""
+    serve_amodal_release(fake_hub, monkeypatch, tmp_path, GTR, seed=4)
+    gtr = registry.MODELS[GTR]
+    variant = f"{AMODAL}.20k"
+    monkeypatch.setitem(registry.MODELS, variant, dataclasses.replace(
+        registry.MODELS[variant], weights=gtr.weights, preprocess=gtr.preprocess,
+        config={**registry.MODELS[variant].config, "proposals": 20}))
+    first = vfe_hub.load(GTR, device="cpu")
+    amodal = vfe_hub.load(variant, device="cpu")
+    again = vfe_hub.load(GTR, device="cpu")
+    assert first.amodal_expander is None and again.amodal_expander is None and amodal.amodal_expander is not None
+    assert first.weights_provenance == amodal.weights_provenance == again.weights_provenance  # one file

@@ -85,7 +85,7 @@ def test_cache_list_verify_prune(served, fetched, github_raw, monkeypatch, capsy
     files = cache.entries()
     kinds = {f.kind: f for f in files}
     assert sorted(kinds) == ["converted", "files", "original"] and len(files) == 3
-    converted = hub.converted_path(SPEC.weights, commit[:7])
+    converted = hub.converted_path(SPEC.name, SPEC.weights, commit[:7])
     assert kinds["converted"].path == converted and kinds["converted"].models == (NAME,)
     assert kinds["converted"].size == converted.stat().st_size + converted.with_suffix(".json").stat().st_size
     assert kinds["original"].models == (NAME,) and kinds["original"].path.name == "epoch_6_model.pth"

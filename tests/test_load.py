@@ -62,7 +62,7 @@ def test_load_by_name_then_from_cache_with_the_server_stopped(served, original, 
     assert not model.training
     prov = model.provenance()
     assert prov["revision"] == commit[:7] and prov["sha256"] == hashlib.sha256(data).hexdigest()
-    cached = hub.converted_path(registry.get_spec(NAME).weights, commit[:7])
+    cached = hub.converted_path(NAME, registry.get_spec(NAME).weights, commit[:7])
     assert cached.is_file() and json.loads(cached.with_suffix(".json").read_text())["sha256"] == prov["sha256"]
 
     hub_server.stop()
@@ -104,7 +104,7 @@ def test_corrupt_download_is_rejected_and_not_kept(served):
     hub_server.corrupt(SPEC.weights.repo_id, SPEC.weights.filename)
     with pytest.raises(ChecksumError, match="removed from the cache"):
         vfe_hub.load(NAME)
-    assert not hub.converted_path(SPEC.weights, commit[:7]).exists()
+    assert not hub.converted_path(SPEC.name, SPEC.weights, commit[:7]).exists()
     blobs = list(Path(constants.HF_HUB_CACHE).rglob("blobs/*"))
     assert not [b for b in blobs if b.stat().st_size > 0 and not b.name.endswith(".incomplete")]
 
@@ -123,7 +123,7 @@ def test_truncated_download_fails_cleanly(served):
     hub_server.truncate(SPEC.weights.repo_id, SPEC.weights.filename)
     with pytest.raises((DownloadError, ChecksumError)):
         vfe_hub.load(NAME)
-    assert not hub.converted_path(SPEC.weights, commit[:7]).exists()
+    assert not hub.converted_path(SPEC.name, SPEC.weights, commit[:7]).exists()
 
 
 @pytest.fixture(scope="module")
@@ -325,7 +325,8 @@ def test_offline_without_cache_names_offline_mode_and_the_ways_out(served, monke
 def test_cached_weights_load_with_the_hub_unreachable(served):
     hub_server, commit = served
     vfe_hub.load(NAME)
-    hub.converted_path(SPEC.weights, commit[:7]).unlink()  # converted again from the original in the Hub cache
+    # converted again from the original in the Hub cache
+    hub.converted_path(SPEC.name, SPEC.weights, commit[:7]).unlink()
     hub_server.stop()
     start = time.monotonic()
     assert vfe_hub.load(NAME).provenance()["revision"] == commit[:7]
@@ -338,7 +339,7 @@ def test_cached_weights_load_with_the_hub_unreachable(served):
 def test_damaged_conversion_is_rebuilt_from_the_original(served, original):
     hub_server, commit = served
     vfe_hub.load(NAME)
-    cached = hub.converted_path(SPEC.weights, commit[:7])
+    cached = hub.converted_path(SPEC.name, SPEC.weights, commit[:7])
     record = json.loads(cached.with_suffix(".json").read_text())
     good = cached.read_bytes()
     key = "detector.roi_head.bbox_head.fc_cls.weight"
@@ -362,6 +363,6 @@ def test_written_files_follow_the_umask(served, tmp_path, umask, mode):
         vfe_hub.load(NAME)
     finally:
         os.umask(previous)
-    cached = hub.converted_path(SPEC.weights, served[1][:7])
+    cached = hub.converted_path(SPEC.name, SPEC.weights, served[1][:7])
     for path in (tmp_path / "a.txt", cached, cached.with_suffix(".json")):
         assert stat.S_IMODE(path.stat().st_mode) == mode, path

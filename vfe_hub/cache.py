@@ -59,15 +59,15 @@ class CachedFile:
 
 
 def _converted_owner(path: Path, root: Path) -> tuple[str, ...]:
-    """The models whose registry file was converted into ``path`` (``<root>/<repo_id>/<revision>/<file>...``, or a
-    file of the folder ``<root>/<repo_id>/gdrive/<id>/`` converted from a Google Drive release)."""
+    """The models whose registry file was converted into ``path`` (``<root>/<repo_id>/<revision>/<model>/<file>...``,
+    or a file of the folder ``<root>/<repo_id>/gdrive/<id>/`` converted from a Google Drive release)."""
     owners = []
     for spec in MODELS.values():
         try:
             rel = path.relative_to(root / spec.weights.repo_id)
         except ValueError:
             continue
-        if ("/".join(rel.parts[1:]) == f"{spec.weights.filename}.safetensors"
+        if (rel.parts[1:2] == (spec.name,) and "/".join(rel.parts[2:]) == f"{spec.weights.filename}.safetensors"
                 or spec.weights.drive is not None and rel.parts[0] == "gdrive"):
             owners.append(spec.name)
     return tuple(owners)

@@ -6,7 +6,10 @@ that a model reads only when it needs them (:class:`WeightFiles`).
 
 Cache layout (``VFE_HUB_CACHE``, default ``~/.cache/vfe_hub``)::
 
-    converted/<repo_id>/<revision>/<filename>.safetensors   original checkpoints converted once, plus .json provenance
+    converted/<repo_id>/<revision>/<model>/<filename>.safetensors
+                                                            original checkpoints converted once per model (models
+                                                            sharing a file can convert parts of it), plus .json
+                                                            provenance
     converted/<repo_id>/gdrive/<id>/                        a release on Google Drive converted once: a vfe_hub
                                                             folder, plus the record model.json
     drive/<id>/<filename>                                   original files from Google Drive (:mod:`vfe_hub.drive`)
@@ -248,7 +251,8 @@ def _hub_error(weights: WeightsSpec, revision: str, error: Exception) -> Weights
     else:
         return DownloadError(f"Could not download {where}: {error}")
     return WeightsNotFoundError(f"Cannot download {where}: {what}. Check the name, or pass weights=<local file or "
-                                f"folder> (an original checkpoint is converted on the fly; `vfe-hub convert` writes one).")
+                                f"folder> (an original checkpoint is converted on the fly; `vfe-hub convert` writes "
+                                f"one).")
 
 
 def _check_reachable(weights: WeightsSpec, revision: str | None) -> None:
@@ -416,9 +420,10 @@ def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     return state_dict_of(load_checkpoint(path), path)
 
 
-def converted_path(weights: WeightsSpec, revision: str) -> Path:
-    """Where the converted safetensors of a registry file at ``revision`` is cached."""
-    return cache_dir() / "converted" / weights.repo_id / revision / f"{weights.filename}.safetensors"
+def converted_path(name: str, weights: WeightsSpec, revision: str) -> Path:
+    """Where the conversion of a registry file at ``revision`` for the model ``name`` is cached: per model, since
+    models that share a file can convert different parts of it (GTR leaves out the Amodal Expander's tensors)."""
+    return cache_dir() / "converted" / weights.repo_id / revision / name / f"{weights.filename}.safetensors"
 
 
 def _write_safetensors(target: Path, state: Mapping[str, torch.Tensor]) -> str:

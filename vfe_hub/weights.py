@@ -171,7 +171,7 @@ def _from_hub(spec: ModelSpec, expected: Shapes, revision: str | None, progress:
     if w.format == "vfe_hub":
         return _from_vfe_hub_repo(spec, revision, progress)
     source = f"hf://{w.repo_id}/{w.filename}"
-    cached = hub.converted_path(w, revision)
+    cached = hub.converted_path(spec.name, w, revision)
     found = hub.read_converted(cached)  # None when absent or damaged: then converted again from the original
     if found is not None:
         state, record = found
