@@ -19,6 +19,7 @@ import builtins
 import configparser
 import dataclasses
 import io
+import json
 import re
 import shlex
 import shutil
@@ -33,8 +34,8 @@ import torch
 from benchmark_layouts import write_lvis
 from media import panning_clip, photo, write_image, write_video
 from original_layouts import gtr_layout, mamba_layout, random_state, write_mmcv_checkpoint
-from small_models import (AMODAL, DETPRO, GTR, SMALL, convert_detpro, lvis_like_categories, serve_amodal_release,
-                          tiny_detpro_spec, write_detpro_release)
+from small_models import (AMODAL, DETPRO, GTR, SMALL, convert_detpro, serve_amodal_release, tiny_detpro_spec,
+                          write_detpro_release)
 from vfe_hub import cards, cli, registry
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,6 +43,8 @@ REPO = Path(__file__).resolve().parents[1]
 OPEN_CLIP_VOCAB = Path(open_clip.__file__).parent / "bpe_simple_vocab_16e6.txt.gz"
 PAGES = ["README.md", *sorted(p.relative_to(REPO).as_posix() for p in (REPO / "docs").glob("*.md"))]
 MAMBA = "mamba_r101_dc5_vid"
+#: DetPro's stand-ins (release, converted folder) and the LVIS layout name LVIS v1's categories, as the real files
+LVIS_V1 = registry.lvis_v1_categories()
 #: the small test size, smaller still (as the command-line tests): the pages' statements, not the network's output
 TINY = dataclasses.replace(SMALL, max_size=128, min_size=96)
 
@@ -76,23 +79,23 @@ NOT_RUN: dict[tuple[str, str], str] = {
     ("docs/segmentation.md", "vfe-hub convert bags_gs_htc_x101_dcn_lvis05 "
                              "gs_htc_dconv_c3-c5_mstrain_400_1400_x101_64x4d_fpn_20e_lvis.pth bags/ "
                              "--groups gs_files/"): _BAGS,
-    ("docs/segmentation.md", 'model = vfe_hub.load("bags_gs_htc_x101_dcn_lvis05", weights="bags/")'): _BAGS,
-    ("docs/segmentation.md", "vfe-hub predict bags_gs_htc_x101_dcn_lvis05 data/tao/frames --weights bags/ "
-                             "--frame-list validation_img_list.txt --per-frame-dir tao_dets/"): _BAGS,
-    ("docs/segmentation.md", "vfe-hub predict bags_gs_htc_x101_dcn_lvis05 frame.jpg --weights bags/ --protocol tao "
-                             "-o dets.jsonl"): _BAGS,
+    ("docs/segmentation.md", 'model = vfe_hub.load("bags_gs_htc_x101_dcn_lvis05")'): _BAGS,
+    ("docs/segmentation.md", "vfe-hub predict bags_gs_htc_x101_dcn_lvis05 data/tao/frames --frame-list "
+                             "validation_img_list.txt --per-frame-dir tao_dets/"): _BAGS,
+    ("docs/segmentation.md", "vfe-hub predict bags_gs_htc_x101_dcn_lvis05 frame.jpg --protocol tao -o dets.jsonl"): _BAGS,
+    ("docs/teta.md", 'model = vfe_hub.load("gtr_dr2101_tao")'): _TAO,
     ("docs/tracking.md", 'metrics = model.evaluate("tao_val", root="data/tao", '
                          'ann_file="data/tao/annotations/validation.json")'): _TAO,
     ("docs/tracking.md", "vfe-hub evaluate gtr_dr2101_tao tao_val --root data/tao --ann-file "
                          "data/tao/annotations/validation.json --fps 5"): _TAO,
     ("docs/sharding.md", "vfe-hub evaluate mamba_r101_dc5_vid imagenet_vid --root data/ILSVRC2015 --device cuda "
                          "--out-dir runs/mamba_vid"): _CUDA,
-    ("docs/sharding.md", "vfe-hub evaluate detpro_r50_fpn_lvis1 lvis_v1_val --root data/coco --weights detpro/ "
-                         "--device cuda --batch-size 4 --out-dir runs/detpro_lvis"): _CUDA,
+    ("docs/sharding.md", "vfe-hub evaluate detpro_r50_fpn_lvis1 lvis_v1_val --root data/coco --device cuda "
+                         "--batch-size 4 --out-dir runs/detpro_lvis"): _CUDA,
     ("docs/sharding.md", "torchrun --nproc-per-node 8 -m vfe_hub.cli evaluate mamba_r101_dc5_vid imagenet_vid "
                          "--root data/ILSVRC2015 --device cuda --out-dir runs/mamba_vid"): _CUDA,
-    ("docs/sharding.md", "vfe-hub evaluate detpro_r50_fpn_lvis1 lvis_v1_val --root data/coco --weights detpro/ "
-                         "--device cuda --shard ${SLURM_ARRAY_TASK_ID}/16 --out-dir runs/detpro_lvis --quiet"): _CUDA,
+    ("docs/sharding.md", "vfe-hub evaluate detpro_r50_fpn_lvis1 lvis_v1_val --root data/coco --device cuda "
+                         "--shard ${SLURM_ARRAY_TASK_ID}/16 --out-dir runs/detpro_lvis --quiet"): _CUDA,
     ("docs/sharding.md", 'sbatch --dependency=afterok:<array job id> --wrap "vfe-hub evaluate --merge '
                          'runs/detpro_lvis"'): _CUDA,
 }
@@ -173,6 +176,14 @@ def _mamba_release(folder: Path) -> None:
     write_mmcv_checkpoint(folder / "epoch_6_model.pth", random_state(mamba_layout(), seed=2))
 
 
+def _tao_tracks(folder: Path) -> None:
+    """A TAO annotation file and tracks of it: a case of the TETA reference data (tests/data/teta)."""
+    case = json.loads((REPO / "tests" / "data" / "teta" / "cases.json").read_text())["inputs"]["category_alias"]
+    (folder / "annotations").mkdir()
+    (folder / "annotations" / "validation.json").write_text(json.dumps(case["ground_truth"]))
+    (folder / "tracks.json").write_text(json.dumps(case["results"]))
+
+
 def _gtr_release(folder: Path) -> None:
     torch.save({"model": random_state(gtr_layout(expander=False), seed=3)}, folder / "GTR_TAO_DR2101.pth")
 
@@ -183,17 +194,19 @@ FILES = {
     "street.jpg": lambda f: write_image(f / "street.jpg", photo("coffee", (120, 160))),
     '"a.jpg"': lambda f: [write_image(f / name, photo(p, (96, 128))) for name, p in (("a.jpg", "rocket"),
                                                                                        ("b.jpg", "chelsea"))],
-    "detpro_ens_20e.pth": lambda f: write_detpro_release(f, text_tower=(64, 2)),
-    "data/coco": lambda f: write_lvis(f / "data" / "coco", categories=lvis_like_categories()),
+    "detpro_ens_20e.pth": lambda f: write_detpro_release(f, text_tower=(64, 2), categories=LVIS_V1),
+    "data/coco": lambda f: write_lvis(f / "data" / "coco", categories=LVIS_V1),
     "epoch_6_model.pth": _mamba_release,
     "GTR_TAO_DR2101.pth": _gtr_release,
+    '"annotations/validation.json", "tracks.json"': _tao_tracks,
 }
 
 
 @pytest.fixture
-def workspace(fake_hub, github, tmp_path, monkeypatch, request) -> Path:
+def workspace(fake_hub, github, fake_drive, tmp_path, monkeypatch, request) -> Path:
     """A folder with the files the page's blocks name, and the registry's models that they load by name served
-    by the test Hub at the small sizes; DetPro's entry at the test size (its release converts and loads under it)."""
+    by the test Hub (and DetPro's release by the test Drive) at the small sizes; DetPro's entry at the test size
+    (its release converts and loads under it)."""
     page = request.param
     code = "\n".join(b.code for b in blocks(page))
     folder = tmp_path / "work"
@@ -214,8 +227,14 @@ def workspace(fake_hub, github, tmp_path, monkeypatch, request) -> Path:
     for named, write in FILES.items():
         if named in code:
             write(folder)
-    if "detpro/" in code and f"vfe-hub convert {DETPRO}" not in code:  # a converted folder the page takes as given
-        convert_detpro(write_detpro_release(tmp_path / "release", text_tower=(64, 2)), folder / "detpro")
+    if DETPRO in code:  # its release on the test Drive, for loads by name
+        release = write_detpro_release(tmp_path / "release", text_tower=(64, 2), categories=LVIS_V1,
+                                       pickled_config=False)
+        drive = registry.get_spec(DETPRO).weights.drive
+        fake_drive.add_file(drive.checkpoint.id, "detpro_ens_20e.pth", release["checkpoint"].read_bytes())
+        fake_drive.add_file(drive.inputs["embeddings"].id, "iou_neg5_ens.pth", release["embeddings"].read_bytes())
+        if "detpro/" in code and f"vfe-hub convert {DETPRO}" not in code:  # a converted folder taken as given
+            convert_detpro(release, folder / "detpro")
     return folder
 
 
@@ -229,7 +248,7 @@ def test_page_blocks_run(workspace, monkeypatch, request):
         run(block, workspace, monkeypatch)
     if page == "README.md":  # what its blocks and their comments say they write, where they say
         written = ["vfe_hub_demo/results.json", "vfe_hub_demo/frames", "frame0.jpg", "results.jsonl", "drawn",
-                   "detpro/text_encoder.safetensors", "street_drawn.jpg", "tracks.json", "tracks.mp4"]
+                   "street_drawn.jpg", "tracks.json", "tracks.mp4"]
         assert [name for name in written if not (workspace / name).exists()] == []
 
 
