@@ -177,14 +177,19 @@ def test_progress_only_when_asked():
 
 
 def test_strict_reaches_the_evaluators():
-    """--strict (refuse results of categories the annotations lack) is passed to the dataset, as --fps is."""
-    from vfe_hub.sharding import dataset_options
-
+    """--strict (refuse results of categories the annotations lack) is passed to the dataset, as --fps is; an option
+    of other datasets is refused, naming those that take it."""
     parse = cli.parser().parse_args
-    assert dataset_options(parse(["evaluate", NAME, "lvis_v1_val", "--root", ".", "--strict"])) == {"strict": True}
-    assert dataset_options(parse(["evaluate", NAME, "tao_val", "--root", ".", "--fps", "2", "--strict"])) == {
+    options = cli._dataset_options
+    assert options(parse(["evaluate", NAME, "lvis_v1_val", "--root", ".", "--strict"])) == {"strict": True}
+    assert options(parse(["evaluate", NAME, "tao_val", "--root", ".", "--fps", "2", "--strict"])) == {
         "fps": 2, "strict": True}
-    assert dataset_options(parse(["evaluate", NAME, "tao_amodal_val", "--root", "."])) == {}
+    assert options(parse(["evaluate", NAME, "tao_amodal_val", "--root", "."])) == {}
+    with pytest.raises(vfe_hub.VfeHubError, match="--strict is not an option of imagenet_vid: only lvis_v1_val, "
+                                          "lvis_v05_val, tao_val, tao_amodal_val take it"):
+        options(parse(["evaluate", NAME, "imagenet_vid", "--root", ".", "--strict"]))
+    with pytest.raises(vfe_hub.VfeHubError, match="--metrics is not an option of lvis_v1_val: only tao_val take it"):
+        options(parse(["evaluate", NAME, "lvis_v1_val", "--root", ".", "--metrics", "teta"]))
 
 
 # ------------------------------------------------------------------------------------------------ inputs first

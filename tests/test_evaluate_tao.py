@@ -145,9 +145,23 @@ def test_sharded_tao_runs_merge_and_score_both_metrics(tao_root, tmp_path):
 
 def test_metrics_on_the_command_line():
     args = cli.parser().parse_args(["evaluate", "gtr_dr2101_tao", "tao_val", "--root", ".", "--metrics", "teta"])
-    assert sharding.dataset_options(args) == {"metrics": ["teta"]}
+    assert cli._dataset_options(args) == {"metrics": ["teta"]}
     args = cli.parser().parse_args(["evaluate", "gtr_dr2101_tao", "tao_val", "--root", ".", "--fps", "2"])
-    assert sharding.dataset_options(args) == {"fps": 2}
+    assert cli._dataset_options(args) == {"fps": 2}
+
+
+def test_the_command_line_benchmark_refuses_unknown_categories_with_strict(tao_root, tmp_path):
+    """vfe-hub evaluate ... --strict: the benchmark the command line reads (before any model) refuses results of a
+    category the annotations lack; without --strict it scores them as the toolkit does."""
+    root, data = tao_root
+    out = tmp_path / "results.json"
+    TrackOracle(data).evaluate("tao_val", root=root, results_file=out)
+    records = json.loads(out.read_text())
+    records += [dict(r, category_id=0, track_id=r["track_id"] + 1) for r in records if r["video_id"] == 1]
+    args = ["evaluate", "gtr_dr2101_tao", "tao_val", "--root", str(root), "--metrics", "track_map"]
+    assert cli._benchmark(cli.parser().parse_args(args)).score(records)["AP"] == pytest.approx(1.0, abs=1e-12)
+    with pytest.raises(DatasetError, match="has category_id 0, which is not a category"):
+        cli._benchmark(cli.parser().parse_args([*args, "--strict"])).score(records)
 
 
 def test_fps_runs_denser_frames_and_scores_the_annotated_ones(tao_root, tmp_path):

@@ -310,6 +310,16 @@ def test_predict_options_reach_every_shard_and_the_manifest(tiny_detpro, detpro_
     assert sharding.read_manifest(tmp_path / "sharded")["options"] == {"masks": False}
 
 
+def test_the_pipeline_reaches_every_shard_and_the_manifest(tiny_detpro, detpro_dir, tmp_path, capsys):
+    """--pipeline original: the sharded run gives the records of one run, and both say which pipeline ran."""
+    images = [str(write_image(tmp_path / f"{name}.png", photo(name, (96, 128)))) for name in ("coffee", "chelsea")]
+    once, merged = predict_sharded_and_once(capsys, tmp_path, DETPRO, images, ["--weights", str(detpro_dir),
+                                                                               "--pipeline", "original", "--no-masks"])
+    assert merged["results"] == once["results"] and once["results"]
+    assert once["provenance"]["pipeline"] == merged["provenance"]["pipeline"] == "original"
+    assert sharding.read_manifest(tmp_path / "sharded")["pipeline"] == "original"
+
+
 @pytest.mark.slow
 def test_predict_options_reach_every_shard_and_the_manifest_protocol(vid_root, tmp_path, monkeypatch, capsys):
     """--protocol paper: the sharded run gives the records of one paper run, which differ from streaming's."""
@@ -340,7 +350,7 @@ def test_the_command_line_options_of_predict_are_all_tested():
     """The options of vfe-hub predict: those of loading and running a model (cli._load, one loader for a run and a
     shard), those of the outputs, and the predict options the sharded runs are compared on
     (test_predict_options_reach_every_shard_and_the_manifest and ..._protocol): a new one of these must be added
-    to sharding.command_options and tested there."""
+    to cli._predict_options and tested there."""
     commands = next(a for a in cli.parser()._actions if isinstance(a, argparse._SubParsersAction))
     run = argparse.ArgumentParser(add_help=False)
     cli._run_options(run)

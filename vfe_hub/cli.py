@@ -23,6 +23,7 @@ from .errors import VfeHubError
 from .registry import DATASET_ROOTS, PIPELINES, TRACKING_TASKS, get_spec, list_models, model_info
 
 if TYPE_CHECKING:  # the commands that run a model import PyTorch when they run: --help, list, info and cache do not
+    from .evaluation.runner import Benchmark
     from .models.base import Detector
     from .results_writer import ResultsWriter
 
@@ -70,9 +71,8 @@ def _predict_to_files(args: argparse.Namespace, model: Detector, inputs: list[st
     :mod:`vfe_hub.results_writer`) and drawing them into ``save_dir``."""
     from .io import open_frames
     from .results_writer import ResultsWriter, provenance
-    from .sharding import command_options
 
-    options = command_options(args)
+    options = _predict_options(args)
     detections = model.predict(inputs, batch_size=args.batch_size, stream=True, progress=args.progress,
                                **options)
     # Results come in input order; drawing takes each frame from one more sequential decode (plot() without an
@@ -178,9 +178,7 @@ def _demo(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from . import sharding
-
-    bench = sharding.command_benchmark(args)  # a missing file or an unreachable data host fails before the model
+    bench = _benchmark(args)  # a missing file or an unreachable data host fails before the model
     metrics = _load(args, args.name).evaluate(bench, batch_size=args.batch_size, progress=args.progress)
     print(json.dumps(metrics, indent=2))
 
@@ -196,10 +194,97 @@ def _sharded(run):
                               "folder).")
         if not (args.shard or args.out_dir or merge or sharding.env_shard()):
             return run(args)
-        metrics = sharding.run_command(args, lambda: _load(args, args.name))
+        metrics = _run_sharded(args)
         if metrics:
             print(json.dumps(metrics, indent=2))
     return dispatch
+
+
+def _run_sharded(args: argparse.Namespace) -> dict[str, float] | None:
+    """The sharded form of ``predict`` / ``evaluate`` (``--shard``, ``--out-dir``, ``--merge``, or a torchrun
+    environment; :mod:`vfe_hub.sharding`), with the model of one run: says on stderr what was written where;
+    returns the metrics when this process scored the run."""
+    from . import sharding
+    from .io import open_frames
+
+    if getattr(args, "merge", None):
+        return _report_merge(args.merge, args.progress)
+    from_env = args.shard is None
+    shard = sharding.parse_shard(args.shard) if args.shard else sharding.env_shard() or (0, 1)
+    if args.out_dir is None:
+        raise sharding.ShardError(f"a sharded {args.command} needs --out-dir DIR, a folder every shard can write "
+                                  f"to.")
+    if args.command == "predict":
+        given = [flag for flag, value in (("--output", args.output), ("--save-dir", args.save_dir),
+                                          ("--frame-list", args.frame_list), ("--per-frame-dir", args.per_frame_dir))
+                 if value]
+        if given:
+            raise sharding.ShardError(f"a sharded predict writes {sharding.RESULTS} into --out-dir; leave out "
+                                      f"{', '.join(given)}.")
+        open_frames(args.inputs)  # a missing or unreadable input fails here, before the model is loaded
+    bench = _benchmark(args) if args.command == "evaluate" else None  # the data first: loading takes longer
+    model = _load(args, args.name)
+    common = {"shard": shard, "out_dir": args.out_dir, "batch_size": args.batch_size, "progress": args.progress}
+    if args.command == "predict":
+        ran = sharding.predict_shard(model, args.inputs, **common, **_predict_options(args))
+    else:
+        ran = sharding.evaluate_shard(model, bench, **common)
+    label = f"shard {shard[0]}/{shard[1]}"
+    if ran.skipped:
+        print(f"{label} was complete already in {args.out_dir} ({ran.items} frames in {ran.file}): nothing ran; "
+              f"delete {ran.name}.done and {ran.file.name} to run it again", file=sys.stderr)
+    else:
+        print(f"{label}: {ran.items} frames -> {ran.file}", file=sys.stderr)
+    if sharding.merges(shard, from_env):
+        sharding.wait_for_shards(args.out_dir)
+        return _report_merge(args.out_dir, args.progress)
+    if not from_env:  # under torchrun, rank 0 merges
+        print(f"when every shard is complete, merge them: vfe-hub evaluate --merge {args.out_dir}", file=sys.stderr)
+    return None
+
+
+def _report_merge(out_dir: str, progress: bool | None) -> dict[str, float] | None:
+    """Merge the sharded run in ``out_dir`` and say what was written where; the metrics of an evaluation."""
+    from . import sharding
+
+    merged = sharding.merge_folder(out_dir, progress=progress)
+    written = Path(out_dir) / sharding.RESULTS
+    also = f", metrics -> {Path(out_dir) / sharding.METRICS}" if merged.metrics else ""
+    print(f"{sharding.read_manifest(out_dir)['shards']} shard(s) merged: {merged.frames} frames, {merged.detections} "
+          f"detections -> {written}{also}", file=sys.stderr)
+    return merged.metrics or None
+
+
+def _predict_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``predict`` options of the command line, when given (``--protocol``, ``--no-masks``): one run or
+    sharded, they reach the model the same way."""
+    options: dict[str, Any] = {"protocol": args.protocol} if args.protocol else {}
+    if args.no_masks:
+        options["masks"] = False
+    return options
+
+
+def _benchmark(args: argparse.Namespace) -> Benchmark:
+    """The benchmark of ``vfe-hub evaluate``, read and checked (:func:`vfe_hub.evaluation.runner.benchmark`)."""
+    from .evaluation.runner import benchmark
+
+    return benchmark(args.dataset, root=args.root, ann_file=args.ann_file, limit=args.limit, progress=args.progress,
+                     **_dataset_options(args))
+
+
+def _dataset_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The evaluate options that only some datasets take, when given (``--fps``, ``--metrics``: TAO; ``--strict``:
+    LVIS, TAO, TAO-Amodal); one given for a dataset that does not take it is refused, naming those that do."""
+    from .evaluation.runner import dataset_name, dataset_parameters
+
+    given = {"fps": args.fps, "metrics": args.metrics.split(",") if args.metrics else None, "strict": args.strict}
+    options = {k: v for k, v in given.items() if v}
+    takes = dataset_parameters()
+    for key in options:
+        if key not in takes[dataset_name(args.dataset)]:
+            which = [f"{name}_val" for name, parameters in takes.items() if key in parameters]
+            raise VfeHubError(f"--{key} is not an option of {args.dataset}: only {', '.join(which)} take it.")
+    return options
 
 
 def _dropped_summary(keys: list[str]) -> str:

@@ -26,13 +26,11 @@ and merges; torchrun stops every rank when one fails.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import heapq
 import json
 import logging
 import os
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -309,7 +307,7 @@ def merge_folder(out_dir: str | os.PathLike, *, progress: bool | None = None) ->
 
 # ------------------------------------------------------------------------------------------------ launchers
 
-def _merges(shard: tuple[int, int], wait: bool) -> bool:
+def merges(shard: tuple[int, int], wait: bool) -> bool:
     """Whether this shard's process merges the run: a single shard, or shard 0 told to wait for the others."""
     return shard[1] == 1 or (wait and shard[0] == 0)
 
@@ -331,7 +329,7 @@ def evaluate(model: Detector, dataset: str | Benchmark, *, shard: tuple[int, int
     """
     evaluate_shard(model, dataset, shard=shard, out_dir=out_dir, batch_size=batch_size, progress=progress,
                    **dataset_args)
-    if _merges(shard, wait):
+    if merges(shard, wait):
         wait_for_shards(out_dir)
         return merge_and_score(out_dir, progress=progress)
     return {}
@@ -365,7 +363,7 @@ def predict(model: Detector, inputs: Sequence[str], *, shard: tuple[int, int], o
     frames 1, 2, ... over all inputs, as one ``predict`` call does. ``options`` are ``predict``'s (protocol,
     masks, ...): every shard runs them, and the manifest records them."""
     predict_shard(model, inputs, shard=shard, out_dir=out_dir, batch_size=batch_size, progress=progress, **options)
-    if _merges(shard, wait):
+    if merges(shard, wait):
         wait_for_shards(out_dir)
         merge_and_score(out_dir)
 
@@ -396,78 +394,3 @@ def predict_shard(model: Detector, inputs: Sequence[str], *, shard: tuple[int, i
                      lambda indices: predict_units(model, units, indices, batch_size=batch_size, options=options,
                                                    progress=progress),
                      device=str(model.device))
-
-
-def run_command(args: argparse.Namespace, load: Callable[[], Detector]) -> dict[str, float] | None:
-    """The sharded form of ``vfe-hub predict`` / ``evaluate`` (``--shard``, ``--out-dir``, ``--merge``, or a
-    torchrun environment), with the model ``load()`` gives (the command line's, as for one run): says on stderr
-    what was written where; returns the metrics when this process scored the run."""
-    if getattr(args, "merge", None):
-        return _report_merge(args.merge, args.progress)
-    from_env = args.shard is None
-    shard = parse_shard(args.shard) if args.shard else env_shard() or (0, 1)
-    if args.out_dir is None:
-        raise ShardError(f"a sharded {args.command} needs --out-dir DIR, a folder every shard can write to.")
-    if args.command == "predict":
-        from .io import open_frames
-
-        given = [flag for flag, value in (("--output", args.output), ("--save-dir", args.save_dir),
-                                          ("--frame-list", args.frame_list), ("--per-frame-dir", args.per_frame_dir))
-                 if value]
-        if given:
-            raise ShardError(f"a sharded predict writes {RESULTS} into --out-dir; leave out {', '.join(given)}.")
-        open_frames(args.inputs)  # a missing or unreadable input fails here, before the model is loaded
-    bench = command_benchmark(args) if args.command == "evaluate" else None  # the data first: loading takes longer
-    model = load()
-    common = {"shard": shard, "out_dir": args.out_dir, "batch_size": args.batch_size, "progress": args.progress}
-    if args.command == "predict":
-        ran = predict_shard(model, args.inputs, **common, **command_options(args))
-    else:
-        ran = evaluate_shard(model, bench, **common)
-    label = f"shard {shard[0]}/{shard[1]}"
-    if ran.skipped:
-        print(f"{label} was complete already in {args.out_dir} ({ran.items} frames in {ran.file}): nothing ran; "
-              f"delete {ran.name}.done and {ran.file.name} to run it again", file=sys.stderr)
-    else:
-        print(f"{label}: {ran.items} frames -> {ran.file}", file=sys.stderr)
-    if _merges(shard, from_env):
-        wait_for_shards(args.out_dir)
-        return _report_merge(args.out_dir, args.progress)
-    if not from_env:  # under torchrun, rank 0 merges
-        print(f"when every shard is complete, merge them: vfe-hub evaluate --merge {args.out_dir}", file=sys.stderr)
-    return None
-
-
-def _report_merge(out_dir: str | os.PathLike, progress: bool | None) -> dict[str, float] | None:
-    """Merge ``out_dir`` and say what was written where; the metrics of an evaluation."""
-    merged = merge_folder(out_dir, progress=progress)
-    written = Path(out_dir) / RESULTS
-    also = f", metrics -> {Path(out_dir) / METRICS}" if merged.metrics else ""
-    print(f"{read_manifest(out_dir)['shards']} shard(s) merged: {merged.frames} frames, {merged.detections} "
-          f"detections -> {written}{also}", file=sys.stderr)
-    return merged.metrics or None
-
-
-def command_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The ``predict`` options of the command line, when given (``--protocol``, ``--no-masks``): one run or
-    sharded, they reach the model the same way."""
-    options: dict[str, Any] = {"protocol": args.protocol} if args.protocol else {}
-    if args.no_masks:
-        options["masks"] = False
-    return options
-
-
-def command_benchmark(args: argparse.Namespace) -> Benchmark:
-    """The benchmark of ``vfe-hub evaluate``, read and checked (:func:`vfe_hub.evaluation.runner.benchmark`)."""
-    from .evaluation.runner import benchmark
-
-    return benchmark(args.dataset, root=args.root, ann_file=args.ann_file, limit=args.limit, progress=args.progress,
-                     **dataset_options(args))
-
-
-def dataset_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The command line's evaluate options that only some datasets take, when given (``--fps``, ``--metrics``:
-    TAO; ``--strict``: LVIS, TAO, TAO-Amodal)."""
-    options = {"fps": getattr(args, "fps", None), "metrics": getattr(args, "metrics", None),
-               "strict": getattr(args, "strict", False)}
-    return {k: v.split(",") if k == "metrics" else v for k, v in options.items() if v}

@@ -355,6 +355,10 @@ DATASETS = {"imagenet_vid": _imagenet_vid, "lvis_v1": _lvis_v1, "lvis_v05": _lvi
             "tao_amodal": _tao_amodal}
 
 
+def dataset_parameters() -> dict[str, set[str]]:
+    """The keyword arguments each dataset of :data:`DATASETS` takes (besides ``root``)."""
+    return {name: set(inspect.signature(read).parameters) for name, read in DATASETS.items()}
+
 
 def dataset_name(dataset: str) -> str:
     """The canonical name of ``dataset`` (``"lvis_v1_val"`` -> ``"lvis_v1"``); :class:`DatasetError` if unknown."""
