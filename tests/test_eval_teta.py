@@ -148,7 +148,7 @@ def test_unknown_categories_warn_or_are_refused(caplog: pytest.LogCaptureFixture
     assert (f"{len(unknown)} of {len(case['results'])} results have a category_id that is not a category of the "
             f"ground-truth dict (1 distinct ids), e.g. entry {unknown[0]}: category_id 999") in caplog.text
     with pytest.raises(DatasetError, match=rf"entry {unknown[0]} has category_id 999, which is not a category of the "
-                                           r"ground truth \(strict=True refuses it"):
+                                           r"ground truth: results need the TAO category ids"):
         evaluate(case["ground_truth"], case["results"], strict=True)
 
 

@@ -304,15 +304,20 @@ def known_ids(sorted_ids: np.ndarray, ids: np.ndarray, key: str, source: str, wh
     return position
 
 
-def category_positions(sorted_ids: np.ndarray, ids: np.ndarray, source: str, needed: str, strict: bool
-                       ) -> np.ndarray:
+#: what the official toolkits do with results of categories the ground truth lacks (:func:`category_positions`)
+LEFT_OUT = "As in the official toolkit, they count toward the cap of results per image and are then left out."
+
+
+def category_positions(sorted_ids: np.ndarray, ids: np.ndarray, source: str, needed: str, strict: bool,
+                       fate: str = LEFT_OUT) -> np.ndarray:
     """The position of each result's category id in ``sorted_ids``, -1 for an id that is not a category of the
     ground truth ``source``.
 
-    The official toolkits (``LVISResults``, ``TaoResults``) accept such results: they count toward the per-image
-    cap of results, then the evaluation leaves them out. So do the callers here, after one warning with their
-    number and the first of them. ``strict=True`` refuses them instead (:class:`DatasetError` naming the first
-    entry and the ids results need, ``needed``).
+    The official toolkits (``LVISResults``, ``TaoResults``, the TETA code) accept such results; what they do with
+    them is ``fate`` (:data:`LEFT_OUT`: they count toward the per-image cap of results, then the evaluation leaves
+    them out). So do the callers here, after one warning with their number, the first of them and their ``fate``.
+    ``strict=True`` refuses them instead (:class:`DatasetError` naming the first entry and the ids results need,
+    ``needed``).
     """
     why = f"is not a category of the ground truth: results need {needed} (not 0-based class indices)"
     if strict:
@@ -321,10 +326,9 @@ def category_positions(sorted_ids: np.ndarray, ids: np.ndarray, source: str, nee
     unknown = np.flatnonzero(position < 0)
     if len(unknown):
         log.warning("%d of %d results have a category_id that is not a category of %s (%d distinct ids), e.g. entry "
-                    "%d: category_id %d. As in the official toolkit, they count toward the cap of results per image "
-                    "and are then left out. Many such results usually mean 0-based class indices instead of %s; "
+                    "%d: category_id %d. %s Many such results usually mean 0-based class indices instead of %s; "
                     "strict=True refuses them.", len(unknown), len(ids), source, len(np.unique(ids[unknown])),
-                    unknown[0], ids[unknown[0]], needed)
+                    unknown[0], ids[unknown[0]], fate, needed)
     return position
 
 

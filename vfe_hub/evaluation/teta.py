@@ -77,7 +77,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from ..errors import DatasetError
-from .lvis import Results, known_ids, positions, result_list, top_per_image
+from .lvis import Results, category_positions, positions, result_list, top_per_image
 from .lvis_data import Source
 from .tao import read_results, renumber_shared_tracks
 from .tao_data import TaoGroundTruth
@@ -230,7 +230,9 @@ def _result_boxes(records: Sequence[Mapping], gt: TaoGroundTruth, truth: _Truth,
     """The results at the timesteps, read and checked, capped to ``max_dets`` per image (0: all), renumbered,
     with their tracks numbered from 0 and their categories as class positions."""
     image, image_ids, category_ids, score, track_ids, videos, boxes = read_results(records, gt)
-    _warn_unknown_categories(category_ids, gt, strict)
+    category_positions(gt.category_ids, category_ids, gt.source, "the TAO category ids", strict,
+                       fate="As in the official TETA code, their matches count as wrong classes (their boxes are "
+                            "localised and associated as any other).")
     kept = top_per_image(image, score, max_dets) if max_dets else np.arange(len(image))
     track_ids = renumber_shared_tracks(track_ids[kept], videos[kept])
     if strict:
@@ -244,21 +246,6 @@ def _result_boxes(records: Sequence[Mapping], gt: TaoGroundTruth, truth: _Truth,
     ids, track = np.unique(track_ids[on], return_inverse=True)
     return _Boxes.sorted_by_frame(frame[on], track, positions(truth.class_ids, category_ids[kept][on]),
                                   boxes[kept][on], kept[on], ids)
-
-
-def _warn_unknown_categories(category_ids: np.ndarray, gt: TaoGroundTruth, strict: bool) -> None:
-    """One warning for the results (their ``category_ids``, aliases resolved) of categories ``gt`` lacks, or with
-    ``strict`` a :class:`DatasetError` naming the first."""
-    unknown = np.flatnonzero(positions(gt.category_ids, category_ids) < 0)
-    if len(unknown) and strict:
-        known_ids(gt.category_ids, category_ids, "category_id", gt.source, "is not a category of the ground truth "
-                  "(strict=True refuses it; results need the TAO category ids, not 0-based class indices)")
-    if len(unknown):
-        log.warning("%d of %d results have a category_id that is not a category of %s (%d distinct ids), e.g. entry "
-                    "%d: category_id %d. As in the official TETA code, their matches count as wrong classes (their "
-                    "boxes are localised and associated as any other). Many such results usually mean 0-based class "
-                    "indices instead of TAO category ids; strict=True refuses them.", len(unknown), len(category_ids),
-                    gt.source, len(np.unique(category_ids[unknown])), unknown[0], category_ids[unknown[0]])
 
 
 def _check_track_ids(track_ids: np.ndarray, image: np.ndarray, entries: np.ndarray, why: str) -> None:
