@@ -19,7 +19,8 @@ def _entry_point(name: str):
 
     entry.__name__ = name
     entry.__doc__ = (f"{spec.summary}\n\nTask: {spec.task}. Paper: {spec.paper.title} ({spec.paper.url}).\n"
-                     f"Keyword arguments go to vfe_hub.load (device, dtype, weights, revision, progress, vocabulary).")
+                     f"Keyword arguments go to vfe_hub.load (device, dtype, weights, revision, progress, vocabulary, "
+                     f"pipeline).")
     return entry
 
 

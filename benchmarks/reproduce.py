@@ -38,7 +38,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--limit", type=int, help="first N videos (or images) only")
     parser.add_argument("--weights", help="local weights for a single model")
-    parser.add_argument("--pipeline", default="original", choices=["original", "fast"],
+    parser.add_argument("--pipeline", default="original", choices=vfe_hub.registry.PIPELINES,
                         help="original (default): the original's resize and NMS arithmetic, the paper's pipeline bit "
                              "for bit; fast: vfe_hub's batched default")
     args = parser.parse_args()

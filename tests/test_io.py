@@ -136,6 +136,7 @@ def test_16_bit_arrays_are_read_as_16_bit_files_are(tmp_path):
     (np.array([[0, 255]], dtype=np.int64), r"Its values are 0-255: convert it with array\.astype\(np\.uint8\)"),
     (np.array([[0, 4095]], dtype=np.int32), r"Its values reach 4095: .*array\.astype\(np\.uint16\)"),
     (np.array([[-5, 300]], dtype=np.int16), r"Its values span -5 to 300: scale them to 0-255 first"),
+    (np.array([[False, True]]), r"If it is a mask, convert it with array\.astype\(np\.uint8\) \* 255"),
 ])
 def test_other_integer_arrays_get_the_conversion_their_values_need(values, hint):
     with pytest.raises(InputError, match=r"expected dtype uint8 .*" + hint):

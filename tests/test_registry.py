@@ -140,5 +140,8 @@ def test_readme_table_is_generated_from_the_registry():
 def test_pipeline_checks_the_task():
     with pytest.raises(vfe_hub.VfeHubError, match="video-object-detection"):
         vfe_hub.pipeline("video-object-detections")
+    with pytest.raises(vfe_hub.VfeHubError, match="'mamba_r101_dc5_vid' solves 'video-object-detection', not "
+                                                  "'tracking'; models for 'tracking': gtr_dr2101_tao, amodal"):
+        vfe_hub.pipeline("tracking", model="mamba_r101_dc5_vid")  # a common name of the trackers' tasks
     with pytest.raises(vfe_hub.VfeHubError, match="Did you mean"):
         vfe_hub.load("mamba_r101_dc5")

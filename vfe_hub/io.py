@@ -480,7 +480,9 @@ def _conversion_hint(array: np.ndarray) -> str:
     """How to turn an array of another dtype into one that is read as the user means it, by its values."""
     if np.issubdtype(array.dtype, np.floating):
         return " If it holds floats in [0, 1], convert it with (array * 255).round().astype(np.uint8)."
-    if array.size == 0 or not (np.issubdtype(array.dtype, np.integer) or array.dtype == np.bool_):
+    if array.dtype == np.bool_:
+        return " If it is a mask, convert it with array.astype(np.uint8) * 255."
+    if array.size == 0 or not np.issubdtype(array.dtype, np.integer):
         return ""
     low, high = int(array.min()), int(array.max())
     if low >= 0 and high <= 255:

@@ -4,8 +4,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from .errors import UnknownModelError, VfeHubError, close_matches
-from .registry import MODELS, get_spec
+from .errors import UnknownModelError, VfeHubError
+from .registry import MODELS, get_spec, tasks_named
 
 if TYPE_CHECKING:  # imported where a model is loaded: ``import vfe_hub`` does not import PyTorch
     import torch
@@ -42,27 +42,28 @@ def pipeline(task: str, model: str | Detector | None = None, *, batch_size: int 
              **load_kwargs: Any) -> Pipeline:
     """A :class:`Pipeline` for ``task`` with ``model`` (a name, a loaded model, or the task's default).
 
-    ``load_kwargs`` go to :func:`vfe_hub.load` (``device`` defaults to the GPU when there is one). With a loaded
-    model, ``device`` moves it, ``dtype`` sets its inference dtype and ``vocabulary`` (open-vocabulary models)
-    replaces its classes; the arguments that only loading can apply (weights, revision, config entries) are refused.
+    ``task`` is a registered task or a common name of one (:func:`vfe_hub.registry.tasks_named`: ``"tracking"``
+    covers the multi-object and the amodal trackers, whose first is the default). ``load_kwargs`` go to
+    :func:`vfe_hub.load` (``device`` defaults to the GPU when there is one). With a loaded model, ``device`` moves
+    it, ``dtype`` sets its inference dtype and ``vocabulary`` (open-vocabulary models) replaces its classes; the
+    arguments that only loading can apply (weights, revision, config entries) are refused.
     """
-    from .api import load
-
+    named = tasks_named(task)
     known = tasks()
-    if task not in known:
-        hint = close_matches(task, known)
-        raise UnknownModelError(f"Unknown task {task!r}." + (f" Did you mean {hint[0]!r}?" if hint else "")
-                                + f" Tasks: {', '.join(sorted(known))}.")
     if model is None:
-        model = known[task][0]
+        model = known[named[0]][0]
+    spec = get_spec(model) if isinstance(model, str) else model.spec
+    if spec.task not in named:
+        models = [name for t in named for name in known[t]]
+        raise UnknownModelError(f"{spec.name!r} solves {spec.task!r}, not {task!r}; models for {task!r}: "
+                                f"{', '.join(models)}.")
     if isinstance(model, str):
-        if get_spec(model).task != task:
-            raise UnknownModelError(f"{model!r} solves {get_spec(model).task!r}, not {task!r}; models for {task!r}: "
-                                    f"{', '.join(known[task])}.")
+        from .api import load
+
         model = load(model, progress=progress, **load_kwargs)
     else:
         model = _apply(model, progress=progress, **load_kwargs)
-    return Pipeline(task, model, batch_size=batch_size, progress=progress)
+    return Pipeline(model.spec.task, model, batch_size=batch_size, progress=progress)
 
 
 def _apply(model: Detector, *, progress: bool | None, device: torch.device | str | None = None,

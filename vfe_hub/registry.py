@@ -922,7 +922,7 @@ def list_models(pattern: str = "*", *, task: str | None = None, dataset: str | N
     """
     specs = [spec for name, spec in MODELS.items() if fnmatch.fnmatchcase(name, pattern)]
     if task is not None:
-        tasks = _tasks(task)
+        tasks = tasks_named(task)
         specs = [spec for spec in specs if spec.task in tasks]
     if dataset is not None:
         stems = {d.removesuffix("_val") for spec in MODELS.values() for d in spec.datasets}
@@ -932,7 +932,7 @@ def list_models(pattern: str = "*", *, task: str | None = None, dataset: str | N
     return sorted(spec.name for spec in specs)
 
 
-def _tasks(task: str) -> tuple[str, ...]:
+def tasks_named(task: str) -> tuple[str, ...]:
     """The registered tasks that ``task`` names: itself or a synonym (:data:`TASK_SYNONYMS`), in any case, words
     joined by "-", "_" or spaces."""
     registered = {spec.task for spec in MODELS.values()}

@@ -57,7 +57,10 @@ class ImageBatch:
 class Detections:
     """Detections of one image or frame.
 
-    ``boxes (N, 4)`` float32 ``xyxy`` in pixels of the input as given; ``scores (N,)`` float32; ``labels (N,)``
+    ``boxes (N, 4)`` float32 ``xyxy`` in pixels of the input as given, inside the image, except for the models
+    whose original exports pixel-inclusive boxes unclipped (LST, BAGS: ``Preprocess.clip_to_input`` is false), whose
+    right and bottom edges can pass the image's by up to ``1 - W / W'`` pixel on upscaled inputs; ``scores (N,)``
+    float32; ``labels (N,)``
     int64 indices into ``class_names``; optional ``track_ids (N,)``; optional ``amodal_boxes (N, 4)`` float32
     ``xyxy`` covering each whole object, hidden parts included, which may leave the image (``boxes`` are then the
     visible, clipped ones); optional ``masks``, one pycocotools RLE
