@@ -15,8 +15,10 @@ gdown 6 uses, as Drive answers today:
 
 Failure pages (:meth:`FakeDrive.fail`): ``"quota"`` (Drive's error page whose ``uc-error-subcaption`` says "Too many
 users have viewed or downloaded this file recently"), ``"removed"`` (a 404 page), ``"denied"`` (the redirect of a
-private file to Google's sign-in page), ``"html"`` (an HTML page sent as the attachment) and ``"truncate"`` (the
-full ``Content-Length`` announced, half the bytes sent, the connection closed). Unknown ids and folders answer 404.
+private file to Google's sign-in page), ``"html"`` (an HTML page sent as the attachment), ``"truncate"`` (the
+full ``Content-Length`` announced, half the bytes sent, the connection closed) and ``"dropped"`` (the same cut in
+the middle of a page gdown reads whole: the answer to ``/download`` is a page whose transfer breaks off). Unknown
+ids and folders answer 404.
 
 Not emulated: Google Docs exports, cookies, range requests (gdown resumes only when asked), HTTP/2.
 """
@@ -33,7 +35,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import trustme
 
 HOSTS = ("drive.google.com", "drive.usercontent.google.com", "accounts.google.com")
-FAILURES = ("quota", "removed", "denied", "html", "truncate")
+FAILURES = ("quota", "removed", "denied", "html", "truncate", "dropped")
 _QUOTA = ("Too many users have viewed or downloaded this file recently. Please try accessing the file again later. "
           "If the file you are trying to access is particularly large or is shared with many people, it may take up "
           "to 24 hours to be able to view or download the file.")
@@ -168,6 +170,10 @@ class _Handler(BaseHTTPRequestHandler):
                        f"large for Google to scan for viruses. Would you still like to download this file?</p>"
                        f'<form id="download-form" action="https://drive.usercontent.google.com/download" '
                        f'method="get"><input type="submit" value="Download anyway">{form}</form>')
+        elif file.failure == "dropped":
+            page = b"<!DOCTYPE html><html><head><title>Google Drive</title></head><body>" + b" " * 4096 + b"</body>"
+            self._send(200, page[:len(page) // 2], "text/html; charset=utf-8", length=len(page))
+            self.close_connection = True
         elif file.failure == "html":
             self._send(200, b"<!DOCTYPE html><html><head><title>Google Drive</title></head><body></body></html>",
                        "text/html; charset=utf-8", {"Content-Disposition": f'attachment; filename="{file.name}"'})

@@ -7,11 +7,12 @@ import socket
 import time
 
 import pytest
+import torch
 from huggingface_hub import constants, hf_hub_download
 
 import vfe_hub
 from test_load import NAME, SPEC, original, served  # noqa: F401 - fixtures: MAMBA's checkpoint on the test Hub
-from vfe_hub import cache, cli, hub
+from vfe_hub import cache, cli, hub, registry
 from vfe_hub.errors import ChecksumError, DownloadError, UnknownModelError
 
 DATA = b"motion table\n" * 1000
@@ -120,3 +121,24 @@ def test_cache_list_verify_prune(served, fetched, github_raw, monkeypatch, capsy
 
     assert vfe_hub.load(NAME).provenance()["revision"] == commit[:7]  # everything comes back on the next load
     assert sorted(f.kind for f in cache.entries()) == ["converted", "original"]
+
+
+def test_a_conversion_cached_before_they_were_kept_per_model_belongs_to_the_models_of_its_file(fake_hub, tmp_path,
+                                                                                              monkeypatch, capsys):
+    """Conversions were once cached per file, ``converted/<repo>/<revision>/<file>.safetensors``; such a leftover
+    belongs to every model of that file (GTR and the Amodal Expander's 20k variant share one), so `vfe-hub cache
+    prune` of either removes it."""
+    monkeypatch.setenv("VFE_HUB_CACHE", str(tmp_path / "vfe_cache"))
+    w = registry.get_spec("gtr_dr2101_tao").weights
+    sharing = {n for n, s in registry.MODELS.items() if (s.weights.repo_id, s.weights.filename) == (w.repo_id,
+                                                                                                    w.filename)}
+    assert sharing == {"gtr_dr2101_tao", "amodal_expander_dr2101_tao_amodal.20k"}
+    old = hub.cache_dir() / "converted" / w.repo_id / w.revision / f"{w.filename}.safetensors"
+    hub.save_converted({"w": torch.zeros(2)}, old, hub.Provenance(f"hf://{w.repo_id}/{w.filename}", w.revision,
+                                                                  "0" * 64))
+    [entry] = cache.entries(["amodal_expander_dr2101_tao_amodal.20k"])
+    assert entry.path == old and set(entry.models) == sharing and entry.companions == (old.with_suffix(".json"),)
+    code, out, _ = _cli(capsys, "list")
+    assert code == 0 and f"{','.join(entry.models)} " in out and str(old) in out  # the owners, not "-"
+    code, out, _ = _cli(capsys, "prune", "gtr_dr2101_tao")
+    assert code == 0 and "in 1 files" in out and not old.exists() and not old.with_suffix(".json").exists()

@@ -1,6 +1,6 @@
 """A download whose sha256 is not the pinned one: a damaged download (run again) is told apart from a server file
 that is not the pinned one (running again cannot help), for Hub files and for files fetched by URL; a checkpoint
-that pickles a class this environment cannot import says so."""
+that pickles a class this environment cannot import, or one the safe reader refuses, says so."""
 from __future__ import annotations
 
 import hashlib
@@ -128,3 +128,22 @@ def test_a_checkpoint_pickling_a_class_that_cannot_be_imported_says_so(tmp_path,
                                                   r"'retired_toolbox'\)") as error:
         hub.load_checkpoint(tmp_path / "release.pth", trusted=True)
     assert "completely downloaded" not in str(error.value)
+
+
+def test_a_checkpoint_whose_objects_the_safe_reader_refuses_says_which_and_how_to_read_it(tmp_path):
+    """``torch.load(weights_only=True)`` refuses an importable class in ``meta``: not a damaged file (no "completely
+    downloaded?"), but the class, and the ways to read a file one trusts; the trusted reading unpickles it."""
+    from original_layouts import PickledConfig
+
+    torch.save({"meta": {"config": PickledConfig("model = dict()")}, "state_dict": {"w": torch.zeros(2)}},
+               tmp_path / "release.pth")
+    with pytest.raises(CorruptWeightsError, match=r"release\.pth stores Python objects of a class that "
+                                                  r"torch\.load\(weights_only=True\) does not rebuild "
+                                                  r"\(original_layouts\.PickledConfig\)") as error:
+        hub.load_checkpoint(tmp_path / "release.pth")
+    assert "not damaged" in str(error.value) and "`vfe-hub convert` unpickles it fully" in str(error.value)
+    assert "completely downloaded" not in str(error.value)
+    assert hub.load_checkpoint(tmp_path / "release.pth", trusted=True)["meta"]["config"].text == "model = dict()"
+    (tmp_path / "garbage.pth").write_bytes(b"\x80\x02garbage" * 8)  # a damaged file keeps the plain question
+    with pytest.raises(CorruptWeightsError, match="completely downloaded"):
+        hub.load_checkpoint(tmp_path / "garbage.pth")

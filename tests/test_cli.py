@@ -245,6 +245,20 @@ def test_publish_shows_upload_bars_only_when_asked(fake_hub, tmp_path, capsys):
     assert fake_hub.files("someone/bars")["model.safetensors"] == (folder / "model.safetensors").read_bytes()
 
 
+def test_publish_uploads_only_the_vfe_hub_files(fake_hub, tmp_path, capsys):
+    """A folder that holds more than vfe_hub's files (the cache's record model.json of a converted Drive release,
+    notes): only config.json, model.safetensors, README.md and the companion files config.json lists are uploaded."""
+    folder = tmp_path / "weights"
+    hub.write_model_dir(folder, {"w": torch.zeros(3)}, {"name": NAME}, "# card\n",
+                        {"text.safetensors": {"t": torch.ones(2)}})
+    (folder / "model.json").write_text('{"converted_mtime_ns": 1}')
+    (folder / "notes.txt").write_text("mine")
+    assert cli.main(["publish", str(folder), "someone/only"]) == 0
+    files = fake_hub.files("someone/only")
+    assert set(files) == {"config.json", "model.safetensors", "README.md", "text.safetensors"}
+    assert files["text.safetensors"] == (folder / "text.safetensors").read_bytes()
+
+
 def test_evaluation_data_is_fetched_before_the_model_is_loaded(vid_root, tmp_path, monkeypatch, capsys):
     """The motion-IoU table's host refuses connections and the weights do not exist: the data fails first, in a
     plain and in a sharded run, before any output folder is made."""

@@ -11,10 +11,13 @@ import inspect
 import io
 import json
 import logging
+import os
 import re
 import shutil
 import socket
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -26,8 +29,8 @@ from media import photo, write_image
 from original_layouts import PickledConfig
 from small_models import BAGS, DETPRO, bags_state, tiny_detpro_spec, write_detpro_release
 from vfe_hub import cache, cli, drive, hub, registry, weights
-from vfe_hub.errors import (ChecksumError, ConversionError, DownloadError, DriveAccessError, DrivePageError,
-                            DriveQuotaError, IncompleteDownloadError)
+from vfe_hub.errors import (ChecksumError, ConversionError, CorruptWeightsError, DownloadError, DriveAccessError,
+                            DrivePageError, DriveQuotaError, IncompleteDownloadError)
 from vfe_hub.registry import UNPINNED, Asset, DriveFile, DriveRelease
 
 FILE_ID, FOLDER_ID = "1AbCdEfGhIjKlMnOpQrStUvWxYz012345", "1FoLdErAbCdEfGhIjKlMnOpQrStUvWxYz"
@@ -36,7 +39,8 @@ DATA = bytes(range(256)) * 4096  # 1 MiB: the virus-scan confirmation page comes
 
 
 def _files(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.is_file())
+    """The files in the cache ``root``, but the empty lock files of :func:`vfe_hub.hub.cache_lock`."""
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.relative_to(root).parts[0] != hub.LOCKS)
 
 
 def _offline(monkeypatch):
@@ -79,6 +83,25 @@ def test_unpinned_file_that_changed_on_drive_is_refused(fake_drive):
     assert _files(hub.cache_dir()) == [drive.record_path(first.path)]  # the record stays; nothing else
 
 
+def test_the_record_of_a_refused_file_is_pruned_with_its_model(fake_drive, capsys):
+    """After a changed unpinned file was refused, its record stays (the file does not): it belongs to the models of
+    the file, so the `vfe-hub cache prune <model>` the error names removes it."""
+    embeddings = registry.get_spec(DETPRO).weights.drive.inputs["embeddings"]
+    fake_drive.add_file(embeddings.id, embeddings.filename, b"first")
+    path = drive.fetch(embeddings).path
+    path.unlink()
+    fake_drive.add_file(embeddings.id, embeddings.filename, b"second")
+    with pytest.raises(ChecksumError, match=f"run `vfe-hub cache prune {DETPRO}`"):
+        drive.fetch(embeddings)
+    [entry] = cache.entries([DETPRO])
+    assert (entry.kind, entry.path, entry.models, entry.expected) == ("drive", drive.record_path(path), (DETPRO,),
+                                                                     None)
+    assert cli.main(["cache", "list", DETPRO]) == 0 and str(drive.record_path(path)) in capsys.readouterr().out
+    assert cli.main(["cache", "prune", DETPRO]) == 0 and "in 1 files" in capsys.readouterr().out
+    assert _files(hub.cache_dir()) == []
+    assert drive.fetch(embeddings).path.read_bytes() == b"second"  # the change is accepted and recorded
+
+
 def test_pinned_file_is_checked_against_its_pin(fake_drive):
     fake_drive.add_file(FILE_ID, "small.pt", b"pinned bytes")
     pinned = DriveFile("small.pt", hashlib.sha256(b"pinned bytes").hexdigest(), 12, id=FILE_ID)
@@ -108,6 +131,7 @@ def test_a_file_put_in_the_cache_by_hand_is_checked_and_recorded(fake_drive):
     ("denied", DriveAccessError, "was removed, or is not shared"),
     ("html", DrivePageError, "HTML page instead of the file"),
     ("truncate", IncompleteDownloadError, "ended early"),
+    ("dropped", IncompleteDownloadError, "ended early"),  # requests' ChunkedEncodingError, which gdown lets through
 ])
 def test_drive_failures_name_the_file_and_the_manual_route_and_leave_nothing(fake_drive, failure, error, needle):
     fake_drive.add_file(FILE_ID, "release.pth", DATA)
@@ -180,20 +204,47 @@ def test_load_by_name_names_drive_failure(fake_drive):
     assert _files(hub.cache_dir()) == []
 
 
-def test_a_release_that_does_not_convert_is_removed(fake_drive, monkeypatch):
-    """A checkpoint whose meta needs full unpickling is never unpickled when downloaded automatically: the
-    conversion fails naming the file and why, and the unpinned files are removed with their records."""
+def _serve_detpro(fake_drive, meta: dict) -> DriveRelease:
+    """DetPro's checkpoint (``meta``, no tensors) and its class embeddings on the test Drive."""
     w = registry.get_spec(DETPRO).weights.drive
     buffer = io.BytesIO()
-    torch.save({"meta": {"config": PickledConfig("model = dict()")}, "state_dict": {}}, buffer)
+    torch.save({"meta": meta, "state_dict": {}}, buffer)
     fake_drive.add_file(w.checkpoint.id, w.checkpoint.filename, buffer.getvalue())
     embeddings = io.BytesIO()
     torch.save(torch.randn(1203, 512), embeddings)
     fake_drive.add_file(w.inputs["embeddings"].id, w.inputs["embeddings"].filename, embeddings.getvalue())
+    return w
+
+
+def test_a_release_that_needs_unpickling_is_kept_for_a_conversion_by_hand(fake_drive):
+    """A checkpoint whose meta holds a Python object is never unpickled when downloaded automatically: the error
+    names the object and the `vfe-hub convert` command that unpickles it (a file the user trusts), and the
+    downloaded files stay, so loading again asks Drive nothing."""
+    w = _serve_detpro(fake_drive, {"config": PickledConfig("model = dict()")})
+    with pytest.raises(CorruptWeightsError) as info:
+        vfe_hub.load(DETPRO)
+    message = str(info.value)
+    checkpoint, embeddings = drive.cached_path(w.checkpoint), drive.cached_path(w.inputs["embeddings"])
+    assert w.checkpoint.filename in message and w.checkpoint.id in message
+    assert "weights_only=True" in message and "original_layouts.PickledConfig" in message
+    assert f"`vfe-hub convert {DETPRO} {checkpoint} <out_dir> --embeddings {embeddings} --categories " in message
+    assert "right file, completely downloaded" not in message and f"vfe-hub cache prune {DETPRO}" in message
+    kept = [checkpoint, drive.record_path(checkpoint), embeddings, drive.record_path(embeddings)]
+    assert _files(hub.cache_dir()) == sorted(kept)
+    seen = len(fake_drive.requests)
+    with pytest.raises(CorruptWeightsError, match="PickledConfig"):
+        vfe_hub.load(DETPRO)
+    assert len(fake_drive.requests) == seen
+
+
+def test_a_release_that_does_not_convert_strictly_is_removed(fake_drive):
+    """A checkpoint that reads but does not convert strictly (no tensors): the unpinned files are removed with their
+    records, and the error names the file and why."""
+    w = _serve_detpro(fake_drive, {"config": "model = dict()"})
     with pytest.raises(ConversionError) as info:
         vfe_hub.load(DETPRO)
     message = str(info.value)
-    assert w.checkpoint.filename in message and w.checkpoint.id in message and "weights_only" in message
+    assert w.checkpoint.filename in message and w.checkpoint.id in message and "does not fit the model" in message
     assert "Removed from the cache" in message and "vfe-hub convert" in message
     assert _files(hub.cache_dir()) == []
 
@@ -261,6 +312,8 @@ def test_detpro_by_name_from_drive_then_the_cache_then_the_hub(fake_drive, fake_
     monkeypatch.delenv("HF_HUB_OFFLINE")
     assert cli.main(["publish", str(folder), spec.weights.repo_id]) == 0
     [commit] = fake_hub.commits(spec.weights.repo_id)
+    assert set(fake_hub.files(spec.weights.repo_id)) == {"config.json", "model.safetensors", "README.md",
+                                                         "text_encoder.safetensors"}  # not the cache's model.json
     published = dataclasses.replace(spec.weights, revision=commit[:7],
                                     sha256=hub.sha256_of(folder / "model.safetensors"))
     monkeypatch.setitem(registry.MODELS, DETPRO, dataclasses.replace(spec, weights=published))
@@ -270,6 +323,54 @@ def test_detpro_by_name_from_drive_then_the_cache_then_the_hub(fake_drive, fake_
                                          "revision": commit[:7], "sha256": published.sha256}
     assert torch.equal(hubbed.rpn.bbox_pred.weight, model.rpn.bbox_pred.weight)
     assert hubbed.class_names == model.class_names and len(fake_drive.requests) == seen
+
+
+@pytest.mark.slow
+def test_concurrent_loads_download_and_convert_once(fake_drive, tmp_path, monkeypatch):
+    """Every rank of a job loads the model at the same moment (torchrun): one downloads and converts the release
+    while the other waits for the lock, then reads that conversion; no temporary folder is left."""
+    spec = tiny_detpro_spec()
+    monkeypatch.setitem(registry.MODELS, DETPRO, spec)
+    release = write_detpro_release(tmp_path / "release", text_tower=(64, 2), categories=registry.lvis_v1_categories(),
+                                   pickled_config=False)
+    w = spec.weights.drive
+    _serve(fake_drive, w.checkpoint, release["checkpoint"].read_bytes())
+    _serve(fake_drive, w.inputs["embeddings"], release["embeddings"].read_bytes())
+    together = threading.Barrier(2)
+
+    def load(_: int) -> vfe_hub.Detector:
+        together.wait()
+        return vfe_hub.load(DETPRO)
+
+    with ThreadPoolExecutor(2) as pool:
+        first, second = pool.map(load, range(2))
+    asked = sorted(path for host, path in fake_drive.requests if host == "drive.google.com")
+    assert asked == sorted(f"/uc?id={f.id}" for f in w.files())  # each file once
+    assert first.weights_provenance == second.weights_provenance
+    assert torch.equal(first.rpn.bbox_pred.weight, second.rpn.bbox_pred.weight)
+    folder = weights.drive_conversion_dir(spec)
+    assert [p.name for p in folder.parent.iterdir()] == [folder.name]
+    assert set(hub.read_model_dir(folder)[0]["files"]) == {"text_encoder.safetensors"}  # complete
+
+
+def test_a_folder_is_replaced_whole(tmp_path):
+    """The cached conversion of a Drive release is written beside its place and moved there whole: a reader sees
+    the old folder or the new one; a failed write leaves the old one."""
+    target = tmp_path / "folder"
+    target.mkdir()
+    (target / "model.safetensors").write_text("old")
+    with pytest.raises(RuntimeError, match="conversion failed"):
+        with hub.atomic_dir(target) as tmp:
+            (tmp / "model.safetensors").write_text("half")
+            raise RuntimeError("conversion failed")
+    assert [p.name for p in tmp_path.iterdir()] == ["folder"] and (target / "model.safetensors").read_text() == "old"
+    with hub.atomic_dir(target) as tmp:
+        (tmp / "model.safetensors").write_text("new")
+        assert (target / "model.safetensors").read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["folder"] and (target / "model.safetensors").read_text() == "new"
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o777 & ~umask  # as a folder made by mkdir, not mkdtemp's 0700
 
 
 @pytest.mark.slow
@@ -336,7 +437,10 @@ def test_drive_entries_say_how_each_file_is_checked():
     for name in (DETPRO, BAGS):
         spec = registry.get_spec(name)
         release = spec.weights.drive
-        assert spec.weights.from_drive and not release.pinned  # the Drive files could not be measured here
+        assert spec.weights.from_drive
+        for file in release.files():  # pinned (64 hex digits and a size), or explicitly not
+            assert (re.fullmatch("[0-9a-f]{64}", file.sha256) and isinstance(file.size, int) and file.size > 0
+                    or file.sha256 == UNPINNED and file.size is None), file
         convert = importlib.import_module(f"vfe_hub.models.{spec.family}").convert
         assert set(release.inputs) <= set(inspect.signature(convert).parameters)
         assert all(f.id or f.folder for f in release.files())

@@ -16,8 +16,7 @@ from pathlib import Path
 
 from huggingface_hub import constants
 
-from . import hub
-from .drive import record_path as drive_record
+from . import drive, hub
 from .registry import MODELS, ModelSpec, get_spec
 
 __all__ = ["CachedFile", "entries", "human_size", "prune", "verify"]
@@ -59,28 +58,27 @@ class CachedFile:
 
 
 def _converted_owner(path: Path, root: Path) -> tuple[str, ...]:
-    """The models whose registry file was converted into ``path`` (``<root>/<repo_id>/<revision>/<model>/<file>...``,
-    or a file of the folder ``<root>/<repo_id>/gdrive/<id>/`` converted from a Google Drive release)."""
+    """The models whose registry file was converted into ``path``: ``<root>/<repo_id>/<revision>/<model>/<file>...``;
+    ``<root>/<repo_id>/<revision>/<file>...``, where conversions were kept before they were kept per model (then
+    every model of the file owns it); or a file of the folder ``<root>/<repo_id>/gdrive/<id>/`` converted from a
+    Google Drive release."""
     owners = []
     for spec in MODELS.values():
         try:
             rel = path.relative_to(root / spec.weights.repo_id)
         except ValueError:
             continue
-        if (rel.parts[1:2] == (spec.name,) and "/".join(rel.parts[2:]) == f"{spec.weights.filename}.safetensors"
+        converted = f"{spec.weights.filename}.safetensors"
+        if (rel.parts[1:2] == (spec.name,) and "/".join(rel.parts[2:]) == converted
+                or "/".join(rel.parts[1:]) == converted
                 or spec.weights.drive is not None and rel.parts[0] == "gdrive"):
             owners.append(spec.name)
     return tuple(owners)
 
 
-def _drive_owner(path: Path) -> tuple[str, ...]:
-    """The models whose Google Drive release holds the original at ``drive/<id>/<filename>``."""
-    return tuple(name for name, spec in MODELS.items() if spec.weights.drive is not None and any(
-        (f.key, f.filename) == (path.parent.name, path.name) for f in spec.weights.drive.files()))
-
-
 def _read_json(path: Path) -> dict:
-    """A JSON object from ``path``, or ``{}`` when it cannot be read."""
+    """A JSON object from ``path`` (a converted file's record, a ``config.json``), or ``{}`` when it cannot be
+    read."""
     try:
         value = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -107,21 +105,35 @@ def _converted_file(path: Path, converted: Path) -> CachedFile:
                       _converted_owner(path, converted), expected, companions)
 
 
+def _drive_files(root: Path) -> list[CachedFile]:
+    """The originals from Google Drive (``<root>/<id>/<filename>``), each with its record; a record whose file is
+    gone (refused after the file changed on Drive, or removed by hand) is listed alone, as its file's."""
+    found = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        recorded = path.with_name(path.stem)  # the original whose record this is, if it is one
+        if path.suffix == ".json" and (recorded.is_file() or drive.read_record(recorded) is not None):
+            if not recorded.is_file():
+                found.append(CachedFile("drive", path, path, path.stat().st_size, drive.owners(recorded)))
+            continue
+        record, record_file = drive.read_record(path), drive.record_path(path)
+        companions = (record_file,) if record_file.is_file() else ()
+        found.append(CachedFile("drive", path, path, path.stat().st_size + sum(c.stat().st_size for c in companions),
+                                drive.owners(path), _sha256(record and record["sha256"]), companions))
+    return found
+
+
 def _vfe_hub_files() -> list[CachedFile]:
     root = hub.cache_dir()
     if not root.is_dir():
         return []
     converted = root / "converted"
     main = [_converted_file(p, converted) for p in sorted(converted.rglob("*.safetensors"))]
-    originals = [p for p in sorted((root / "drive").rglob("*"))  # every file but the records beside them
-                 if p.is_file() and not (p.suffix == ".json" and p.with_name(p.stem).is_file())]
-    drive = [CachedFile("drive", p, p, p.stat().st_size + (r.stat().st_size if r.is_file() else 0), _drive_owner(p),
-                        _sha256(_read_json(r).get("sha256")), (r,) if r.is_file() else ())
-             for p, r in ((p, drive_record(p)) for p in originals)]
-    listed = {q for f in (*main, *drive) for q in (f.path, *f.companions)}
-    found = [*main, *drive]
+    found = [*main, *_drive_files(root / "drive")]
+    listed = {q for f in found for q in (f.path, *f.companions)}
     for path in sorted(p for p in root.rglob("*") if p.is_file() and p not in listed):
         top = path.relative_to(root).parts[0]
+        if top == hub.LOCKS:  # empty lock files: removing one that a process holds would break its lock
+            continue
         if top == "files" and _HEX16.match(path.parent.name):
             # fetched by URL into files/<sha256[:16]>/<name>: the folder name is the pinned digest's prefix
             found.append(CachedFile("files", path, path, path.stat().st_size, (), ("sha256", path.parent.name)))

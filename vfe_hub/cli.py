@@ -323,14 +323,16 @@ def _publish(args: argparse.Namespace) -> None:
     from .progress import show_progress
 
     folder = Path(args.folder)
-    hub.read_model_dir(folder)  # refuse to upload a folder that does not load
+    config, _ = hub.read_model_dir(folder)  # refuse to upload a folder that does not load
+    files = [hub.CONFIG_NAME, hub.WEIGHTS_NAME, "README.md", *config.get("files", {})]  # not whatever else is there
     hf = HfApi()
     hf.create_repo(args.repo_id, private=args.private, exist_ok=True)
     silence = not show_progress(args.progress) and not are_progress_bars_disabled()  # huggingface_hub's upload bars
     if silence:
         disable_progress_bars()
     try:
-        commit = hf.upload_folder(repo_id=args.repo_id, folder_path=folder, commit_message=args.message)
+        commit = hf.upload_folder(repo_id=args.repo_id, folder_path=folder, commit_message=args.message,
+                                  allow_patterns=files)
     finally:
         if silence:
             enable_progress_bars()

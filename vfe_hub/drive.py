@@ -46,7 +46,7 @@ from . import hub
 from .errors import (ChecksumError, DownloadError, DriveAccessError, DrivePageError, DriveQuotaError,
                      IncompleteDownloadError)
 from .progress import progress_bar
-from .registry import DriveFile
+from .registry import MODELS, DriveFile
 
 log = logging.getLogger(__name__)
 
@@ -87,17 +87,19 @@ def read_record(path: Path) -> dict | None:
         return None
 
 
+def owners(path: Path) -> tuple[str, ...]:
+    """The registry models whose Google Drive release holds the original cached at ``path``
+    (``drive/<id>/<filename>``, whether or not the file is there)."""
+    return tuple(name for name, spec in MODELS.items() if spec.weights.drive is not None and any(
+        (f.key, f.filename) == (path.parent.name, path.name) for f in spec.weights.drive.files()))
+
+
 def _manual_route(file: DriveFile, file_id: str | None = None) -> str:
     page = (f"{DRIVE}/file/d/{file_id or file.id}/view" if file_id or file.id
             else f"{DRIVE}/drive/folders/{file.folder}")
     return (f"Ways out: download {file.filename} in a browser from {page} and put it at {cached_path(file)} (it is "
             f"checked as a download would be); or convert the release by hand (`vfe-hub convert`) and pass "
             f"weights=<out_dir>; set HTTPS_PROXY (and REQUESTS_CA_BUNDLE) to reach Drive through a proxy")
-
-
-def _what(file: DriveFile, file_id: str | None = None) -> str:
-    where = f"Google Drive id {file_id or file.id}" if file_id or file.id else f"Google Drive folder {file.folder}"
-    return f"{file.filename} ({where})"
 
 
 def _expected(file: DriveFile, record: dict | None) -> tuple[int | None, str] | None:
@@ -142,8 +144,9 @@ def fetch(file: DriveFile, progress: bool | None = None) -> Original:
         log.warning("%s is damaged (%s); downloading it again.", target, why)
         target.unlink()
     if hub.offline():
-        raise DownloadError(f"{_what(file)} is not in the cache ({target}) and HF_HUB_OFFLINE is set, so nothing is "
-                            f"downloaded. Unset HF_HUB_OFFLINE once to download it. {_manual_route(file)}.")
+        raise DownloadError(f"{file.filename} ({file.where()}) is not in the cache ({target}) and HF_HUB_OFFLINE is "
+                            f"set, so nothing is downloaded. Unset HF_HUB_OFFLINE once to download it. "
+                            f"{_manual_route(file)}.")
     return _download(file, target, expected, progress)
 
 
@@ -166,17 +169,20 @@ def _download(file: DriveFile, target: Path, expected: tuple[int | None, str] | 
                 id=file_id, output=str(out), quiet=True, use_cookies=False, timeout=timeout, hasher=digest,
                 progress=advance))
         size, sha256 = out.stat().st_size, digest.hexdigest()
+        what = f"{file.filename} ({file.where(file_id)})"
         with open(out, "rb") as f:
             if f.read(512).lstrip().lower().startswith(_HTML_STARTS):
-                raise DrivePageError(f"Google Drive answered {_what(file, file_id)} with an HTML page instead of the "
-                                     f"file (a sign-in, quota or warning page that gdown did not recognise). Nothing "
-                                     f"was cached. {_manual_route(file, file_id)}.")
+                raise DrivePageError(f"Google Drive answered {what} with an HTML page instead of the file (a "
+                                     f"sign-in, quota or warning page that gdown did not recognise). Nothing was "
+                                     f"cached. {_manual_route(file, file_id)}.")
         why = None if expected is None else _mismatch(size, sha256, expected)
         if why is not None:
-            raise ChecksumError(f"{_what(file, file_id)} downloaded from Google Drive is not the expected file: {why} "
+            models = owners(target)
+            forget = (f"run `vfe-hub cache prune {' '.join(models)}` (it removes the record {record_path(target)} "
+                      f"with the rest of the cached release)" if models else f"remove the record {record_path(target)}")
+            raise ChecksumError(f"{what} downloaded from Google Drive is not the expected file: {why} "
                                 f"({_origin(file)}). The download is corrupt or the file changed on Drive; nothing was "
-                                f"cached. If the change is intended, remove the record {record_path(target)} (or run "
-                                f"`vfe-hub cache prune`) and load again.")
+                                f"cached. If the change is intended, {forget} and load again.")
         os.replace(out, target)
     _write_record(target, file, file_id, size, sha256)
     return Original(file, target, file_id, sha256, size)
@@ -206,7 +212,7 @@ def _drive_call(file: DriveFile, file_id: str | None, call):
     import gdown
     import requests
 
-    what, ways_out = _what(file, file_id), _manual_route(file, file_id)
+    what, ways_out = f"{file.filename} ({file.where(file_id)})", _manual_route(file, file_id)
     try:
         return call()
     except (requests.ConnectionError, requests.Timeout) as e:
@@ -237,3 +243,9 @@ def _drive_call(file: DriveFile, file_id: str | None, call):
             raise DriveAccessError(f"Google Drive would not serve {what} (HTTP {status}): the file was removed, or "
                                    f"is not shared with anyone who has the link. {ways_out}.") from e
         raise DownloadError(f"Could not download {what} from Google Drive (HTTP {status}). {ways_out}.") from e
+    except requests.exceptions.ChunkedEncodingError as e:  # a body cut off in a page that gdown reads whole
+        raise IncompleteDownloadError(f"The download of {what} from Google Drive ended early (the connection broke "
+                                      f"off: {e}); nothing was cached. Try again. {ways_out}.") from e
+    except requests.RequestException as e:  # whatever else requests reports
+        raise DownloadError(f"Could not download {what} from Google Drive ({type(e).__name__}: {e}); nothing was "
+                            f"cached. {ways_out}.") from e

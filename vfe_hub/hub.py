@@ -14,6 +14,7 @@ Cache layout (``VFE_HUB_CACHE``, default ``~/.cache/vfe_hub``)::
                                                             folder, plus the record model.json
     drive/<id>/<filename>                                   original files from Google Drive (:mod:`vfe_hub.drive`)
     files/<sha256[:16]>/<filename>                          data files fetched by URL (e.g. the motion-IoU table)
+    .locks/<path>.lock                                      locks of the processes writing <path> (:func:`cache_lock`)
 
 Original downloads from the Hub live in the Hugging Face cache (``HF_HUB_CACHE``). Every file is written to a
 temporary name and renamed into place only after its sha256 was verified, so an interrupted or corrupt download
@@ -31,9 +32,11 @@ import json
 import logging
 import os
 import re
+import shutil
 import socket
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from types import ModuleType
@@ -54,6 +57,8 @@ log = logging.getLogger(__name__)
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+#: the cache's folder of lock files (:func:`cache_lock`)
+LOCKS = ".locks"
 #: Environment variable replacing ``https://github.com`` as the host of pinned GitHub files.
 GITHUB_ENDPOINT_ENV = "VFE_HUB_GITHUB_ENDPOINT"
 FORMAT_VERSION = 1
@@ -116,6 +121,46 @@ def atomic_write(target: Path, write: Callable[[Path], None]) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+@contextmanager
+def atomic_dir(target: Path) -> Iterator[Path]:
+    """A temporary folder beside ``target`` to write a whole folder into; when the block ends without error it
+    takes ``target``'s place (an older ``target`` is moved aside, then removed), else it is removed. A reader sees
+    the old folder or the new one, never a half-written one."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it 0700
+        old = tmp.with_name(tmp.name + ".old")
+        if target.exists():
+            os.replace(target, old)
+        os.replace(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def cache_lock(target: Path) -> Iterator[None]:
+    """Hold the inter-process lock of ``target``, a path in the cache, while writing it: the processes of one job
+    (torchrun ranks, a job array) that need the same file take turns, so the first writes it and the others find
+    it written. The lock files stay in ``.locks/`` (removing a held one would let a second writer in)."""
+    from filelock import FileLock, Timeout
+
+    path = cache_dir() / LOCKS / target.relative_to(cache_dir())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(path.with_name(path.name + ".lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.info("Waiting for another process writing %s (lock %s).", target, lock.lock_file)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def github_url(repo: str, commit: str, path: str) -> str:
@@ -394,7 +439,16 @@ def load_checkpoint(path: Path, *, trusted: bool = False) -> object:
                                   f"it. Install the package that defines the class, or, where it is installed, "
                                   f"save the tensors alone (torch.save(torch.load(f)['state_dict'], ...)) and "
                                   f"convert that file.") from e
-    except Exception as e:  # pickle, zip and unpickler errors all mean the same thing to the user
+    except Exception as e:  # pickle, zip and unpickler errors all mean the same thing to the user, but one:
+        refused = None if trusted else re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        if refused is not None:  # weights_only refused an object: the file is fine, the reader too strict for it
+            raise CorruptWeightsError(f"{path} stores Python objects of a class that torch.load(weights_only=True) "
+                                      f"does not rebuild ({refused[1]}): it reads tensors and plain data only, so "
+                                      f"that reading a file cannot run code; the file is not damaged. For a file you "
+                                      f"trust: `vfe-hub convert` unpickles it fully where the model's conversion "
+                                      f"reads such objects (which can run code stored in the file), or, where the "
+                                      f"class can be imported, save the tensors alone (torch.save(torch.load(f, "
+                                      f"weights_only=False)['state_dict'], ...)) and convert that file.") from e
         raise CorruptWeightsError(f"{path} cannot be read as a PyTorch checkpoint ({type(e).__name__}: {e}). Is it the "
                                   f"right file, completely downloaded?") from e
 

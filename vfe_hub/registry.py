@@ -61,10 +61,15 @@ class DriveFile:
         """The Drive id that names the file's place in the cache: its folder's, else its own."""
         return self.folder or self.id
 
+    def where(self, file_id: str | None = None) -> str:
+        """Where it is, for people: ``"Google Drive id ..."`` (its own id, or ``file_id`` when it was looked up in
+        its folder) or ``"Google Drive folder ..."``."""
+        file_id = file_id or self.id
+        return f"Google Drive id {file_id}" if file_id else f"Google Drive folder {self.folder}"
+
     def place(self) -> str:
-        """Where it is, for people: ``"Google Drive id ..."`` or ``"Google Drive folder ..."``."""
-        where = f"Google Drive id {self.id}" if self.id else f"Google Drive folder {self.folder}"
-        return where + ("" if self.pinned else " (unpinned)")
+        """:meth:`where` it is, and whether it is unpinned, for cards and errors."""
+        return self.where() + ("" if self.pinned else " (unpinned)")
 
 
 @dataclass(frozen=True)

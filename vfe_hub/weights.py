@@ -6,7 +6,6 @@ import importlib
 import inspect
 import logging
 import os
-import shutil
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
@@ -198,9 +197,11 @@ def drive_conversion_dir(spec: ModelSpec) -> Path:
     return hub.cache_dir() / "converted" / spec.weights.repo_id / "gdrive" / spec.weights.drive.checkpoint.key
 
 
-def _read_drive_conversion(spec: ModelSpec, folder: Path) -> tuple[dict[str, torch.Tensor], dict, dict] | None:
+def _read_drive_conversion(spec: ModelSpec, folder: Path,
+                           warn: bool = True) -> tuple[dict[str, torch.Tensor], dict, dict] | None:
     """The cached conversion's ``(state, record, config)``, or ``None`` when there is none, it is damaged, or it
-    was converted from files other than the ones the registry pins now (then the folder is removed)."""
+    was converted from files other than the ones the registry pins now (said in a warning when ``warn``; the
+    conversion that replaces it removes it)."""
     found = hub.read_converted(folder / hub.WEIGHTS_NAME)
     if found is None:
         return None
@@ -213,17 +214,19 @@ def _read_drive_conversion(spec: ModelSpec, folder: Path) -> tuple[dict[str, tor
         stale.append(f"config.json ({e})")
     if not stale:
         return state, record, config
-    log.warning("The cached conversion %s does not match the registry (%s); converting the original release "
-                "again.", folder, ", ".join(stale))
-    shutil.rmtree(folder)
+    if warn:
+        log.warning("The cached conversion %s does not match the registry (%s); converting the original release "
+                    "again.", folder, ", ".join(stale))
     return None
 
 
 def _convert_drive_release(spec: ModelSpec, folder: Path,
                            progress: bool | None) -> tuple[dict[str, torch.Tensor], dict, dict]:
-    """Download and check ``spec``'s Google Drive release, convert it strictly and cache the result in ``folder``;
-    returns ``(state, record, config)`` as :func:`_read_drive_conversion` does. Unpinned files whose conversion
-    fails are removed from the cache (and their records), so none is trusted."""
+    """Download and check ``spec``'s Google Drive release, convert it strictly and cache the result in ``folder``
+    (written beside it, then moved into its place whole); returns ``(state, record, config)`` as
+    :func:`_read_drive_conversion` does. Unpinned files whose conversion fails its checks are removed from the cache
+    (and their records), so none is trusted; files that the automatic conversion cannot read (it unpickles nothing)
+    stay, as downloaded and checked, for a conversion by hand."""
     release = spec.weights.drive
     originals = {f: drive.fetch(f, progress) for f in release.files()}
     unpinned = [o for o in originals.values() if not o.file.pinned]
@@ -244,6 +247,16 @@ def _convert_drive_release(spec: ModelSpec, folder: Path,
                 inputs[keyword] = originals[source[0]].path.parent
         try:
             converted = convert_checkpoint(spec, checkpoint.path, trusted=False, **inputs)
+        except CorruptWeightsError as e:
+            options = "".join(f" --{keyword.replace('_', '-')} {path}" for keyword, path in inputs.items())
+            raise CorruptWeightsError(
+                f"{spec.name}: the automatic conversion cannot read the original release downloaded from Google "
+                f"Drive ({checkpoint.file.filename}, Google Drive id {checkpoint.id}): {e}\nThe downloaded files stay "
+                f"in the cache (they match their pins, or the record of their first download), so loading again "
+                f"downloads nothing. For a release you trust, convert it by hand, which unpickles the checkpoint "
+                f"fully: `vfe-hub convert {spec.name} {checkpoint.path} <out_dir>{options}`, then "
+                f"vfe_hub.load({spec.name!r}, weights=\"<out_dir>\"). `vfe-hub cache prune {spec.name}` removes the "
+                f"downloaded files.") from e
         except VfeHubError as e:
             for original in unpinned:
                 original.path.unlink(missing_ok=True)
@@ -258,13 +271,12 @@ def _convert_drive_release(spec: ModelSpec, folder: Path,
 
     provenance = hub.Provenance(f"gdrive://{checkpoint.id}/{checkpoint.file.filename}", None, checkpoint.sha256,
                                 checkpoint.size, checkpoint.file.pinned)
-    if folder.exists():
-        shutil.rmtree(folder)
     config = model_dir_config(spec, checkpoint.path, converted, checkpoint.sha256)
-    digest = hub.write_model_dir(folder, converted.state, config, render(spec), converted.files)
-    record = {**provenance.as_dict(), "converted_sha256": digest,
-              "inputs": {o.file.filename: o.sha256 for o in originals.values()}}
-    hub.write_record(folder / hub.WEIGHTS_NAME, record)  # last: a folder without its record is converted again
+    with hub.atomic_dir(folder) as tmp:  # a process reading the folder (lazily: companion files) never sees it half
+        digest = hub.write_model_dir(tmp, converted.state, config, render(spec), converted.files)
+        record = {**provenance.as_dict(), "converted_sha256": digest,
+                  "inputs": {o.file.filename: o.sha256 for o in originals.values()}}
+        hub.write_record(tmp / hub.WEIGHTS_NAME, record)
     return converted.state, record, hub.read_config(folder / hub.CONFIG_NAME)
 
 
@@ -272,8 +284,13 @@ def _from_drive(spec: ModelSpec, expected: Shapes, progress: bool | None) -> Loa
     """The weights converted from ``spec``'s original release on Google Drive: from the cache, else downloaded,
     checked, converted strictly and cached first (the next load reads only the cache)."""
     folder = drive_conversion_dir(spec)
-    found = _read_drive_conversion(spec, folder)
-    state, record, config = found if found is not None else _convert_drive_release(spec, folder, progress)
+    found = _read_drive_conversion(spec, folder, warn=False)
+    if found is None:
+        with hub.cache_lock(folder):  # the processes of one job (torchrun ranks) download and convert it once
+            found = _read_drive_conversion(spec, folder)  # converted by another while this one waited?
+            if found is None:
+                found = _convert_drive_release(spec, folder, progress)
+    state, record, config = found
     check_state_dict(state, expected, f"The cached conversion {folder}")
     provenance = {key: record[key] for key in ("weights", "revision", "sha256", "size", "pinned") if key in record}
     return LoadedWeights(state, provenance, config, hub.WeightFiles(config.get("files", {}), folder))
