@@ -538,12 +538,11 @@ def parser() -> argparse.ArgumentParser:
     s = command("convert", _convert,
                 "original checkpoint -> vfe_hub folder (model.safetensors, config.json, README.md)",
                 "vfe-hub convert mamba_r101_dc5_vid epoch_6_model.pth out/",
-                "Convert an original release strictly into a vfe_hub folder. Trust: checkpoints whose metadata holds "
-                "Python objects (DetPro's) are read with full unpickling (torch.load weights_only=False), which can "
-                "run code stored in the file: convert only files from a source you trust. Other files are read with "
-                "weights_only=True.")
+                "Convert an original release strictly into a vfe_hub folder. Checkpoints are read without running code "
+                "of the file: torch.load(weights_only=True), with inert placeholders for the Python objects a "
+                "checkpoint's metadata may hold (DetPro's config).")
     s.add_argument("name")
-    s.add_argument("checkpoint", help="the original checkpoint (read with full unpickling for DetPro: trust it)")
+    s.add_argument("checkpoint", help="the original checkpoint")
     s.add_argument("out_dir")
     s.add_argument("--embeddings", help="DetPro: the class embeddings file (iou_neg5_ens.pth)")
     s.add_argument("--categories", help="DetPro: an LVIS v1 annotation file (lvis_v1_val.json); only its categories "

@@ -31,6 +31,7 @@ import importlib
 import json
 import logging
 import os
+import pickle
 import re
 import shutil
 import socket
@@ -49,6 +50,7 @@ from safetensors import SafetensorError
 from .errors import ChecksumError, CorruptWeightsError, DownloadError, WeightsNotFoundError
 from .progress import SilentTqdm, progress_bar, show_progress
 from .registry import WeightsSpec
+from .unpickle import load_with_placeholders
 
 if TYPE_CHECKING:  # PyTorch is imported by the functions that read or write tensors: the cache commands do not need it
     import torch
@@ -422,33 +424,28 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
                                   f"convert the weights again.") from e
 
 
-def load_checkpoint(path: Path, *, trusted: bool = False) -> object:
-    """The object saved in a PyTorch file, on the CPU.
+def load_checkpoint(path: Path) -> object:
+    """The object saved in a PyTorch file, on the CPU, read without running code of the file.
 
-    By default it is read with ``torch.load(weights_only=True)``, which only rebuilds tensors and plain containers.
-    ``trusted=True`` unpickles arbitrary objects (``weights_only=False``), which can run code stored in the file:
-    only for a file the user named in an explicit conversion command, never for anything downloaded automatically.
+    It is read with ``torch.load(weights_only=True)``, which rebuilds tensors and plain containers only; where that
+    refuses an object of another class (mmcv's ``Config`` in a checkpoint's ``meta``, say, whose code base need not
+    be installed), the file is read again with that object as an inert placeholder
+    (:func:`vfe_hub.unpickle.load_with_placeholders`: nothing of its class is looked up or runs): conversions read
+    the tensors and plain data only.
     """
     import torch
 
     try:
-        return torch.load(path, map_location="cpu", weights_only=not trusted)
-    except (ImportError, AttributeError) as e:  # the unpickler looked up a class that this environment lacks
-        raise CorruptWeightsError(f"{path} stores Python objects of a class that cannot be imported here "
-                                  f"({type(e).__name__}: {e}): the file was pickled with the code base that wrote "
-                                  f"it. Install the package that defines the class, or, where it is installed, "
-                                  f"save the tensors alone (torch.save(torch.load(f)['state_dict'], ...)) and "
-                                  f"convert that file.") from e
-    except Exception as e:  # pickle, zip and unpickler errors all mean the same thing to the user, but one:
-        refused = None if trusted else re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
-        if refused is not None:  # weights_only refused an object: the file is fine, the reader too strict for it
-            raise CorruptWeightsError(f"{path} stores Python objects of a class that torch.load(weights_only=True) "
-                                      f"does not rebuild ({refused[1]}): it reads tensors and plain data only, so "
-                                      f"that reading a file cannot run code; the file is not damaged. For a file you "
-                                      f"trust: `vfe-hub convert` unpickles it fully where the model's conversion "
-                                      f"reads such objects (which can run code stored in the file), or, where the "
-                                      f"class can be imported, save the tensors alone (torch.save(torch.load(f, "
-                                      f"weights_only=False)['state_dict'], ...)) and convert that file.") from e
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:
+            if not re.search(r"Unsupported global: GLOBAL \S+", str(e)):
+                raise
+        loaded, replaced = load_with_placeholders(path)
+        log.info("%s stores objects of classes that are not rebuilt (%s): read as inert placeholders, since only "
+                 "its tensors and plain data are converted.", path, ", ".join(replaced))
+        return loaded
+    except Exception as e:  # pickle, zip and unpickler errors all mean the same thing to the user
         raise CorruptWeightsError(f"{path} cannot be read as a PyTorch checkpoint ({type(e).__name__}: {e}). Is it the "
                                   f"right file, completely downloaded?") from e
 
@@ -469,8 +466,8 @@ def state_dict_of(checkpoint: object, path: Path) -> dict[str, torch.Tensor]:
 
 
 def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
-    """The state dict of an original PyTorch checkpoint, read with ``torch.load(weights_only=True)``
-    (see :func:`state_dict_of`)."""
+    """The state dict of an original PyTorch checkpoint, read without running code of the file
+    (:func:`load_checkpoint`, :func:`state_dict_of`)."""
     return state_dict_of(load_checkpoint(path), path)
 
 

@@ -106,27 +106,24 @@ def _flags(names: list[str]) -> str:
     return ", ".join("--" + name.replace("_", "-") for name in names)
 
 
-def convert_checkpoint(spec: ModelSpec, path: Path, model: Detector | None = None, *, trusted: bool = True,
-                       **inputs: Any) -> Converted:
+def convert_checkpoint(spec: ModelSpec, path: Path, model: Detector | None = None, **inputs: Any) -> Converted:
     """Convert the original checkpoint ``path`` of ``spec`` strictly into vfe_hub's layout, for ``model`` (default:
     :func:`empty_model`; its state dict gives the expected keys and shapes).
 
     Families whose release has more than a checkpoint (class embeddings, vocabularies) take those files as
     ``inputs`` (their module's ``convert``); the others take none. Only the model's keys and shapes are used.
-    ``trusted`` lets such a family unpickle the checkpoint's Python objects (:func:`vfe_hub.hub.load_checkpoint`):
-    right for a file the user names, never for one downloaded automatically (``trusted=False`` reaches the
-    families that can unpickle, DetPro and BAGS; the others always read tensors and plain data only).
+    Checkpoints are read without running code of the file (:func:`vfe_hub.hub.load_checkpoint`).
     """
     convert = getattr(_family(spec), "convert", None)
     takes = [] if convert is None else [p.name for p in inspect.signature(convert).parameters.values()
-                                        if p.kind is p.KEYWORD_ONLY and p.name != "trusted"]
+                                        if p.kind is p.KEYWORD_ONLY]
     unknown = [name for name in inputs if name not in takes]
     if unknown:
         what = f"takes {_flags(takes)} beyond the checkpoint" if takes else "is converted from its checkpoint alone"
         raise ConversionError(f"{spec.name} {what}; remove {_flags(unknown)}: `{conversion_command(spec)}`.")
     model = model if model is not None else empty_model(spec)
     if convert is not None:
-        return convert(model, Path(path), **inputs, **({} if trusted else {"trusted": False}))
+        return convert(model, Path(path), **inputs)
     expected = {k: v.shape for k, v in model.state_dict().items()}
     state, dropped = convert_state_dict(hub.read_checkpoint(Path(path)), table_for(spec.weights.format), expected)
     return Converted(state, spec.weights.format, {"classes": list(spec.classes)}, dropped=dropped)
@@ -224,9 +221,8 @@ def _convert_drive_release(spec: ModelSpec, folder: Path,
                            progress: bool | None) -> tuple[dict[str, torch.Tensor], dict, dict]:
     """Download and check ``spec``'s Google Drive release, convert it strictly and cache the result in ``folder``
     (written beside it, then moved into its place whole); returns ``(state, record, config)`` as
-    :func:`_read_drive_conversion` does. Unpinned files whose conversion fails its checks are removed from the cache
-    (and their records), so none is trusted; files that the automatic conversion cannot read (it unpickles nothing)
-    stay, as downloaded and checked, for a conversion by hand."""
+    :func:`_read_drive_conversion` does. Unpinned files whose conversion fails (unreadable, or not fitting the model)
+    are removed from the cache with their records, so none is trusted before it converts."""
     release = spec.weights.drive
     originals = {f: drive.fetch(f, progress) for f in release.files()}
     unpinned = [o for o in originals.values() if not o.file.pinned]
@@ -246,17 +242,7 @@ def _convert_drive_release(spec: ModelSpec, folder: Path,
             else:  # files of one Drive folder, passed as the folder that holds them in the cache
                 inputs[keyword] = originals[source[0]].path.parent
         try:
-            converted = convert_checkpoint(spec, checkpoint.path, trusted=False, **inputs)
-        except CorruptWeightsError as e:
-            options = "".join(f" --{keyword.replace('_', '-')} {path}" for keyword, path in inputs.items())
-            raise CorruptWeightsError(
-                f"{spec.name}: the automatic conversion cannot read the original release downloaded from Google "
-                f"Drive ({checkpoint.file.filename}, Google Drive id {checkpoint.id}): {e}\nThe downloaded files stay "
-                f"in the cache (they match their pins, or the record of their first download), so loading again "
-                f"downloads nothing. For a release you trust, convert it by hand, which unpickles the checkpoint "
-                f"fully: `vfe-hub convert {spec.name} {checkpoint.path} <out_dir>{options}`, then "
-                f"vfe_hub.load({spec.name!r}, weights=\"<out_dir>\"). `vfe-hub cache prune {spec.name}` removes the "
-                f"downloaded files.") from e
+            converted = convert_checkpoint(spec, checkpoint.path, **inputs)
         except VfeHubError as e:
             for original in unpinned:
                 original.path.unlink(missing_ok=True)

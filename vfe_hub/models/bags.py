@@ -271,10 +271,9 @@ def read_groups(path: Path, num_classes: int) -> tuple[torch.Tensor, torch.Tenso
     return tables_from_groups([[i for i, g in zip(ids, group_of) if g == k] for k in range(1, 5)])
 
 
-def convert(model: Bags, path: Path, *, groups: str | Path | None = None, trusted: bool = True) -> Converted:
-    """Convert BAGS's release: the mmcv checkpoint ``path`` (read with full unpickling, as its ``meta`` may hold
-    Python objects: only for a file the user names; ``trusted=False``, for the automatic download, reads only
-    tensors and plain data) and the group tables from ``groups`` (:func:`read_groups`),
+def convert(model: Bags, path: Path, *, groups: str | Path | None = None) -> Converted:
+    """Convert BAGS's release: the mmcv checkpoint ``path`` (read without running code of the file,
+    :func:`vfe_hub.hub.load_checkpoint`) and the group tables from ``groups`` (:func:`read_groups`),
     checked against the model's classifier and group sizes. ``num_batches_tracked`` and any optimizer state are
     dropped (and reported)."""
     if groups is None:
@@ -287,7 +286,7 @@ def convert(model: Bags, path: Path, *, groups: str | Path | None = None, truste
     if not torch.equal(pred_slice.long(), expected_slices.cpu()):
         raise ConversionError(f"--groups {groups}: slices {pred_slice.tolist()} differ from the released model's "
                               f"{expected_slices.tolist()} (group sizes {model.spec.config.get('group_sizes')}).")
-    checkpoint = hub.load_checkpoint(path, trusted=trusted)
+    checkpoint = hub.load_checkpoint(path)
     expected = {k: v.shape for k, v in model.state_dict().items()}
     state, dropped = convert_state_dict(hub.state_dict_of(checkpoint, path), table_for(ORIGINAL_FORMAT), expected)
     if isinstance(checkpoint, dict) and "optimizer" in checkpoint:

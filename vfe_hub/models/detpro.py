@@ -277,13 +277,12 @@ def _record(path: Path) -> dict[str, str]:
 
 
 def convert(model: DetPro, path: Path, *, embeddings: str | Path | None = None, categories: str | Path | None = None,
-            contexts: Sequence[str | Path] = (), trusted: bool = True) -> Converted:
+            contexts: Sequence[str | Path] = ()) -> Converted:
     """Convert DetPro's release into vfe_hub's layout.
 
-    ``path`` is the mmcv checkpoint; its ``meta`` may store Python objects, so a file the user names in
-    ``vfe-hub convert`` is read with full unpickling (``torch.load(weights_only=False)``, which can run code hidden
-    in the file); ``trusted=False`` (the automatic download of the release) reads only tensors and plain data,
-    which is all DetPro's ``tools/train.py`` puts in ``meta`` (its config as text). ``embeddings`` is the class
+    ``path`` is the mmcv checkpoint, read without running code of the file (:func:`vfe_hub.hub.load_checkpoint`:
+    Python objects its ``meta`` may store become inert placeholders; ``meta["CLASSES"]`` is checked against the
+    categories). ``embeddings`` is the class
     embeddings file, ``categories`` any LVIS v1 annotation file (names, ids, rare = novel), ``contexts`` DetPro's
     learned prompt contexts (optional). The result: the detector with ``class_embeddings`` and ``novel``, the
     vocabulary for ``config.json``, the CLIP text tower (float32) as ``text_encoder.safetensors`` and the contexts
@@ -296,7 +295,7 @@ def convert(model: DetPro, path: Path, *, embeddings: str | Path | None = None, 
     embeddings, categories, contexts = Path(embeddings), Path(categories), [Path(p) for p in contexts]
     names, ids, novel = read_lvis_categories(categories)
     rows = read_class_embeddings(embeddings, len(names))
-    checkpoint = hub.load_checkpoint(path, trusted=trusted)
+    checkpoint = hub.load_checkpoint(path)
     _check_meta_classes(checkpoint, names, path)
     encoder = CLIPTextEncoder(**model.text_encoder_config)
     expected = {k: v.shape for k, v in model.state_dict().items() if k not in ("class_embeddings", "novel")}
