@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from torchvision.ops import nms
 
+from .precision import float32
+
 #: candidates examined first by :func:`multiclass_nms`, as a multiple of ``max_num`` (grown 4x until enough are kept)
 _FIRST_PREFIX = 4
 
@@ -31,6 +33,7 @@ def _classwise_in_order(boxes: torch.Tensor, labels: torch.Tensor, iou_threshold
     return torch.cat(kept).sort().values
 
 
+@float32("score threshold and NMS")
 def multiclass_nms(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, iou_threshold: float,
                    max_num: int | None = None) -> torch.Tensor:
     """Indices ``(K,)`` of the (box, score, label) candidates kept by exact class-wise NMS, then the best ``max_num``.
@@ -62,6 +65,7 @@ def multiclass_nms(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tens
         prefix = min(n, 4 * prefix)
 
 
+@float32("score threshold and NMS")
 def select_per_class(boxes: torch.Tensor, scores: torch.Tensor, score_thr: float, iou_threshold: float,
                      max_num: int | None = None, keep_ties: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """The (row, class) pairs kept from ``scores (K, C)`` (class probabilities, no background column) by the
