@@ -7,9 +7,11 @@ from pathlib import Path
 import huggingface_hub.hf_api
 import huggingface_hub.utils._cache_manager
 import pytest
+import torch
 from huggingface_hub import constants
 from benchmark_layouts import write_vid
 from hubserver import FakeHub
+from devices import device_under_test
 
 from vfe_hub.text.tokenizer import CLIP_COMMIT, CLIP_REPO, VOCAB_FILENAME
 
@@ -113,3 +115,13 @@ def vid_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("ILSVRC2015")
     write_vid(root)
     return root
+
+
+# ---------------------------------------------------------------------------------------------
+# The device of the model and engine tests: `device` fixture (VFE_HUB_TEST_DEVICE, default cpu).
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture
+def device() -> torch.device:
+    """The device named by ``VFE_HUB_TEST_DEVICE`` (default ``cpu``); a test using it skips, saying why, where this
+    machine lacks that device. The models of ``small_models`` are built on it too."""
+    return device_under_test()
