@@ -227,11 +227,16 @@ def step_speed(args: argparse.Namespace, record: StepRecord) -> None:
 
     count, size = (2, (96, 128)) if args.quick else (16, (720, 1280))
     clip = speed.frames(count, *size)
-    video = write_video(Path(tempfile.mkdtemp(dir=args.out)) / "clip.mp4", [f.image for f in clip])
     batch_sizes = (1, 2) if args.quick else (1, 4, 16)
-    record.note(f"{count} frames of {size[0]}x{size[1]} decoded from an H.264 file in the engine's background "
-                f"thread; TF32 at PyTorch's defaults (matmul {torch.backends.cuda.matmul.allow_tf32}, cuDNN "
-                f"{torch.backends.cudnn.allow_tf32}); random weights, the registry's configurations.")
+    try:
+        video = write_video(Path(tempfile.mkdtemp(dir=args.out)) / "clip.mp4", [f.image for f in clip])
+        source = lambda: open_frames(str(video))  # noqa: E731
+        decoding = "decoded from an H.264 file in the engine's background thread"
+    except Exception as e:  # no encoder: time the frames in memory
+        source, decoding = None, f"in memory (no video could be written: {type(e).__name__}: {e})"
+    record.note(f"{count} frames of {size[0]}x{size[1]} {decoding}; TF32 at PyTorch's defaults (matmul "
+                f"{torch.backends.cuda.matmul.allow_tf32}, cuDNN {torch.backends.cudnn.allow_tf32}); random weights, "
+                "the registry's configurations.")
 
     def work(name: str) -> None:
         model = get_spec(name).build().to(args.device)
@@ -239,7 +244,7 @@ def step_speed(args: argparse.Namespace, record: StepRecord) -> None:
             model.dtype = getattr(torch, dtype)
             for bs in batch_sizes:
                 try:
-                    fps, ms, peak = speed.measure(model, clip, bs, source=lambda: open_frames(str(video)))
+                    fps, ms, peak = speed.measure(model, clip, bs, source=source)
                 except torch.OutOfMemoryError as e:
                     record.failure(name, f"{dtype}-batch{bs}", e)
                     torch.cuda.empty_cache()

@@ -8,9 +8,9 @@ Per architecture (weight variants share their code): the model with random weigh
 (tests/small_models.py), made decisive (:func:`small_models.decisive`, see :data:`SETUP`), runs :func:`frames` in
 float32, then in the half dtype under autocast (``model.dtype``, as ``vfe_hub.load(dtype=...)`` sets it);
 :func:`vfe_hub.evaluation.agreement.agreement` compares the two. Also listed: the float32 computations the half
-precision run entered (:mod:`vfe_hub.layers.precision`). A second row runs the backbone in float32 in the half
-precision run: the difference between the rows is what the backbone's rounding costs. ``tests/test_precision.py``
-measures the first row again and holds it to the recorded figures.
+precision run entered (:mod:`vfe_hub.layers.precision`). ``--float32-backbone`` adds a row per model whose half
+precision run keeps the backbone in float32 (printed, not recorded): the difference is what the backbone's rounding
+costs. ``tests/test_precision.py`` measures the recorded row again and holds it to the recorded figures.
 """
 from __future__ import annotations
 
@@ -45,23 +45,24 @@ SETUP = (
     "Measured by `python benchmarks/precision.py` with random weights in the released layout (the test suite's "
     "models: full networks, the test configuration of proposals and detections, input resized to a short side of "
     "192 px), made decisive as a trained detector is (`tests/small_models.py`, `decisive`): every final predictor "
-    "(RPN objectness and deltas, CenterNet heatmap and distances, box classifiers and deltas) is rescaled on two "
-    "calibration frames (scikit-image's coffee, panning) so that each output channel has a set mean and spread "
-    "(objectness logits -2 +- 2, softmax class logits 0 +- 2, sigmoid class logits -4 +- 2, deltas 0 +- 0.5, "
-    "CenterNet distances 4 +- 2 strides); MAMBA's and STPN's random RoI-head biases are scaled by 0.01, as the "
+    "(RPN objectness and deltas, CenterNet heatmap and distances, box classifiers and deltas, DetPro's projections "
+    "into CLIP space) reads only the 32 directions in which its inputs vary most on two calibration frames "
+    "(scikit-image's coffee, panning), as a trained layer reads the directions that separate what it predicts, "
+    "and is rescaled so that each output channel has a set mean and spread there (objectness logits -2 +- 2, "
+    "softmax class logits 0 +- 2, sigmoid class logits -4 +- 2, deltas 0 +- 0.5, CenterNet distances 4 +- 2 "
+    "strides); MAMBA's and STPN's random RoI-head biases are scaled by 0.01, as the "
     "other test models' are, so that the RoI features decide; GTR's association follows the re-ID features (the "
     "tracking transformer's layers pass their input on, the query projection equals the key projection). Mask "
     "heads keep their random weights: their probabilities lie near the 0.5 threshold, so the mask IoU is a "
-    "pessimistic figure. Frames: three 120 x 160 frames of a photograph panning 4 px per frame (scikit-image's "
-    "astronaut). A twin is a detection of the other run with the same label and box IoU >= 0.9; a track is "
-    "unchanged when all its detections have twins, all in one track of the other run that holds nothing else. "
-    "The row \"backbone in float32\" runs the backbone in float32 during the half-precision run: the difference "
-    "between the rows is what the backbone's rounding costs.")
+    "pessimistic figure. Frames: two 120 x 160 frames of a photograph panning 4 px (scikit-image's astronaut). "
+    "A twin is a detection of the other run with the same label and box IoU >= 0.9; a track is "
+    "unchanged when all its detections have twins, all in one track of the other run that holds nothing else.")
 
 
 def frames() -> list[np.ndarray]:
-    """The measured frames: three 120 x 160 frames of a photograph panning 4 px per frame."""
-    return panning_clip(n=3, size=(120, 160))
+    """The measured frames: two 120 x 160 frames of a photograph panning 4 px (a video for the video models and
+    trackers; two images for the others)."""
+    return panning_clip(n=2, size=(120, 160))
 
 
 def architectures() -> list[str]:
@@ -114,9 +115,9 @@ def _backbone_in_float32(model, active: bool) -> Iterator[None]:
         del model.backbone.forward
 
 
-def row_key(dtype: str, device: str, float32_backbone: bool = False) -> str:
-    """The key of a row of figures: ``"<dtype> <device type>"``, ``", backbone in float32"`` for the ablation."""
-    return f"{dtype} {torch.device(device).type}" + (", backbone in float32" if float32_backbone else "")
+def row_key(dtype: str, device: str) -> str:
+    """The key of a row of figures: ``"<dtype> <device type>"``."""
+    return f"{dtype} {torch.device(device).type}"
 
 
 def recorded() -> dict[str, Any]:
@@ -131,6 +132,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="bfloat16", choices=["float16", "bfloat16"])
     parser.add_argument("--write", action="store_true", help=f"record the figures in {RESULTS.relative_to(REPO)}")
+    parser.add_argument("--float32-backbone", action="store_true",
+                        help="also measure with the backbone in float32 in the half-precision run (not recorded)")
     args = parser.parse_args()
     torch.manual_seed(0)
     if args.device.startswith("cuda"):
@@ -142,13 +145,14 @@ def main() -> None:
     data["setup"], data["bar"] = SETUP, BAR
     for name in args.models:
         model = decisive_model(name, args.device)
-        for ablation in (False, True):
+        for ablation in (False, True) if args.float32_backbone else (False,):
             figures = measure(model, getattr(torch, args.dtype), float32_backbone=ablation)
             label = name + (" (backbone in float32)" if ablation else "")
             print(f"| {label} | {figures['detections']} | {figures['matched']:.3f} | {figures['score_drift']:.4f} | "
                   f"{figures['box_drift']:.2f} | {_optional(figures['tracks_unchanged'])} | "
                   f"{_optional(figures['mask_iou'])} | {', '.join(figures.pop('ops'))} |", flush=True)
-            data["results"].setdefault(name, {})[row_key(args.dtype, args.device, ablation)] = figures
+            if not ablation:
+                data["results"].setdefault(name, {})[row_key(args.dtype, args.device)] = figures
     if args.write:
         text = json.dumps(data, indent=1, sort_keys=True) + "\n"
         atomic_write(RESULTS, lambda tmp: tmp.write_text(text))

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from devices import device_under_test
@@ -24,6 +25,7 @@ from vfe_hub import cli
 from vfe_hub.convert import convert_state_dict, table_for
 from vfe_hub.models.detpro import ORIGINAL_FORMAT
 from vfe_hub import VideoDetector
+from vfe_hub.layers.box_head import CosineClassifier
 from vfe_hub.registry import MODELS, Preprocess, get_spec
 
 # The layers do not depend on the input size; 320 x 192 keeps a ResNet-101 forward under a second on a CPU core.
@@ -269,12 +271,16 @@ def tiny_detpro_spec():
 
 #: mean and spread of each final predictor's output channels after :func:`decisive` (module name patterns per
 #: family): objectness and sigmoid class logits mostly negative (few anchors or classes fire), softmax class logits
-#: centred, box deltas of half a unit (before the coders' stds or weights), CenterNet distances of a few strides
+#: centred, box deltas of half a unit (before the coders' stds or weights), CenterNet distances of a few strides;
+#: DetPro's projections into CLIP space centred (its cosine logits at temperature 0.007 then spread by about 6);
+#: LST's cosine classifier (no bias: only the spread applies, through its scale)
 DECISIVE = {
     "mamba": {"rpn.cls_logits": (-2.0, 2.0), "rpn.bbox_pred": (0.0, 0.5), "box_head.cls_score": (0.0, 2.0),
               "box_head.bbox_pred": (0.0, 0.5)},
-    "detpro": {"rpn.cls_logits": (-2.0, 2.0), "rpn.bbox_pred": (0.0, 0.5), "box_head.bbox_pred": (0.0, 0.5)},
-    "lst": {"rpn.cls_logits": (-2.0, 2.0), "rpn.bbox_pred": (0.0, 0.5), "bbox_pred": (0.0, 0.5)},
+    "detpro": {"rpn.cls_logits": (-2.0, 2.0), "rpn.bbox_pred": (0.0, 0.5), "box_head.bbox_pred": (0.0, 0.5),
+               "projection": (0.0, 1.0), "projection_for_image": (0.0, 1.0)},
+    "lst": {"rpn.cls_logits": (-2.0, 2.0), "rpn.bbox_pred": (0.0, 0.5), "bbox_pred": (0.0, 0.5),
+            "classifier": (0.0, 2.0)},
     "bags": {"rpn.cls_logits": (-2.0, 2.0), "rpn.bbox_pred": (0.0, 0.5), "box_heads.stages.*.cls_score": (0.0, 2.0),
              "box_heads.stages.*.bbox_pred": (0.0, 0.5)},
     "gtr": {"proposal_head.agn_hm": (-2.0, 2.0), "proposal_head.bbox_pred": (4.0, 2.0),
@@ -284,27 +290,32 @@ DECISIVE["stpn"] = DECISIVE["mamba"]
 #: modules whose random biases :func:`decisive` scales by 0.01 first, as the other families' test states do for
 #: their RoI heads (unit biases would swamp the RoI features: every RoI would score alike)
 QUIET_BIASES = {"mamba": ("box_head.*", "aggregators.*"), "stpn": ("box_head.*",)}
+#: how many of their inputs' principal directions the decisive predictors read
+PRINCIPAL = 32
 #: GTR's association made to follow the re-ID features, as a trained one does: the transformer's layers add nothing
 #: (their output projections zeroed, so encoder and decoder pass their input on), the key projection's last layer
-#: is calibrated (a spread of 0.2: the logit of two equal features is about 40) and the query projection is a copy
-#: of the key projection, so the logit of two detections is ``k(x) . k(y)``
+#: is centred with a spread of 0.2 over all its input's directions (the logit of two equal features is about 40)
+#: and the query projection is a copy of the key projection, so the logit of two detections is ``k(x) . k(y)``
 ZEROED = {"gtr": ("transformer.*.out_proj", "transformer.*.linear2")}
 TIED = {"gtr": {"transformer.q_proj": "transformer.k_proj"}}
-DECISIVE["gtr"]["transformer.k_proj.layers.1"] = (0.0, 0.2)
+ASSOCIATION = {"gtr": {"transformer.k_proj.layers.1": (0.0, 0.2)}}
 
 
 def decisive(model, images, passes: int = 2):
     """``model`` (random weights) made to decide like a trained detector, in place: the biases of
-    :data:`QUIET_BIASES` scaled by 0.01 and the layers of :data:`ZEROED` zeroed, then its final predictors (the
-    layers of :data:`DECISIVE`) rescaled so that on ``images`` (float32, two frames of one video) each output
-    channel has the table's mean and spread: ``w <- w * s / std``, ``b <- mean - mu * s / std`` with ``mu, std`` of
-    ``w x`` over the frames' anchors, locations or RoIs, the copies of :data:`TIED` following. ``passes`` runs
-    (RoIs move once the proposals change). Returns the model."""
+    :data:`QUIET_BIASES` scaled by 0.01 and the layers of :data:`ZEROED` zeroed; then each final predictor (the
+    layers of :data:`DECISIVE`; those of :data:`ASSOCIATION` are only rescaled) reads only the :data:`PRINCIPAL` directions in which its inputs vary most over
+    ``images`` (float32, two frames of one video): its weights are projected onto them, as a trained layer reads
+    the directions that separate what it predicts; and it is rescaled so that each output channel has the table's
+    mean and spread over the frames' anchors, locations or RoIs (``w <- w * s / std``, ``b <- mean - mu * s / std``
+    with ``mu, std`` of ``w x``); the copies of :data:`TIED` follow. ``passes`` runs (RoIs move once the proposals
+    change). Returns the model."""
     import fnmatch
 
     family = model.spec.family
     modules = dict(model.named_modules())
-    targets = {name: target for name in modules for pattern, target in DECISIVE[family].items()
+    patterns = {**DECISIVE[family], **ASSOCIATION.get(family, {})}
+    targets = {name: target for name in modules for pattern, target in patterns.items()
                if fnmatch.fnmatchcase(name, pattern)}
     with torch.no_grad():
         for name, parameter in model.named_parameters():
@@ -327,11 +338,23 @@ def decisive(model, images, passes: int = 2):
                 layer = modules[name]
                 if not inputs[name]:  # not reached yet (e.g. no proposal passed GTR's threshold)
                     continue
-                if isinstance(layer, nn.Conv2d):
-                    out = torch.cat([layer._conv_forward(x.float(), layer.weight, None).transpose(0, 1).flatten(1)
-                                     for x in inputs[name]], dim=1)
+                if isinstance(layer, nn.Conv2d):  # rows: the input's values under the kernel at each location
+                    rows = torch.cat([F.unfold(x.float(), layer.kernel_size, layer.dilation, layer.padding,
+                                               layer.stride).transpose(1, 2).flatten(0, 1) for x in inputs[name]])
                 else:
-                    out = torch.cat([x.float().flatten(0, -2) @ layer.weight.T for x in inputs[name]]).T
+                    rows = torch.cat([x.float().flatten(0, -2) for x in inputs[name]])
+                # the weights read only the directions in which the inputs vary most, as a trained layer reads the
+                # directions that separate what it predicts (random ones read mostly noise-level differences)
+                weight = layer.weight.flatten(1)
+                if not any(fnmatch.fnmatchcase(name, pattern) for pattern in ASSOCIATION.get(family, {})):
+                    directions = torch.linalg.svd(rows - rows.mean(0), full_matrices=False).Vh[:PRINCIPAL]
+                    weight = weight @ directions.T @ directions
+                    layer.weight.copy_(weight.view_as(layer.weight))
+                if isinstance(layer, CosineClassifier):  # logits scale * cos(x, w): the scale sets their spread
+                    out = F.normalize(rows, dim=1) @ F.normalize(weight, dim=1).T
+                    layer.scale.fill_(spread / out.std(0).mean().item())
+                    continue
+                out = weight @ rows.T
                 mu, std = out.mean(1), out.std(1).clamp(min=1e-6)
                 shape = (-1,) + (1,) * (layer.weight.dim() - 1)
                 layer.weight.mul_((spread / std).view(shape))

@@ -103,7 +103,8 @@ class ModelSpec:
     prefixed ``mask_``); ``metrics_note`` says why numbers are missing where they are. ``architecture`` names the
     architecture when the spec is one of its weight variants (``<architecture>.<tag>``, see :class:`Variant`).
     ``details`` (Markdown) describes the architecture and training for the model card, where the summary is too
-    short.
+    short. ``float32_ops`` names the computations kept in float32 when the model runs in half precision (keys of
+    :data:`vfe_hub.layers.precision.OPS`; the model card says why).
     """
 
     name: str
@@ -120,6 +121,7 @@ class ModelSpec:
     temporal: str
     protocols: dict[str, str] = field(default_factory=dict)
     dtypes: tuple[str, ...] = ("float32", "float16", "bfloat16")
+    float32_ops: tuple[str, ...] = ()
     config: dict[str, Any] = field(default_factory=dict)
     original_code: str = ""
     tags: tuple[str, ...] = ()
@@ -211,6 +213,10 @@ _GTR_CITATION = """@inproceedings{zhou2022global,
   year      = {2022}
 }"""
 
+
+#: the computations of a two-stage detector kept in float32 in half precision (see vfe_hub.layers.precision)
+_TWO_STAGE_OPS = ("predictor outputs", "proposal selection", "box decoding", "RoIAlign", "score threshold and NMS")
+_GTR_OPS = (*_TWO_STAGE_OPS, "deformable convolution", "track association")
 
 _DETECTRON2_PREPROCESS = Preprocess(max_size=1333, min_size=800, mean=(123.675, 116.28, 103.53),
                                     std=(58.395, 57.12, 57.375), size_divisor=32)
@@ -370,6 +376,7 @@ MODELS: dict[str, ModelSpec] = {
             },
             config={"depth": 101, "num_classes": 30, "seed": 0},
             original_code="https://github.com/guanxiongsun/vfe.pytorch (mmdet 2.19 fork)",
+            float32_ops=_TWO_STAGE_OPS,
             tags=("video-object-detection", "imagenet-vid", "faster-rcnn", "memory-bank"),
         ),
         ModelSpec(
@@ -414,6 +421,7 @@ MODELS: dict[str, ModelSpec] = {
             },
             config={"num_classes": 30, "prompts": 5, "prompt_interval": 10},
             original_code="https://github.com/guanxiongsun/vfe.pytorch (mmdet 2.19 fork)",
+            float32_ops=_TWO_STAGE_OPS,
             tags=("video-object-detection", "imagenet-vid", "faster-rcnn", "swin", "prompting"),
         ),
         ModelSpec(
@@ -462,6 +470,7 @@ MODELS: dict[str, ModelSpec] = {
             config={"num_classes": 1203, "proposals": 1000, "max_per_img": 300, "fixed_lambda": 0.6,
                     "text_encoder": {}},
             original_code="https://github.com/dyabel/detpro (mmdetection 2.7 fork)",
+            float32_ops=(*_TWO_STAGE_OPS, "open-vocabulary classifier", "mask pasting", "CLIP text tower"),
             tags=("open-vocabulary-detection", "instance-segmentation", "lvis", "mask-rcnn", "clip", "prompt-learning"),
         ),
         ModelSpec(
@@ -512,6 +521,7 @@ MODELS: dict[str, ModelSpec] = {
             protocols={},
             config={"num_classes": 1231, "proposals": 1000, "max_per_img": 300},
             original_code=f"{_LST_CODE} (maskrcnn-benchmark fork)",
+            float32_ops=(*_TWO_STAGE_OPS, "mask logits", "mask pasting"),
             details=_LST_DETAILS,
             tags=("instance-segmentation", "long-tail", "incremental-learning", "lvis", "mask-rcnn"),
         ),
@@ -568,6 +578,7 @@ MODELS: dict[str, ModelSpec] = {
             },
             config={"num_classes": 1230, "group_sizes": (294, 453, 302, 181), "proposals": 1000, "depth": 101},
             original_code="https://github.com/FishYuLi/BalancedGroupSoftmax (mmdetection v1.0rc0 fork)",
+            float32_ops=(*_TWO_STAGE_OPS, "deformable convolution", "group softmax", "mask pasting"),
             tags=("instance-segmentation", "long-tail", "lvis", "htc", "tao"),
         ),
         ModelSpec(
@@ -610,6 +621,7 @@ MODELS: dict[str, ModelSpec] = {
             protocols=_GTR_PROTOCOLS,
             config={"num_classes": 1203, "proposals": 300, "asso_thresh": 0.4, "window": 16, "min_track_len": 5},
             original_code="https://github.com/xingyizhou/GTR (detectron2 + CenterNet2)",
+            float32_ops=_GTR_OPS,
             tags=("multi-object-tracking", "tao", "lvis", "centernet2", "transformer"),
         ),
         *_variants(
@@ -652,6 +664,7 @@ MODELS: dict[str, ModelSpec] = {
                 config={"num_classes": 1203, "proposals": 300, "asso_thresh": 0.4, "window": 16,
                         "min_track_len": 5, "amodal": True},
                 original_code="https://github.com/WesleyHsieh0806/Amodal-Expander (GTR fork, detectron2)",
+                float32_ops=(*_GTR_OPS, "amodal code"),
                 tags=("amodal-tracking", "tao-amodal", "lvis", "centernet2", "transformer"),
             ),
             (
