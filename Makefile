@@ -1,10 +1,10 @@
 # Set-up in three commands: `make install` (fresh venv, pinned torch, the package with its test extras), `make demo`
 # (a video detector on the clip shipped with vfe_hub), `make test` (the full suite; `make test-fast` skips the slow
-# tests).
+# tests). `make gpu-check` is the GPU proof on a CUDA machine (docs/precision.md).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install demo test test-fast
+.PHONY: install demo test test-fast gpu-check
 install:
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
@@ -18,3 +18,6 @@ test:
 
 test-fast:
 	$(PY) -m pytest -q -m "not slow"
+
+gpu-check:
+	$(PY) benchmarks/gpu_check.py

@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import torch
@@ -50,8 +50,11 @@ def runner(model, batch_size: int) -> Callable[[list[Frame]], list]:
     return lambda items: list(engine.run(model, items, batch_size, progress_bar(progress=False)))
 
 
-def measure(model, clip: list[Frame], batch_size: int) -> tuple[float, float, float]:
-    """(frames/s, ms per batch, peak memory MiB) of one pass over ``clip`` after one warm-up batch."""
+def measure(model, clip: list[Frame], batch_size: int,
+            source: Callable[[], Iterable[Frame]] | None = None) -> tuple[float, float, float]:
+    """(frames/s, ms per batch, peak memory MiB) of one pass over ``clip`` after one warm-up batch; with ``source``
+    the timed pass runs over ``source()`` instead (e.g. a video file's frames, decoded in the engine's background
+    thread while the model computes), which must yield ``len(clip)`` frames."""
     device = model.device
     run = runner(model, batch_size)  # one video: the warm-up frames, then the clip
     run(clip[:batch_size])
@@ -59,7 +62,7 @@ def measure(model, clip: list[Frame], batch_size: int) -> tuple[float, float, fl
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    run(clip)
+    run(clip if source is None else source())
     if device.type == "cuda":
         torch.cuda.synchronize()
     elapsed = time.perf_counter() - start

@@ -7,10 +7,12 @@ from pathlib import Path
 import huggingface_hub.hf_api
 import huggingface_hub.utils._cache_manager
 import pytest
+import torch
 from huggingface_hub import constants
 from benchmark_layouts import write_vid
 from driveserver import FakeDrive
 from hubserver import FakeHub
+from devices import device_under_test
 
 from vfe_hub.text.tokenizer import CLIP_COMMIT, CLIP_REPO, VOCAB_FILENAME
 
@@ -135,3 +137,10 @@ def fake_drive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Fake
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     yield drive
     drive.stop()
+# The device of the model and engine tests: `device` fixture (VFE_HUB_TEST_DEVICE, default cpu).
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture
+def device() -> torch.device:
+    """The device named by ``VFE_HUB_TEST_DEVICE`` (default ``cpu``); a test using it skips, saying why, where this
+    machine lacks that device. The models of ``small_models`` are built on it too."""
+    return device_under_test()

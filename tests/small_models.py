@@ -1,4 +1,9 @@
-"""Full-size networks with random weights in the original layout, run at a small input size for fast CPU tests."""
+"""Full-size networks with random weights in the original layout, run at a small input size for fast CPU tests.
+
+The builders put the models on the device named by the environment variable ``VFE_HUB_TEST_DEVICE`` (default
+``cpu``; e.g. ``cuda``), so the model tests run on a GPU unchanged; where that device is absent they skip, saying
+why (:func:`devices.device_under_test`).
+"""
 from __future__ import annotations
 
 import contextlib
@@ -9,8 +14,10 @@ import json
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from devices import device_under_test
 from original_layouts import (PickledConfig, bags_htc_layout, clip_text_layout, detpro_layout, detpro_state,
                               gtr_layout, lst_state, mamba_layout, random_state, share_expander, stpn_layout,
                               write_mmcv_checkpoint)
@@ -18,6 +25,7 @@ from vfe_hub import cli
 from vfe_hub.convert import convert_state_dict, table_for
 from vfe_hub.models.detpro import ORIGINAL_FORMAT
 from vfe_hub import VideoDetector
+from vfe_hub.layers.box_head import CosineClassifier
 from vfe_hub.registry import MODELS, Preprocess, get_spec
 
 # The layers do not depend on the input size; 320 x 192 keeps a ResNet-101 forward under a second on a CPU core.
@@ -38,7 +46,7 @@ def video_model(name: str, seed: int = 0, **overrides):
     state, _ = convert_state_dict(random_state(LAYOUTS[name](), seed), table_for(get_spec(name).weights.format),
                                   {k: v.shape for k, v in model.state_dict().items()})
     model.load_state_dict(state, strict=True)
-    return model.eval()
+    return model.eval().to(device_under_test())
 
 
 class StandIn(VideoDetector):
@@ -112,7 +120,7 @@ def detpro_model(seed: int = 0):
     state["class_embeddings"] = torch.nn.functional.normalize(torch.randn(LVIS_V1_SIZE, 512, generator=g), dim=1)
     state["novel"] = torch.arange(LVIS_V1_SIZE) % 4 == 0
     model.load_state_dict(state, strict=True)
-    return model.eval()
+    return model.eval().to(device_under_test())
 
 
 GTR = "gtr_dr2101_tao"
@@ -128,7 +136,7 @@ def gtr_model(seed: int = 0, proposals: int = 20, name: str = GTR, **config):
                                   table_for("detectron2"),
                                   {k: v.shape for k, v in model.state_dict().items()})
     model.load_state_dict(state, strict=True)
-    return model.eval()
+    return model.eval().to(device_under_test())
 
 
 def serve_amodal_release(hub, monkeypatch, tmp_path, name: str, seed: int) -> str:
@@ -161,7 +169,7 @@ def lst_model(seed: int = 0, num_classes: int = 1231):
     state, _ = convert_state_dict(lst_state(num_classes, seed), table_for("maskrcnn_benchmark"),
                                   {k: v.shape for k, v in model.state_dict().items()})
     model.load_state_dict(state, strict=True)
-    return model.eval()
+    return model.eval().to(device_under_test())
 
 
 BAGS = "bags_gs_htc_x101_dcn_lvis05"
@@ -186,7 +194,7 @@ def bags_model(seed: int = 0, proposals: int = 40, max_per_img: int = 20, depth:
     state, _ = convert_state_dict(bags_state(seed, depth), table_for("mmdet_v1"),
                                   {k: v.shape for k, v in model.state_dict().items()})
     model.load_state_dict(state, strict=True)
-    return model.eval()
+    return model.eval().to(device_under_test())
 
 
 def small_model(name: str, seed: int = 0):
@@ -260,3 +268,100 @@ def tiny_detpro_spec():
     (a release written with ``text_tower=(64, 2)`` converts and loads under it)."""
     spec = get_spec(DETPRO)
     return dataclasses.replace(spec, preprocess=DETPRO_SMALL, config={**spec.config, "text_encoder": TINY_TEXT, **FAST})
+
+
+# ------------------------------------------------------------------------------------------------ decisive weights
+
+#: mean and spread of each final predictor's output channels after :func:`decisive` (module name patterns per
+#: family): objectness and sigmoid class logits mostly negative (few anchors or classes fire), softmax class logits
+#: centred, box deltas of half a unit (before the coders' stds or weights), CenterNet distances of a few strides;
+#: DetPro's projections into CLIP space centred (its cosine logits at temperature 0.007 then spread by about 6);
+#: LST's cosine classifier (no bias: only the spread applies, through its scale)
+DECISIVE = {
+    "mamba": {"rpn.cls_logits": (-2.0, 2.0), "rpn.bbox_pred": (0.0, 0.5), "box_head.cls_score": (0.0, 2.0),
+              "box_head.bbox_pred": (0.0, 0.5)},
+    "detpro": {"rpn.cls_logits": (-2.0, 2.0), "rpn.bbox_pred": (0.0, 0.5), "box_head.bbox_pred": (0.0, 0.5),
+               "projection": (0.0, 1.0), "projection_for_image": (0.0, 1.0)},
+    "lst": {"rpn.cls_logits": (-2.0, 2.0), "rpn.bbox_pred": (0.0, 0.5), "bbox_pred": (0.0, 0.5),
+            "classifier": (0.0, 2.0)},
+    "bags": {"rpn.cls_logits": (-2.0, 2.0), "rpn.bbox_pred": (0.0, 0.5), "box_heads.stages.*.cls_score": (0.0, 2.0),
+             "box_heads.stages.*.bbox_pred": (0.0, 0.5)},
+    "gtr": {"proposal_head.agn_hm": (-2.0, 2.0), "proposal_head.bbox_pred": (4.0, 2.0),
+            "box_heads.stages.*.cls_score": (-4.0, 2.0), "box_heads.stages.*.bbox_pred": (0.0, 0.5)},
+}
+DECISIVE["stpn"] = DECISIVE["mamba"]
+#: modules whose random biases :func:`decisive` scales by 0.01 first, as the other families' test states do for
+#: their RoI heads (unit biases would swamp the RoI features: every RoI would score alike)
+QUIET_BIASES = {"mamba": ("box_head.*", "aggregators.*"), "stpn": ("box_head.*",)}
+#: how many of their inputs' principal directions the decisive predictors read
+PRINCIPAL = 32
+#: GTR's association made to follow the re-ID features, as a trained one does: the transformer's layers add nothing
+#: (their output projections zeroed, so encoder and decoder pass their input on), the key projection's last layer
+#: is centred with a spread of 0.2 over all its input's directions (the logit of two equal features is about 40)
+#: and the query projection is a copy of the key projection, so the logit of two detections is ``k(x) . k(y)``
+ZEROED = {"gtr": ("transformer.*.out_proj", "transformer.*.linear2")}
+TIED = {"gtr": {"transformer.q_proj": "transformer.k_proj"}}
+ASSOCIATION = {"gtr": {"transformer.k_proj.layers.1": (0.0, 0.2)}}
+
+
+def decisive(model, images, passes: int = 2):
+    """``model`` (random weights) made to decide like a trained detector, in place: the biases of
+    :data:`QUIET_BIASES` scaled by 0.01 and the layers of :data:`ZEROED` zeroed; then each final predictor (the
+    layers of :data:`DECISIVE`; those of :data:`ASSOCIATION` are only rescaled) reads only the :data:`PRINCIPAL` directions in which its inputs vary most over
+    ``images`` (float32, two frames of one video): its weights are projected onto them, as a trained layer reads
+    the directions that separate what it predicts; and it is rescaled so that each output channel has the table's
+    mean and spread over the frames' anchors, locations or RoIs (``w <- w * s / std``, ``b <- mean - mu * s / std``
+    with ``mu, std`` of ``w x``); the copies of :data:`TIED` follow. ``passes`` runs (RoIs move once the proposals
+    change). Returns the model."""
+    import fnmatch
+
+    family = model.spec.family
+    modules = dict(model.named_modules())
+    patterns = {**DECISIVE[family], **ASSOCIATION.get(family, {})}
+    targets = {name: target for name in modules for pattern, target in patterns.items()
+               if fnmatch.fnmatchcase(name, pattern)}
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            module = name.rsplit(".", 1)[0]
+            if any(fnmatch.fnmatchcase(module, pattern) for pattern in ZEROED.get(family, ())):
+                parameter.zero_()
+            elif name.endswith(".bias") and any(fnmatch.fnmatchcase(module, p) for p in QUIET_BIASES.get(family, ())):
+                parameter.mul_(0.01)
+    for _ in range(passes):
+        inputs: dict[str, list[torch.Tensor]] = {name: [] for name in targets}
+        hooks = [modules[name].register_forward_hook(lambda m, args, out, name=name: inputs[name].append(args[0]))
+                 for name in targets]
+        try:
+            model.predict(images)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        with torch.no_grad():
+            for name, (mean, spread) in targets.items():
+                layer = modules[name]
+                if not inputs[name]:  # not reached yet (e.g. no proposal passed GTR's threshold)
+                    continue
+                if isinstance(layer, nn.Conv2d):  # rows: the input's values under the kernel at each location
+                    rows = torch.cat([F.unfold(x.float(), layer.kernel_size, layer.dilation, layer.padding,
+                                               layer.stride).transpose(1, 2).flatten(0, 1) for x in inputs[name]])
+                else:
+                    rows = torch.cat([x.float().flatten(0, -2) for x in inputs[name]])
+                # the weights read only the directions in which the inputs vary most, as a trained layer reads the
+                # directions that separate what it predicts (random ones read mostly noise-level differences)
+                weight = layer.weight.flatten(1)
+                if not any(fnmatch.fnmatchcase(name, pattern) for pattern in ASSOCIATION.get(family, {})):
+                    directions = torch.linalg.svd(rows - rows.mean(0), full_matrices=False).Vh[:PRINCIPAL]
+                    weight = weight @ directions.T @ directions
+                    layer.weight.copy_(weight.view_as(layer.weight))
+                if isinstance(layer, CosineClassifier):  # logits scale * cos(x, w): the scale sets their spread
+                    out = F.normalize(rows, dim=1) @ F.normalize(weight, dim=1).T
+                    layer.scale.fill_(spread / out.std(0).mean().item())
+                    continue
+                out = weight @ rows.T
+                mu, std = out.mean(1), out.std(1).clamp(min=1e-6)
+                shape = (-1,) + (1,) * (layer.weight.dim() - 1)
+                layer.weight.mul_((spread / std).view(shape))
+                layer.bias.copy_(mean - mu * spread / std)
+            for copy, original in TIED.get(family, {}).items():
+                modules[copy].load_state_dict(modules[original].state_dict())
+    return model

@@ -56,6 +56,9 @@ _FGFA = ("ImageNet VID val needs FGFA's motion-IoU table of the whole val set, w
          "tests/test_evaluate_model.py evaluates MAMBA on a generated layout (motion_iou='compute') and "
          "tests/test_eval_imagenet_vid.py fetches FGFA's table through the download path")
 _TAO = "needs a TAO layout; tests/test_evaluate_tao.py evaluates tao_val (and --fps) on a generated one"
+_DEVICE_TESTS = ("runs the suite on a GPU; tests/test_device.py runs the model tests with VFE_HUB_TEST_DEVICE=cpu and "
+                 "with a device this machine lacks")
+_GPU_CHECK = "needs CUDA; tests/test_gpu_check.py runs the same script in its CPU mode (--device cpu --quick)"
 _LST = ("a full-size LST conversion writes 836 MB and its model runs about 20 s per frame on a CPU; "
         "tests/test_lst.py converts LST checkpoints with this command and loads the folder")
 _BAGS = ("a full-size BAGS conversion writes 592 MB and its model runs about 90 s per frame on a CPU; "
@@ -88,6 +91,9 @@ NOT_RUN: dict[tuple[str, str], str] = {
                          'ann_file="data/tao/annotations/validation.json")'): _TAO,
     ("docs/tracking.md", "vfe-hub evaluate gtr_dr2101_tao tao_val --root data/tao --ann-file "
                          "data/tao/annotations/validation.json --fps 5"): _TAO,
+    ("docs/precision.md", "VFE_HUB_TEST_DEVICE=cuda python -m pytest tests/test_precision.py tests/test_device.py "
+                          "tests/test_video_models.py"): _DEVICE_TESTS,
+    ("docs/precision.md", "python benchmarks/gpu_check.py"): _GPU_CHECK,
     ("docs/sharding.md", "vfe-hub evaluate mamba_r101_dc5_vid imagenet_vid --root data/ILSVRC2015 --device cuda "
                          "--out-dir runs/mamba_vid"): _CUDA,
     ("docs/sharding.md", "vfe-hub evaluate detpro_r50_fpn_lvis1 lvis_v1_val --root data/coco --device cuda "

@@ -1,8 +1,13 @@
 """Model cards: Hugging Face Hub front matter + usage, generated from the registry (the single source)."""
 from __future__ import annotations
 
+import functools
+import json
+from importlib import resources
+
 import yaml
 
+from .layers.precision import OPS
 from .registry import CPU_SPEED_COMMAND, CPU_SPEED_MACHINE, TRACKING_TASKS, ModelSpec, WeightsSpec, conversion_command
 
 _DATASET_NAMES = {"imagenet_vid": "ImageNet VID (val)", "lvis_v1_val": "LVIS v1 (val)",
@@ -269,6 +274,67 @@ def _licence(spec: ModelSpec) -> str:
             f"which converts and runs the weights, under `apache-2.0`.")
 
 
+@functools.cache
+def precision_figures() -> dict:
+    """The half-precision figures recorded by ``benchmarks/precision.py`` (``vfe_hub/assets/precision.json``):
+    ``{"setup": text, "bar": share, "results": {architecture: {"<dtype> <device>": agreement figures}}}``."""
+    text = resources.files(__package__).joinpath("assets", "precision.json").read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+def _verdict(rows: dict[str, dict], bar: float) -> str:
+    """Which rows meet the bar (their shares of matched detections and unchanged tracks) and which do not."""
+    lowest = {key: min(r[k] for k in ("matched", "tracks_unchanged") if r.get(k) is not None)
+              for key, r in sorted(rows.items())}
+    met = [key for key, share in lowest.items() if share >= bar]
+    missed = [f"{key} (lowest share {share:.1%})" for key, share in lowest.items() if share < bar]
+    text = f" Met by {', '.join(met)}." if met else ""
+    if missed:
+        text += (f" Not met by {', '.join(missed)}: docs/precision.md says where the difference comes from, and "
+                 "why no further step is kept in float32 for it.")
+    return text
+
+
+def _precision(spec: ModelSpec) -> str:
+    """The card's "Precision" section: what stays float32 and why, and the measured agreement with float32."""
+    kept = "\n".join(f"- **{op}**: {why}" for op, why in OPS.items() if op in spec.float32_ops)
+    data = precision_figures()
+    rows = data["results"].get(spec.architecture or spec.name, {})
+    tracks = spec.task in TRACKING_TASKS
+    masks = any(r["mask_iou"] is not None for r in rows.values())
+    header = ("| dtype, device | detections | matched | worst score drift | worst box drift (px) |"
+              + (" tracks unchanged |" if tracks else "") + (" mask IoU |" if masks else ""))
+    lines = [header, "|---" * (header.count("|") - 1) + "|"]
+    for key, r in sorted(rows.items()):
+        lines.append(f"| {key} | {r['detections']} | {r['matched']:.1%} | {r['score_drift']:.3f} | "
+                     f"{r['box_drift']:.2f} |" + (f" {r['tracks_unchanged']:.1%} ({r['tracks']}) |" if tracks else "")
+                     + (f" {r['mask_iou']:.3f} |" if masks else ""))
+    verdict = _verdict(rows, data["bar"])
+    extra = ((", the share of float32 tracks unchanged (of how many)" if tracks else "")
+             + (", the mean mask IoU of twins" if masks else ""))
+    table = "\n".join(lines) if rows else "Not measured yet: run `python benchmarks/precision.py --write`."
+    return f"""## Precision
+
+`vfe_hub.load(..., dtype=torch.bfloat16)` (CPU or CUDA) or `dtype=torch.float16` (CUDA) runs the network under
+autocast: convolutions and matrix products in the half dtype; boxes, scores and masks come back float32. These
+computations stay float32 (`vfe_hub.layers.precision`):
+
+{kept}
+
+Agreement of half precision with float32 on the same frames: the share of the float32 detections that have a twin
+(same label, box IoU >= 0.9), the largest score and box-corner differences between twins{extra}. float16 on the
+CPU is autocast's CPU path: the same rounding and float32 steps as on a GPU, only slow; the GPU check
+(`benchmarks/gpu_check.py`) measures CUDA.
+
+{table}
+
+{data["setup"]}
+
+The bar of the half-precision contract is {data["bar"]:.0%} of the float32 detections matched{
+" and of the tracks unchanged" if tracks else ""}.{verdict} Random weights are not trained ones: with yours, compare
+the two runs with `vfe_hub.evaluation.agreement.agreement(float32_results, half_results)`."""
+
+
 def _variants(spec: ModelSpec) -> str:
     """For a weight variant: the other variants of its architecture and the default."""
     if spec.architecture is None:
@@ -314,6 +380,9 @@ Reproduce with `python benchmarks/reproduce.py {spec.name} --root <data>`.
 
 {_pipeline(spec)}
 {_speed(spec)}
+
+{_precision(spec)}
+
 ## Weights
 
 {_weights(spec)}{_variants(spec)}

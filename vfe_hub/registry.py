@@ -254,7 +254,9 @@ class ModelSpec:
     ``details`` (Markdown) describes the architecture and training for the model card, where the summary is too
     short. ``convert_options``: what ``vfe-hub convert`` needs beyond the checkpoint, as written on its command line
     (:func:`conversion_command`). ``cpu_seconds_per_frame``: the time of one frame on a CPU
-    (:data:`CPU_SPEED_COMMAND` on :data:`CPU_SPEED_MACHINE`).
+    (:data:`CPU_SPEED_COMMAND` on :data:`CPU_SPEED_MACHINE`). ``float32_ops`` names the computations kept in
+    float32 when the model runs in half precision (keys of :data:`vfe_hub.layers.precision.OPS`; the model card
+    says why).
     """
 
     name: str
@@ -271,6 +273,7 @@ class ModelSpec:
     temporal: str
     protocols: dict[str, str] = field(default_factory=dict)
     dtypes: tuple[str, ...] = ("float32", "float16", "bfloat16")
+    float32_ops: tuple[str, ...] = ()
     config: dict[str, Any] = field(default_factory=dict)
     original_code: str = ""
     tags: tuple[str, ...] = ()
@@ -364,6 +367,10 @@ _GTR_CITATION = """@inproceedings{zhou2022global,
   year      = {2022}
 }"""
 
+
+#: the computations of a two-stage detector kept in float32 in half precision (see vfe_hub.layers.precision)
+_TWO_STAGE_OPS = ("predictor outputs", "proposal selection", "box decoding", "RoIAlign", "score threshold and NMS")
+_GTR_OPS = (*_TWO_STAGE_OPS, "deformable convolution", "track association")
 
 _DETECTRON2_PREPROCESS = Preprocess(max_size=1333, min_size=800, mean=(123.675, 116.28, 103.53),
                                     std=(58.395, 57.12, 57.375), size_divisor=32, style="detectron2",
@@ -526,6 +533,7 @@ MODELS: dict[str, ModelSpec] = {
             },
             config={"depth": 101, "num_classes": 30, "seed": 0},
             original_code="https://github.com/guanxiongsun/vfe.pytorch (mmdet 2.19 fork)",
+            float32_ops=_TWO_STAGE_OPS,
             tags=("video-object-detection", "imagenet-vid", "faster-rcnn", "memory-bank"),
             cpu_seconds_per_frame=2.7,
         ),
@@ -571,6 +579,7 @@ MODELS: dict[str, ModelSpec] = {
             },
             config={"num_classes": 30, "prompts": 5, "prompt_interval": 10},
             original_code="https://github.com/guanxiongsun/vfe.pytorch (mmdet 2.19 fork)",
+            float32_ops=_TWO_STAGE_OPS,
             tags=("video-object-detection", "imagenet-vid", "faster-rcnn", "swin", "prompting"),
             cpu_seconds_per_frame=2.1,
         ),
@@ -626,6 +635,7 @@ MODELS: dict[str, ModelSpec] = {
                     "text_encoder": {}},
             original_code="https://github.com/dyabel/detpro (mmdetection 2.7 fork)",
             convert_options=" --embeddings <iou_neg5_ens.pth> --categories <lvis_v1_val.json>",
+            float32_ops=(*_TWO_STAGE_OPS, "open-vocabulary classifier", "mask pasting", "CLIP text tower"),
             tags=("open-vocabulary-detection", "instance-segmentation", "lvis", "mask-rcnn", "clip", "prompt-learning"),
             cpu_seconds_per_frame=12.9,
         ),
@@ -679,6 +689,7 @@ MODELS: dict[str, ModelSpec] = {
             config={"num_classes": 1231, "proposals": 1000, "max_per_img": 300},
             original_code=f"{_LST_CODE} (maskrcnn-benchmark fork)",
             convert_options=" --sorted-ids <lvis_sorted_id_all.json> [--fp16-mask]",
+            float32_ops=(*_TWO_STAGE_OPS, "mask logits", "mask pasting"),
             details=_LST_DETAILS,
             tags=("instance-segmentation", "long-tail", "incremental-learning", "lvis", "mask-rcnn"),
             cpu_seconds_per_frame=20.3,
@@ -747,6 +758,7 @@ MODELS: dict[str, ModelSpec] = {
             original_code="https://github.com/FishYuLi/BalancedGroupSoftmax (mmdetection v1.0rc0 fork)",
             convert_options=(" --groups <folder with label2binlabel.pt and pred_slice_with0.pt, or "
                              "lvis_v0.5_train.json>"),
+            float32_ops=(*_TWO_STAGE_OPS, "deformable convolution", "group softmax", "mask pasting"),
             tags=("instance-segmentation", "long-tail", "lvis", "htc", "tao"),
             cpu_seconds_per_frame=89.9,
         ),
@@ -798,6 +810,7 @@ MODELS: dict[str, ModelSpec] = {
             protocols=_GTR_PROTOCOLS,
             config={"num_classes": 1203, "proposals": 300, "asso_thresh": 0.4, "window": 16, "min_track_len": 5},
             original_code="https://github.com/xingyizhou/GTR (detectron2 + CenterNet2)",
+            float32_ops=_GTR_OPS,
             tags=("multi-object-tracking", "tao", "lvis", "centernet2", "transformer"),
             cpu_seconds_per_frame=28.5,
         ),
@@ -844,6 +857,7 @@ MODELS: dict[str, ModelSpec] = {
                 config={"num_classes": 1203, "proposals": 300, "asso_thresh": 0.4, "window": 16,
                         "min_track_len": 5, "amodal": True},
                 original_code="https://github.com/WesleyHsieh0806/Amodal-Expander (GTR fork, detectron2)",
+                float32_ops=(*_GTR_OPS, "amodal code"),
                 tags=("amodal-tracking", "tao-amodal", "lvis", "centernet2", "transformer"),
                 cpu_seconds_per_frame=28.0,
             ),

@@ -59,6 +59,7 @@ from scipy.optimize import linear_sum_assignment
 from .errors import VfeHubError
 from .layers.association import per_frame_softmax
 from .layers.nms import select_per_class
+from .layers.precision import float32
 
 #: ``paper``: classification after the whole video (short tracks dropped); ``streaming``: each frame at once
 PROTOCOLS = ("paper", "streaming")
@@ -145,15 +146,17 @@ class GlobalTracker:
         self._window.append(_Frame(features, cls_scores, ids))
         return ids
 
+    @float32("track association")
     def _match(self, features: torch.Tensor, cls_scores: torch.Tensor) -> torch.Tensor:
-        """Existing track ids of the accepted matches, -1 elsewhere ``(N,)``."""
+        """Existing track ids of the accepted matches, -1 elsewhere ``(N,)``; float32 throughout (the association
+        network included) under autocast."""
         ids = torch.full((len(features),), -1, dtype=torch.long)
         past = list(self._window)
         past_ids = torch.cat([f.track_ids for f in past]) if past else ids[:0]
         if not len(features) or not len(past_ids):
             return ids
         logits = self.associate(torch.cat([f.features for f in past] + [features]), features)
-        probs = per_frame_softmax(logits[:, :len(past_ids)].float(), [len(f.track_ids) for f in past])
+        probs = per_frame_softmax(logits[:, :len(past_ids)], [len(f.track_ids) for f in past])
         similarity = cls_scores @ torch.cat([f.cls_scores for f in past]).T
         probs = probs.masked_fill(similarity < self.config.class_gate, 0.0)
         tracks, member_of = torch.unique(past_ids, return_inverse=True)

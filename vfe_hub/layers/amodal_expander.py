@@ -16,10 +16,12 @@ import torch
 from torch import nn
 
 from .association import MLP
+from .precision import float32
 
 
+@float32("amodal code")
 def sinusoidal_code(deltas: torch.Tensor, dim_per_value: int = 64, base: float = 10.0) -> torch.Tensor:
-    """The expander's code of ``deltas (N, 4)``: ``(N, 4 * dim_per_value)`` in the dtype of ``deltas``.
+    """The expander's code of ``deltas (N, 4)``: ``(N, 4 * dim_per_value)``, float32 (float64 for float64 deltas).
 
     With ``J = dim_per_value // 2`` frequencies ``f_j = base ** (2j / dim_per_value)`` (``10 ** (j / 32)`` for the
     defaults, ``j = 0..J-1``), the values are interleaved with period 8: column ``8j + 2v`` is
@@ -47,6 +49,5 @@ class AmodalExpander(nn.Module):
         self.expand_modal_box = MLP(hidden_dim, 2, dropout, in_dim=feature_dim + 4 * code_dim_per_value, out_dim=4)
 
     def forward(self, features: torch.Tensor, modal_deltas: torch.Tensor) -> torch.Tensor:
-        code = sinusoidal_code(modal_deltas.to(torch.promote_types(modal_deltas.dtype, torch.float32)),
-                               self.code_dim_per_value)
+        code = sinusoidal_code(modal_deltas, self.code_dim_per_value)
         return modal_deltas + self.expand_modal_box(torch.cat([features, code.to(features.dtype)], dim=1))

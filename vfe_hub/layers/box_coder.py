@@ -11,6 +11,8 @@ from collections.abc import Sequence
 
 import torch
 
+from .precision import float32
+
 
 def clip_boxes(boxes: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
     """``boxes (N, 4k)`` xyxy clamped to ``[0, W] x [0, H]`` of ``image_size = (H, W)`` (a new tensor)."""
@@ -48,6 +50,7 @@ class DeltaXYWHCoder:
         self.max_ratio = abs(math.log(wh_ratio_clip))
         self.offset = 1.0 if legacy else 0.0
 
+    @float32("box decoding")
     def decode(self, boxes: torch.Tensor, deltas: torch.Tensor, max_shape: tuple[int, int] | None) -> torch.Tensor:
         """``boxes (N, 4)`` xyxy and ``deltas (N, 4 * K)`` give ``(N, 4 * K)`` xyxy boxes (K classes or 1)."""
         n, k = deltas.shape[0], deltas.shape[1] // 4
@@ -81,6 +84,7 @@ class Box2BoxCoder:
         self.scale_clamp = scale_clamp
         self.offset = 1.0 if legacy else 0.0
 
+    @float32("box decoding")
     def decode(self, boxes: torch.Tensor, deltas: torch.Tensor, max_shape: tuple[int, int] | None) -> torch.Tensor:
         """``boxes (N, 4)`` xyxy and ``deltas (N, 4 * K)`` give ``(N, 4 * K)`` xyxy boxes (K classes or 1)."""
         n, k = deltas.shape[0], deltas.shape[1] // 4

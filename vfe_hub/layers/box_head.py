@@ -8,6 +8,7 @@ from torch import nn
 from .box_coder import Box2BoxCoder, DeltaXYWHCoder
 from .conv import ConvNorm
 from .nms import select_per_class
+from .precision import Float32Linear, float32
 
 
 class ConvFCBoxHead(nn.Module):
@@ -17,7 +18,8 @@ class ConvFCBoxHead(nn.Module):
 
     Input RoI features ``(K, in_channels, roi_size, roi_size)``; :meth:`embed` gives ``(K, fc_dim)``. The
     classifier (``num_classes`` given) has ``num_classes + 1`` outputs with the background **last**; the regressor
-    (``with_reg``) has ``4 * num_classes`` class-specific deltas, or 4 if ``class_agnostic``. Parameter names:
+    (``with_reg``) has ``4 * num_classes`` class-specific deltas, or 4 if ``class_agnostic``; both compute in float32
+    under autocast (:mod:`.precision`). Parameter names:
     ``shared_convs.{i}.conv/.bn``, ``fcs.{i}``, ``cls_score``, ``bbox_pred``. ``last_relu=False`` leaves the last
     fc without its ReLU (maskrcnn-benchmark's ``FPN2MLPCosineFeatureExtractor``: ``fc7`` feeds a cosine classifier).
     """
@@ -31,9 +33,9 @@ class ConvFCBoxHead(nn.Module):
             ConvNorm(in_channels if i == 0 else conv_channels, conv_channels, 3, norm) for i in range(num_convs))
         flat = (conv_channels if num_convs else in_channels) * roi_size * roi_size
         self.fcs = nn.ModuleList(nn.Linear(flat if i == 0 else fc_dim, fc_dim) for i in range(num_fcs))
-        self.cls_score = nn.Linear(fc_dim, num_classes + 1) if num_classes is not None else None
+        self.cls_score = Float32Linear(fc_dim, num_classes + 1) if num_classes is not None else None
         regressors = 4 if class_agnostic or num_classes is None else 4 * num_classes
-        self.bbox_pred = nn.Linear(fc_dim, regressors) if with_reg else None
+        self.bbox_pred = Float32Linear(fc_dim, regressors) if with_reg else None
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """RoI features ``(K, C, S, S)`` -> the shared embedding ``(K, fc_dim)`` (after the last ReLU, if any)."""
@@ -55,18 +57,20 @@ class ConvFCBoxHead(nn.Module):
 class CosineClassifier(nn.Module):
     """Cosine-similarity classifier (LST's ``FPNCosinePredictor``): ``logits (K, C) = scale * <x / |x|, w_c / |w_c|>``
     of features ``x (K, in_features)`` and the rows of ``weight (C, in_features)`` (no bias; L2 normalisation with
-    eps 1e-12), ``scale`` a learned scalar (``(1,)``; ``scale_cls``, initialised at 10)."""
+    eps 1e-12), ``scale`` a learned scalar (``(1,)``; ``scale_cls``, initialised at 10); float32 under autocast."""
 
     def __init__(self, in_features: int, num_classes: int, scale: float = 10.0) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.randn(num_classes, in_features) * 0.01)
         self.scale = nn.Parameter(torch.full((1,), scale))
 
+    @float32("predictor outputs")
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = F.normalize(self.weight, dim=1, eps=1e-12)
         return self.scale * (F.normalize(x, dim=1, eps=1e-12) @ w.T)
 
 
+@float32("score threshold and NMS")
 def detect(proposals: torch.Tensor, scores: torch.Tensor, deltas: torch.Tensor, coder: DeltaXYWHCoder | Box2BoxCoder,
            image_size: tuple[int, int], scale: tuple[float, float], score_thr: float, iou: float,
            max_per_img: int, legacy: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -85,8 +89,7 @@ def detect(proposals: torch.Tensor, scores: torch.Tensor, deltas: torch.Tensor, 
     pixel-inclusive) are then divided by ``scale`` (its ``BoxList.resize``), and the cut at ``max_per_img`` keeps
     every detection tied with the last one (its ``kthvalue``), so more than ``max_per_img`` can remain.
     """
-    scores = scores.float()
-    boxes = coder.decode(proposals, deltas.float(), image_size)
+    boxes = coder.decode(proposals, deltas, image_size)
     sx, sy = scale
     factor = boxes.new_tensor([sx, sy, sx, sy])
     boxes = boxes.view(boxes.shape[0], -1, 4)

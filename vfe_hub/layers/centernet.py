@@ -9,6 +9,7 @@ from torch import nn
 
 from .deform_conv import DeformConv
 from .nms import multiclass_nms, score_order
+from .precision import Float32Conv2d, float32
 
 
 class Scale(nn.Module):
@@ -43,8 +44,8 @@ class CenterNetHead(nn.Module):
                     if i == num_convs - 1 else nn.Conv2d(in_channels, in_channels, 3, padding=1))
             tower += [conv, nn.GroupNorm(32, in_channels), nn.ReLU()]
         self.tower = nn.Sequential(*tower)
-        self.agn_hm = nn.Conv2d(in_channels, 1, 3, padding=1)
-        self.bbox_pred = nn.Conv2d(in_channels, 4, 3, padding=1)
+        self.agn_hm = Float32Conv2d(in_channels, 1, 3, padding=1)
+        self.bbox_pred = Float32Conv2d(in_channels, 4, 3, padding=1)
         self.scales = nn.ModuleList(Scale() for _ in range(num_levels))
         # the original's initialisation: small weights, a prior objectness, distances starting at 8 strides
         for conv in (*self.tower[:-3:3], self.agn_hm, self.bbox_pred):
@@ -63,6 +64,7 @@ class CenterNetHead(nn.Module):
         return heat_logits, regs
 
 
+@float32("proposal selection")
 def centernet_proposals(heat_logits: Sequence[torch.Tensor], regs: Sequence[torch.Tensor], strides: Sequence[int], *,
                         score_thr: float = 1e-4, pre_nms: int = 1000, iou: float = 0.7,
                         post_nms: int = 300) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -88,13 +90,13 @@ def centernet_proposals(heat_logits: Sequence[torch.Tensor], regs: Sequence[torc
     for i in range(heat_logits[0].shape[0]):
         boxes, scores = [], []
         for logits, reg, stride in zip(heat_logits, regs, strides):
-            heat = logits[i, 0].float().sigmoid().flatten()
+            heat = logits[i, 0].sigmoid().flatten()
             where = torch.nonzero(heat > score_thr).squeeze(1)
             if len(where) > pre_nms:
                 where = where[score_order(heat[where])[:pre_nms]].sort().values
             width = logits.shape[-1]
             centres = torch.stack((where % width, where // width), 1) * stride + stride // 2
-            dist = (reg[i].float() * stride).flatten(1)[:, where].T
+            dist = (reg[i] * stride).flatten(1)[:, where].T
             box = torch.cat((centres - dist[:, :2], centres + dist[:, 2:]), 1)
             box[:, 2:] = torch.maximum(box[:, 2:], box[:, :2] + 0.01)
             boxes.append(box)

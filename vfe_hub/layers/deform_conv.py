@@ -7,6 +7,8 @@ import torch
 from torch import nn
 from torchvision.ops import deform_conv2d
 
+from .precision import float32
+
 
 class DeformConv(nn.Module):
     """A ``kernel_size`` deformable convolution whose sampling offsets (and, when ``modulated``, masks) come from a
@@ -23,7 +25,8 @@ class DeformConv(nn.Module):
     mask. This is the layout of detectron2's and mmcv's ``(Modulated)DeformConv`` with the offset taken as the first
     ``2kk`` channels of the offset conv's output.
 
-    ``(B, in, H, W) -> (B, out, H', W')`` with ``H' = (H + 2 * padding - dilation * (k - 1) - 1) // stride + 1``.
+    ``(B, in, H, W) -> (B, out, H', W')`` with ``H' = (H + 2 * padding - dilation * (k - 1) - 1) // stride + 1``, in
+    the dtype of the input; the sampling runs in float32 (under autocast the offset conv runs in the half dtype).
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1, padding: int = 1,
@@ -48,5 +51,13 @@ class DeformConv(nn.Module):
         if self.modulated:
             split = 2 * self.weight.shape[-1] * self.weight.shape[-2]
             offset, mask = offset[:, :split], offset[:, split:].sigmoid()
-        return deform_conv2d(x, offset, self.weight, self.bias, stride=self.stride, padding=self.padding,
-                             dilation=self.dilation, mask=mask)
+        return _deform_conv2d(x, offset, self.weight, self.bias, mask, self.stride, self.padding,
+                              self.dilation).to(x.dtype)
+
+
+@float32("deformable convolution")
+def _deform_conv2d(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                   mask: torch.Tensor | None, stride: int, padding: int, dilation: int) -> torch.Tensor:
+    """``torchvision.ops.deform_conv2d`` in float32 (under CUDA autocast torchvision does the same; its CPU kernels
+    have no half-precision rule)."""
+    return deform_conv2d(x, offset, weight, bias, stride=stride, padding=padding, dilation=dilation, mask=mask)

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import torch
 
 from ..errors import VfeHubError
+from .precision import float32
 
 #: instance-count bounds of BAGS's four foreground groups: (0, 10), [10, 100), [100, 1000), [1000, inf)
 COUNT_BOUNDS = (10, 100, 1000)
@@ -85,6 +86,7 @@ def score_columns(label2binlabel: torch.Tensor, pred_slice: torch.Tensor) -> tor
     return pred_slice.long()[group, 0].to(table.device) + position
 
 
+@float32("group softmax")
 def group_softmax_scores(logits: torch.Tensor, label2binlabel: torch.Tensor, pred_slice: torch.Tensor) -> torch.Tensor:
     """Scores ``(N, C + 1)`` (background first) of ``logits (N, W)`` under the group tables (module docstring),
     computed in float32."""

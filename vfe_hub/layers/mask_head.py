@@ -5,6 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .precision import float32
+
 PASTE_PIXELS = 1 << 26  # default bound on instances x pixels sampled at once by paste_masks (~0.8 GB working set)
 
 
@@ -36,6 +38,7 @@ class FCNMaskHead(nn.Module):
         return self.conv_logits(self.features(x))
 
 
+@float32("mask pasting")
 def paste_masks(probs: torch.Tensor, boxes: torch.Tensor, image_size: tuple[int, int], threshold: float = 0.5,
                 max_pixels: int = PASTE_PIXELS) -> torch.Tensor:
     """Binary image masks ``(K, h, w)`` from RoI mask probabilities ``probs (K, M, M)`` and their ``boxes (K, 4)``.
@@ -87,6 +90,7 @@ def _grid_coordinates(pixels: torch.Tensor, low: torch.Tensor, high: torch.Tenso
     return coords.masked_fill(coords.isinf(), 0.0)
 
 
+@float32("mask pasting")
 def paste_masks_padded(probs: torch.Tensor, boxes: torch.Tensor, image_size: tuple[int, int],
                        threshold: float = 0.5, padding: int = 1) -> torch.Tensor:
     """maskrcnn-benchmark's ``Masker``: binary image masks ``(K, h, w)`` from ``probs (K, M, M)`` and
@@ -115,6 +119,7 @@ def paste_masks_padded(probs: torch.Tensor, boxes: torch.Tensor, image_size: tup
     return paste_masks(padded, wide, image_size, above) & ~empty[:, None, None].to(padded.device)
 
 
+@float32("mask pasting")
 def paste_masks_inclusive(probs: torch.Tensor, boxes: torch.Tensor, image_size: tuple[int, int],
                           threshold: float = 0.5) -> torch.Tensor:
     """mmdetection v1's mask pasting: binary image masks ``(K, h, w)`` from ``probs (K, M, M)`` and

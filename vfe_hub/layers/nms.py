@@ -28,6 +28,8 @@ import numpy as np
 import torch
 from torchvision.ops import nms
 
+from .precision import float32
+
 #: candidates examined first by :func:`multiclass_nms`, as a multiple of ``max_num`` (grown 4x until enough are kept)
 _FIRST_PREFIX = 4
 #: the NMS arithmetic of each original code base (:class:`vfe_hub.registry.Preprocess` ``nms``), and ``"exact"``
@@ -103,6 +105,7 @@ def _kernel_nms(boxes: torch.Tensor, iou_threshold: float, offset: float, produc
     return torch.tensor(kept, dtype=torch.long, device=boxes.device)
 
 
+@float32("score threshold and NMS")
 def multiclass_nms(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, iou_threshold: float,
                    max_num: int | None = None, offset: float = 0.0) -> torch.Tensor:
     """Indices ``(K,)`` of the (box, score, label) candidates kept by exact class-wise NMS, then the best ``max_num``.
@@ -148,6 +151,7 @@ def multiclass_nms(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tens
         prefix = min(n, 4 * prefix)
 
 
+@float32("score threshold and NMS")
 def select_per_class(boxes: torch.Tensor, scores: torch.Tensor, score_thr: float, iou_threshold: float,
                      max_num: int | None = None, keep_ties: bool = False,
                      offset: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -21,6 +21,8 @@ from collections.abc import Sequence
 import torch
 from torchvision.ops import roi_align
 
+from .precision import float32
+
 
 def boxes_to_rois(boxes: Sequence[torch.Tensor]) -> torch.Tensor:
     """Per-image boxes ``[(K_i, 4)]`` to ``(sum K_i, 5)`` rows ``[batch_index, x1, y1, x2, y2]``."""
@@ -37,11 +39,12 @@ def unique_rois(rois: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.unique(rois, dim=0, return_inverse=True)
 
 
+@float32("RoIAlign")
 def pool_rois(feats: Sequence[torch.Tensor], rois: torch.Tensor, strides: Sequence[int], output_size: int = 7,
               sampling_ratio: int = 0, finest_scale: int = 56, aligned: bool = True,
               legacy: bool = False, inclusive: bool = False) -> torch.Tensor:
     """RoIAlign of ``rois (K, 5)`` (``[batch_index, x1, y1, x2, y2]`` in input pixels) on ``feats`` (one map per
-    level, of stride ``strides[i]``) into ``(K, C, S, S)``.
+    level, of stride ``strides[i]``) into ``(K, C, S, S)``, computed in float32 whatever the dtypes (float32 out).
 
     ``aligned=True`` (mmcv's default) samples pixel centres (box coordinates shifted by -0.5 feature pixel);
     ``aligned=False`` is the legacy form (torchvision's ``MultiScaleRoIAlign``). With several levels, a RoI of

@@ -7,16 +7,18 @@ from torch import nn
 from .anchors import AnchorGenerator
 from .box_coder import Box2BoxCoder, DeltaXYWHCoder
 from .nms import multiclass_nms
+from .precision import Float32Conv2d, float32
 
 
 class RPNHead(nn.Module):
-    """A shared 3x3 conv + ReLU, then per-anchor objectness logits (``A``) and box deltas (``4A``) per level."""
+    """A shared 3x3 conv + ReLU, then per-anchor objectness logits (``A``) and box deltas (``4A``) per level (1x1
+    convs, float32 under autocast: :mod:`.precision`)."""
 
     def __init__(self, in_channels: int, feat_channels: int, num_anchors: int) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_channels, feat_channels, 3, padding=1)
-        self.cls_logits = nn.Conv2d(feat_channels, num_anchors, 1)
-        self.bbox_pred = nn.Conv2d(feat_channels, num_anchors * 4, 1)
+        self.cls_logits = Float32Conv2d(feat_channels, num_anchors, 1)
+        self.bbox_pred = Float32Conv2d(feat_channels, num_anchors * 4, 1)
 
     def forward(self, feats: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per level ``(logits (B, A, H, W), deltas (B, 4A, H, W))``."""
@@ -57,6 +59,7 @@ class ProposalSelector:
         self.max_per_img = max_per_img
         self.min_size = min_size
 
+    @float32("proposal selection")
     def __call__(self, outputs: list[tuple[torch.Tensor, torch.Tensor]],
                  image_sizes: list[tuple[int, int]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Proposals per image: ``(boxes (K, 4) xyxy in resized-image pixels, scores (K,))``, K <= max_per_img."""
@@ -78,8 +81,8 @@ class ProposalSelector:
         for i in range(batch):
             boxes, scores, levels = [], [], []
             for s, d, anc, level in per_level:
-                boxes.append(self.coder.decode(anc[i], d[i].float(), image_sizes[i]))
-                scores.append(s[i].float())
+                boxes.append(self.coder.decode(anc[i], d[i], image_sizes[i]))
+                scores.append(s[i])
                 levels.append(torch.full_like(s[i], level, dtype=torch.long))
             boxes, scores, levels = torch.cat(boxes), torch.cat(scores), torch.cat(levels)
             sizes = boxes[:, 2:] - boxes[:, :2] + self.offset

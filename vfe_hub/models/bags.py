@@ -193,10 +193,10 @@ class Bags(Detector):
         rules = PROTOCOLS[protocol]
         limit = rules.max_per_img if self.max_per_img is None else min(rules.max_per_img, self.max_per_img)
         feats = self.neck(self.backbone(batch.images))
-        proposals = [boxes.to(feats[0].dtype) for boxes, _ in self.proposals(self.rpn(feats), batch.image_sizes)]
+        proposals = [boxes for boxes, _ in self.proposals(self.rpn(feats), batch.image_sizes)]
         semantic = self.semantic_head(feats)
-        stages = self.box_heads(lambda b: self._pool(feats, semantic, boxes_to_rois(b).to(feats[0].dtype), 7),
-                                proposals, batch.image_sizes)
+        stages = self.box_heads(lambda b: self._pool(feats, semantic, boxes_to_rois(b), 7), proposals,
+                                batch.image_sizes)
         logits = torch.stack([stage.logits.float() for stage in stages]).mean(0)
         scores = group_softmax_scores(logits, self.label2binlabel, self.pred_slice)[:, 1:]
         dets = []
@@ -214,7 +214,7 @@ class Bags(Detector):
 
     def _masks(self, feats: list[torch.Tensor], semantic: torch.Tensor, dets: list, batch: ImageBatch) -> list:
         """Binary masks ``(N_i, H_i, W_i)`` in input pixels for each image's final boxes (HTC's mask ensemble)."""
-        resized = [(boxes * factor).to(feats[0].dtype) for boxes, _, _, factor in dets]
+        resized = [boxes * factor for boxes, _, _, factor in dets]
         labels = torch.cat([d[2] for d in dets]) + 1  # channel 0 of the mask logits is the background
         rois, rows = unique_rois(boxes_to_rois(resized))  # the classes kept for one proposal share its box
         probs = info_flow_mask_probs(self.mask_heads, self._pool(feats, semantic, rois, 14), labels, rows)

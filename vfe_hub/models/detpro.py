@@ -37,6 +37,7 @@ from ..layers.box_head import ConvFCBoxHead, detect
 from ..layers.clip_text import CLIPTextEncoder
 from ..layers.mask_head import FCNMaskHead, paste_masks
 from ..layers.necks import FPN
+from ..layers.precision import float32
 from ..layers.resnet import ResNet
 from ..layers.roi import boxes_to_rois, pool_rois, unique_rois
 from ..layers.rpn import ProposalSelector, RPNHead
@@ -162,20 +163,20 @@ class DetPro(Detector):
 
     # ------------------------------------------------------------------------------------------------ inference
 
+    @float32("open-vocabulary classifier")
     def class_scores(self, text_embedding: torch.Tensor, image_embedding: torch.Tensor) -> torch.Tensor:
         """Fused class probabilities ``(K, C)`` (no background column) of the two branches' RoI embeddings
         ``(K, 1024)``, computed in float32 (see the module docstring for the rule)."""
-        with torch.autocast(text_embedding.device.type, enabled=False):
-            background = self.bg_embedding.weight[:, 0] + self.bg_embedding.bias
-            classes = F.normalize(torch.cat([self.class_embeddings.float(), background[None].float()]), dim=1)
-            text = F.normalize(self.projection(text_embedding.float()), dim=1) @ classes.T / TEMPERATURE
-            image = F.normalize(self.projection_for_image(image_embedding.float()), dim=1) @ classes.T / TEMPERATURE
-            image[:, -1] = -1e11
-            p_text, p_image = text.softmax(dim=1)[:, :-1], image.softmax(dim=1)[:, :-1]
-            if self.score_lambda is not None:
-                return p_image ** (1 - self.score_lambda) * p_text ** self.score_lambda
-            a = MINOR_EXPONENT
-            return torch.where(self.novel, p_image ** (1 - a) * p_text ** a, p_text ** (1 - a) * p_image ** a)
+        background = self.bg_embedding.weight[:, 0] + self.bg_embedding.bias
+        classes = F.normalize(torch.cat([self.class_embeddings, background[None]]), dim=1)
+        text = F.normalize(self.projection(text_embedding), dim=1) @ classes.T / TEMPERATURE
+        image = F.normalize(self.projection_for_image(image_embedding), dim=1) @ classes.T / TEMPERATURE
+        image[:, -1] = -1e11
+        p_text, p_image = text.softmax(dim=1)[:, :-1], image.softmax(dim=1)[:, :-1]
+        if self.score_lambda is not None:
+            return p_image ** (1 - self.score_lambda) * p_text ** self.score_lambda
+        a = MINOR_EXPONENT
+        return torch.where(self.novel, p_image ** (1 - a) * p_text ** a, p_text ** (1 - a) * p_image ** a)
 
     def forward(self, batch: ImageBatch, masks: bool = True) -> list[Detections]:
         """Detections with masks (``masks=False``: without) for the images of ``batch``."""

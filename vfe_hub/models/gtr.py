@@ -111,10 +111,10 @@ class Gtr(VideoDetector):
         feats = self.neck(self.backbone(batch.images))
         proposals = centernet_proposals(*self.proposal_head(feats), STRIDES, post_nms=self.num_proposals)
         kept = [(boxes[scores > self.asso_thresh], scores[scores > self.asso_thresh]) for boxes, scores in proposals]
-        boxes = [b.to(feats[0].dtype) for b, _ in kept]
+        boxes = [b for b, _ in kept]
         features = self.asso_head.embed(self._pool(feats[0], boxes)).float()
-        stages = self.box_heads(lambda b: self._pool(feats[0], [x.to(feats[0].dtype) for x in b]), boxes,
-                                batch.image_sizes, expander=self.amodal_expander)
+        stages = self.box_heads(lambda b: self._pool(feats[0], b), boxes, batch.image_sizes,
+                                expander=self.amodal_expander)
         probs = torch.stack([stage.logits.float().sigmoid() for stage in stages]).mean(dim=0)
         counts = [len(b) for b in boxes]
         out = []

@@ -43,6 +43,7 @@ from ..layers.box_coder import Box2BoxCoder
 from ..layers.box_head import ConvFCBoxHead, CosineClassifier, detect
 from ..layers.mask_head import FCNMaskHead, paste_masks_padded
 from ..layers.necks import FPN
+from ..layers.precision import Float32Linear, float32
 from ..layers.resnet import ResNet
 from ..layers.roi import boxes_to_rois, pool_rois
 from ..layers.rpn import ProposalSelector, RPNHead
@@ -89,7 +90,7 @@ class LST(Detector):
         self.cell_anchors = CellAnchors()
         self.box_head = ConvFCBoxHead(256, 7, None, num_fcs=2, with_reg=False, last_relu=False)
         self.classifier = CosineClassifier(1024, num_classes)
-        self.bbox_pred = nn.Linear(1024, 4 * num_classes)
+        self.bbox_pred = Float32Linear(1024, 4 * num_classes)
         self.mask_head = FCNMaskHead(num_classes=None)
         self.bbox2mask = nn.Sequential(nn.Linear(1024, 1024), nn.LeakyReLU(0.01), nn.Linear(1024, 256),
                                        nn.LeakyReLU(0.01))
@@ -152,16 +153,15 @@ class LST(Detector):
             out.append(self.make_detections(frame, edges, s, labels, masks=m))
         return out
 
+    @float32("mask logits")
     def mask_logits(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Mask logits ``(K, 28, 28)`` of the class ``labels (K,)`` (0-based, no background) from the upsampled
         mask features ``(K, 256, 28, 28)``: that class's filter as a 1x1 conv plus ``MLP_mask`` of the flattened
         features (C, H, W order), in float32."""
-        with torch.autocast(features.device.type, enabled=False):
-            x = features.float()
-            filters = self.mask_filters[labels + 1].to(x.device)
-            transfer = torch.einsum("kchw,kc->khw", x, filters)
-            shared = F.linear(x.flatten(1), self.mlp_mask.weight.float(), self.mlp_mask.bias.float())
-            return transfer + shared.view(-1, MASK_SIZE, MASK_SIZE)
+        filters = self.mask_filters[labels + 1].to(features.device)
+        transfer = torch.einsum("kchw,kc->khw", features, filters)
+        shared = F.linear(features.flatten(1), self.mlp_mask.weight.float(), self.mlp_mask.bias.float())
+        return transfer + shared.view(-1, MASK_SIZE, MASK_SIZE)
 
     def _masks(self, feats: list[torch.Tensor], boxes: list[torch.Tensor], labels: list[torch.Tensor],
                batch: ImageBatch) -> list[torch.Tensor]:

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from ..errors import InputError
 from ..hub import atomic_write, cache_dir, read_safetensors
 from ..layers.clip_text import CLIPTextEncoder
+from ..layers.precision import float32
 from ..progress import progress_bar
 from .prompts import VILD_TEMPLATES, detpro_prompt, vild_prompts
 from .tokenizer import CLIPTokenizer
@@ -41,14 +42,16 @@ def check_names(names: Sequence[str]) -> list[str]:
     return list(names)
 
 
+@float32("CLIP text tower")
 def _normalised_features(encoder: CLIPTextEncoder, tokens: torch.Tensor, context: torch.Tensor | None,
                          batch_size: int, bar: tqdm) -> torch.Tensor:
-    """L2-normalised float32 text features ``(M, D)`` on the CPU of token rows ``(M, 77)``, in batches."""
+    """L2-normalised float32 text features ``(M, D)`` on the CPU of token rows ``(M, 77)``, in batches; computed in
+    float32 also under autocast (the cache must not depend on the dtype a model runs in)."""
     device = encoder.text_projection.device
     out = []
     for start in range(0, len(tokens), batch_size):
         features = encoder(tokens[start:start + batch_size].to(device), context)
-        out.append(F.normalize(features.float(), dim=-1).cpu())
+        out.append(F.normalize(features, dim=-1).cpu())
         bar.update(1)
     return torch.cat(out)
 
