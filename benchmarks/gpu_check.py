@@ -224,6 +224,7 @@ def step_speed(args: argparse.Namespace, record: StepRecord) -> None:
     import speed
 
     from media import write_video
+    from small_models import small_model
     from vfe_hub.io import open_frames
     from vfe_hub.registry import get_spec
 
@@ -236,13 +237,14 @@ def step_speed(args: argparse.Namespace, record: StepRecord) -> None:
         decoding = "decoded from an H.264 file in the engine's background thread"
     except Exception as e:  # no encoder: time the frames in memory
         source, decoding = None, f"in memory (no video could be written: {type(e).__name__}: {e})"
+    networks = ("the test suite's small models (tests/small_models.py), resizing to a short side of 192 px"
+                if args.quick else "the registry's configurations")
     record.note(f"{count} frames of {size[0]}x{size[1]} {decoding}; TF32 at PyTorch's defaults (matmul "
                 f"{torch.backends.cuda.matmul.allow_tf32}, cuDNN {torch.backends.cudnn.allow_tf32}); random weights, "
-                "the registry's configurations (GTR keeps all its proposals: random weights score none above its "
-                "threshold).")
+                f"{networks} (GTR keeps all its proposals: random weights score none above its threshold).")
 
     def work(name: str) -> None:
-        model = get_spec(name).build().to(args.device)
+        model = (small_model(name) if args.quick else get_spec(name).build()).to(args.device)
         if hasattr(model, "asso_thresh"):  # GTR: random weights score no proposal above 0.4; keep all 300
             model.asso_thresh = 0.0
         for dtype in ("float32", *args.dtypes):

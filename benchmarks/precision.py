@@ -8,14 +8,16 @@ Per architecture (weight variants share their code): the model with random weigh
 (tests/small_models.py), made decisive (:func:`small_models.decisive`, see :data:`SETUP`), runs :func:`frames` in
 float32, then in the half dtype under autocast (``model.dtype``, as ``vfe_hub.load(dtype=...)`` sets it);
 :func:`vfe_hub.evaluation.agreement.agreement` compares the two. Also listed: the float32 computations the half
-precision run entered (:mod:`vfe_hub.layers.precision`). ``--float32-backbone`` adds a row per model whose half
-precision run keeps the backbone in float32 (printed, not recorded): the difference is what the backbone's rounding
-costs. ``tests/test_precision.py`` measures the recorded row again and holds it to the recorded figures.
+precision run entered (:mod:`vfe_hub.layers.precision`). ``--parts`` adds, per part of the model (its top-level
+modules: backbone, neck, RPN, heads), a row with only that part in the half dtype and the rest in float32, and a row
+with that part in float32 and the rest in the half dtype (printed, not recorded): where the difference enters.
+``tests/test_precision.py`` measures the recorded row again and holds it to the recorded figures.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import sys
 from collections.abc import Iterator
@@ -79,17 +81,17 @@ def decisive_model(name: str, device: str | torch.device = "cpu"):
 
 
 def measure(model, dtype: torch.dtype, images: list[np.ndarray] | None = None,
-            float32_backbone: bool = False) -> dict[str, Any]:
+            float32_parts: tuple[str, ...] = ()) -> dict[str, Any]:
     """:func:`agreement` of ``model`` in ``dtype`` with ``model`` in float32 on ``images`` (default :func:`frames`),
-    and ``ops``: the float32 computations the ``dtype`` run entered. ``float32_backbone`` runs the backbone in
-    float32 in the ``dtype`` run (what half precision costs in the rest of the model)."""
+    and ``ops``: the float32 computations the ``dtype`` run entered. ``float32_parts`` (names of top-level modules)
+    run in float32 in the ``dtype`` run."""
     images = frames() if images is None else images
     kept = model.dtype
     try:
         model.dtype = torch.float32
         reference = model.predict(images)
         model.dtype = dtype
-        with precision.trace() as ops, _backbone_in_float32(model, float32_backbone):
+        with precision.trace() as ops, _in_float32(model, float32_parts):
             candidate = model.predict(images)
     finally:
         model.dtype = kept
@@ -97,22 +99,22 @@ def measure(model, dtype: torch.dtype, images: list[np.ndarray] | None = None,
 
 
 @contextlib.contextmanager
-def _backbone_in_float32(model, active: bool) -> Iterator[None]:
-    """Inside the block (when ``active``), ``model.backbone`` runs with autocast off on a float32 input."""
-    if not active:
-        yield
-        return
-    forward = model.backbone.forward
-
-    def run(x: torch.Tensor, *args: Any) -> Any:
-        with torch.autocast(x.device.type, enabled=False):
-            return forward(x.float(), *args)
-
-    model.backbone.forward = run
+def _in_float32(model, parts: tuple[str, ...]) -> Iterator[None]:
+    """Inside the block, the top-level modules ``parts`` of ``model`` run with autocast off on float32 arguments:
+    every module of them, as a model may call a part's submodules (a head's layers) rather than the part."""
+    modules = [m for part in parts for m in getattr(model, part).modules()]
+    for module in modules:
+        module.forward = functools.partial(precision.call_in_float32, module.forward)
     try:
         yield
     finally:
-        del model.backbone.forward
+        for module in modules:
+            del module.forward
+
+
+def parts(model) -> list[str]:
+    """The top-level modules of ``model`` that hold parameters (backbone, neck, RPN, heads)."""
+    return [name for name, module in model.named_children() if any(True for _ in module.parameters())]
 
 
 def row_key(dtype: str, device: str) -> str:
@@ -132,8 +134,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="bfloat16", choices=["float16", "bfloat16"])
     parser.add_argument("--write", action="store_true", help=f"record the figures in {RESULTS.relative_to(REPO)}")
-    parser.add_argument("--float32-backbone", action="store_true",
-                        help="also measure with the backbone in float32 in the half-precision run (not recorded)")
+    parser.add_argument("--parts", action="store_true",
+                        help="also measure each part alone in the half dtype, and all but it (not recorded)")
     args = parser.parse_args()
     torch.manual_seed(0)
     if args.device.startswith("cuda"):
@@ -145,13 +147,18 @@ def main() -> None:
     data["setup"], data["bar"] = SETUP, BAR
     for name in args.models:
         model = decisive_model(name, args.device)
-        for ablation in (False, True) if args.float32_backbone else (False,):
-            figures = measure(model, getattr(torch, args.dtype), float32_backbone=ablation)
-            label = name + (" (backbone in float32)" if ablation else "")
+        names = parts(model)
+        ablations = [("", ())]
+        if args.parts:
+            ablations += [(f" (only {p} in {args.dtype})", tuple(n for n in names if n != p)) for p in names]
+            ablations += [(f" ({p} in float32)", (p,)) for p in names]
+        for suffix, float32_parts in ablations:
+            figures = measure(model, getattr(torch, args.dtype), float32_parts=float32_parts)
+            label = name + suffix
             print(f"| {label} | {figures['detections']} | {figures['matched']:.3f} | {figures['score_drift']:.4f} | "
                   f"{figures['box_drift']:.2f} | {_optional(figures['tracks_unchanged'])} | "
                   f"{_optional(figures['mask_iou'])} | {', '.join(figures.pop('ops'))} |", flush=True)
-            if not ablation:
+            if not suffix:
                 data["results"].setdefault(name, {})[row_key(args.dtype, args.device)] = figures
     if args.write:
         text = json.dumps(data, indent=1, sort_keys=True) + "\n"

@@ -91,12 +91,18 @@ def float32(op: str) -> Callable[[Fn], Fn]:
             entered = _entered.get()
             if entered is not None:
                 entered.add(op)
-            with _autocast_off():
-                return fn(*_to_float32(args), **{k: _to_float32(v) for k, v in kwargs.items()})
+            return call_in_float32(fn, *args, **kwargs)
 
         return run  # type: ignore[return-value]
 
     return decorate
+
+
+def call_in_float32(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)`` with autocast off, its floating-point tensor arguments (also in lists and tuples)
+    cast to float32."""
+    with _autocast_off():
+        return fn(*_to_float32(args), **{k: _to_float32(v) for k, v in kwargs.items()})
 
 
 @contextlib.contextmanager
