@@ -307,12 +307,13 @@ ASSOCIATION = {"gtr": {"transformer.k_proj.layers.1": (0.0, 0.2)}}
 def decisive(model, images, passes: int = 2):
     """``model`` (random weights) made to decide like a trained detector, in place: the biases of
     :data:`QUIET_BIASES` scaled by 0.01 and the layers of :data:`ZEROED` zeroed; then each final predictor (the
-    layers of :data:`DECISIVE`; those of :data:`ASSOCIATION` are only rescaled) reads only the :data:`PRINCIPAL` directions in which its inputs vary most over
-    ``images`` (float32, two frames of one video): its weights are projected onto them, as a trained layer reads
-    the directions that separate what it predicts; and it is rescaled so that each output channel has the table's
-    mean and spread over the frames' anchors, locations or RoIs (``w <- w * s / std``, ``b <- mean - mu * s / std``
-    with ``mu, std`` of ``w x``); the copies of :data:`TIED` follow. ``passes`` runs (RoIs move once the proposals
-    change). Returns the model."""
+    layers of :data:`DECISIVE`; those of :data:`ASSOCIATION` are only rescaled) reads only the :data:`PRINCIPAL`
+    directions in which its inputs vary most over ``images`` (float32, two frames of one video): its weights are
+    projected onto them, as a trained layer reads the directions that separate what it predicts; and it is rescaled
+    so that each output channel has the table's mean and spread over the frames' anchors, locations or RoIs
+    (``w <- w * s / std``, ``b <- mean - mu * s / std`` with ``mu, std`` of ``w x``); the copies of :data:`TIED`
+    follow.
+    ``passes`` runs (RoIs move once the proposals change). Returns the model."""
     import fnmatch
 
     family = model.spec.family

@@ -31,8 +31,9 @@ def weights_source(spec: ModelSpec) -> str:
 
 def loads_by_name(weights: WeightsSpec) -> str:
     """Whether ``vfe_hub.load(name)`` alone gets a model's weights: ``"yes"`` (the registry pins a file it
-    downloads, or names the original release on Google Drive, converted on first load), ``"convert first"`` (the converted repository is not published yet: ``vfe-hub convert`` the
-    authors' release, then ``load(name, weights=<folder>)``) or ``"no weights released"`` (convert your own)."""
+    downloads, or names the original release on Google Drive, converted on first load), ``"convert first"`` (the
+    converted repository is not published yet: ``vfe-hub convert`` the authors' release, then
+    ``load(name, weights=<folder>)``) or ``"no weights released"`` (convert your own)."""
     if weights.unreleased:
         return "no weights released"
     if weights.format == "vfe_hub" and weights.revision is None and not weights.from_drive:

@@ -935,9 +935,9 @@ def list_models(pattern: str = "*", *, task: str | None = None, dataset: str | N
 
     ``task`` keeps the models of one task (``"video-object-detection"``, ``"open-vocabulary-detection"``, ...: the
     ``task`` of the registered models), in any case, or of the tasks a common name covers (:data:`TASK_SYNONYMS`:
-    ``"tracking"`` lists the multi-object and the amodal trackers). ``dataset`` keeps the models with results on one benchmark (a name in
-    their ``datasets``, e.g. ``"imagenet_vid"`` or ``"lvis_v1_val"``; the ``_val`` suffix is optional, as in
-    ``evaluate``). An unknown task or dataset raises :class:`VfeHubError` listing the valid ones.
+    ``"tracking"`` lists the multi-object and the amodal trackers). ``dataset`` keeps the models with results on one
+    benchmark (a name in their ``datasets``, e.g. ``"imagenet_vid"`` or ``"lvis_v1_val"``; the ``_val`` suffix is
+    optional, as in ``evaluate``). An unknown task or dataset raises :class:`VfeHubError` listing the valid ones.
     """
     specs = [spec for name, spec in MODELS.items() if fnmatch.fnmatchcase(name, pattern)]
     if task is not None:

@@ -202,8 +202,8 @@ def convert(model: LST, path: Path, *, sorted_ids: str | Path | None = None, fp1
     number of classes is read from ``cls_score``) into vfe_hub's layout, with the class order ``sorted_ids``.
 
     The checkpoint is read without running code of the file (:func:`vfe_hub.hub.load_checkpoint`); its
-    ``optimizer``, ``scheduler`` and ``iteration`` are dropped (reported). ``fp16_mask`` stores ``MLP_mask``'s weight in float16 (it is cast back
-    to float32 when loaded; see the model card for the effect on the outputs).
+    ``optimizer``, ``scheduler`` and ``iteration`` are dropped (reported). ``fp16_mask`` stores ``MLP_mask``'s
+    weight in float16 (it is cast back to float32 when loaded; see the model card for the effect on the outputs).
     """
     spec = model.spec
     if sorted_ids is None:
