@@ -26,7 +26,8 @@ class DeformConv(nn.Module):
     ``2kk`` channels of the offset conv's output.
 
     ``(B, in, H, W) -> (B, out, H', W')`` with ``H' = (H + 2 * padding - dilation * (k - 1) - 1) // stride + 1``, in
-    the dtype of the input; the sampling runs in float32 (under autocast the offset conv runs in the half dtype).
+    the dtype of the input; the offset conv and the sampling run in float32 (under autocast too: the offsets are
+    sampling positions, see :data:`.precision.OPS`).
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1, padding: int = 1,
@@ -46,18 +47,15 @@ class DeformConv(nn.Module):
             nn.init.zeros_(self.offset.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._sample(x).to(x.dtype)
+
+    @float32("deformable convolution")
+    def _sample(self, x: torch.Tensor) -> torch.Tensor:
+        """The offsets and ``torchvision.ops.deform_conv2d`` in float32 (float32 out)."""
         offset = self.offset(x)
         mask = None
         if self.modulated:
             split = 2 * self.weight.shape[-1] * self.weight.shape[-2]
             offset, mask = offset[:, :split], offset[:, split:].sigmoid()
-        return _deform_conv2d(x, offset, self.weight, self.bias, mask, self.stride, self.padding,
-                              self.dilation).to(x.dtype)
-
-
-@float32("deformable convolution")
-def _deform_conv2d(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                   mask: torch.Tensor | None, stride: int, padding: int, dilation: int) -> torch.Tensor:
-    """``torchvision.ops.deform_conv2d`` in float32 (under CUDA autocast torchvision does the same; its CPU kernels
-    have no half-precision rule)."""
-    return deform_conv2d(x, offset, weight, bias, stride=stride, padding=padding, dilation=dilation, mask=mask)
+        return deform_conv2d(x, offset, self.weight, self.bias, stride=self.stride, padding=self.padding,
+                             dilation=self.dilation, mask=mask)

@@ -35,8 +35,9 @@ OPS: dict[str, str] = {
         "RoI boxes and the bilinear sampling of RoIAlign (the features are cast up for it; torchvision does the "
         "same under autocast, and its result returns to the half dtype)"),
     "deformable convolution": (
-        "the deformable convolution's bilinear sampling at fractional offsets (torchvision computes it in "
-        "float32 under CUDA autocast; here on every device)"),
+        "the conv that predicts a deformable convolution's offsets (sampling positions, a few channels) and the "
+        "bilinear sampling at them (torchvision samples in float32 under CUDA autocast; here on every device): "
+        "with bfloat16 offsets, GTR's proposal tower alone moved 1.5 % of the detections"),
     "score threshold and NMS": "score thresholds, class-wise NMS IoUs and the top-N cut of the detections",
     "group softmax": "BAGS's per-group softmax and the merge of the group probabilities into class scores",
     "open-vocabulary classifier": (
