@@ -341,9 +341,11 @@ def test_pil_image_is_converted_to_rgb():
     np.testing.assert_array_equal(frame.image, image)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_tensor_is_moved_to_cpu(clip):
-    frame, = open_frames(torch.from_numpy(clip[0]).permute(2, 0, 1).cuda())
+def test_tensor_on_the_device_under_test_is_read_back_to_the_host(clip, device):
+    """A ``(3, H, W)`` uint8 tensor on the tests' device (``VFE_HUB_TEST_DEVICE``; the GPU check runs this on CUDA)
+    becomes the same ``(H, W, 3)`` host image."""
+    frame, = open_frames(torch.from_numpy(clip[0]).permute(2, 0, 1).to(device))
+    assert isinstance(frame.image, np.ndarray)
     np.testing.assert_array_equal(frame.image, clip[0])
 
 
